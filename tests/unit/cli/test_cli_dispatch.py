@@ -1,0 +1,25 @@
+"""The console command routes to components and fails clearly on unknown words."""
+
+from __future__ import annotations
+
+import pytest
+
+from metering import cli
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for words in cli.COMMANDS:
+        assert " ".join(words) in out
+
+
+def test_unknown_command_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_every_entry_point_names_a_module_and_function() -> None:
+    for target in cli.COMMANDS.values():
+        module, sep, func = target.partition(":")
+        assert sep and module and func.isidentifier()
