@@ -1,0 +1,985 @@
+"""The credit engine: usage and commands in, ledger entries and alerts out.
+
+Pure and deterministic: no I/O, no wall clock. Every decision follows from the account state,
+the input and its event time; ``recorded_at`` is passed in and only copied onto entries.
+
+The engine **mutates the AccountState in place** and returns an :class:`Outcome` with what the
+change emitted. Raised errors (``PricingError``, ``ValidationError``) leave the state untouched.
+See docs/engine.md for the rules (burn order, periods, overage, late events, idempotency).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from hashlib import blake2b as _blake2b
+
+from metering.domain.config import DEFAULT_CONFIG, EngineConfig
+from metering.domain.dedupe import id_hash
+from metering.domain.errors import (
+    DuplicateGrant,
+    FeatureNotInPlan,
+    InsufficientBalance,
+    OutsideDedupeWindow,
+    Rejection,
+    TopupNotAllowed,
+    UnknownGrant,
+    UnknownPlan,
+    UsageBlocked,
+    ValidationError,
+)
+from metering.domain.grants import NEVER, SOURCES, Grant
+from metering.domain.periods import next_anchor_after, period_bounds
+from metering.domain.plans import ALLOW, NO_PLAN, UNLIMITED, Plan, PlanCatalog, resolve_terms
+from metering.domain.plans import validate_override as _validate_override
+from metering.domain.pricing import PriceBook
+from metering.domain.records import (
+    AccountOverride,
+    AccountTerms,
+    AlertKind,
+    Allocation,
+    CommandKind,
+    CreditAlert,
+    CreditCommand,
+    EntryType,
+    GrantInfo,
+    LedgerEntry,
+    UsageEvent,
+)
+from metering.domain.state import AccountState
+
+_new = tuple.__new__
+_DEBIT = EntryType.USAGE_DEBIT
+_OVERAGE = EntryType.OVERAGE
+_REJECTED = EntryType.USAGE_REJECTED
+_GRANT_KINDS = {
+    CommandKind.GRANT: None,
+    CommandKind.PURCHASE: "purchase",
+    CommandKind.PROMOTION: "promotion",
+}
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one call emitted, in order. Publish ``entries`` then ``alerts``."""
+
+    entries: list[LedgerEntry] = field(default_factory=list)
+    alerts: list[CreditAlert] = field(default_factory=list)
+    rejection: Rejection | None = None
+    """Set when (part of) the input was refused; the refusal is also in ``entries``."""
+    duplicate: bool = False
+    """The id was already processed: nothing was emitted and nothing changed."""
+
+
+def _command_key(command_id: str) -> int:
+    return id_hash("cmd:" + command_id)
+
+
+class CreditEngine:
+    """Prices usage and applies it and credit commands to account states."""
+
+    __slots__ = ("config", "plans", "price_book")
+
+    def __init__(
+        self, price_book: PriceBook, plans: PlanCatalog, config: EngineConfig = DEFAULT_CONFIG
+    ) -> None:
+        if config.default_plan is not None and plans.get(config.default_plan) is None:
+            raise ValidationError(f"default plan {config.default_plan!r} is not in the catalog")
+        self.price_book = price_book
+        self.plans = plans
+        self.config = config
+
+    def new_state(self, account_id: str) -> AccountState:
+        return AccountState.new(account_id, self.config)
+
+    def load_state(self, data: bytes) -> AccountState:
+        return AccountState.from_bytes(data, self.config)
+
+    def price(self, event: UsageEvent) -> tuple[int, str]:
+        """(micro-credits, price version) of one event. Raises a ``PricingError``."""
+        return self.price_book.price(event.feature, event.model, event.units, event.occurred_at)
+
+    # == usage (the hot path) ======================================================================
+
+    def apply_usage(self, state: AccountState, event: UsageEvent, recorded_at: int) -> Outcome:
+        """Price ``event`` and charge it to ``state``.
+
+        Grants pay in burn order; what they cannot cover becomes OVERAGE or USAGE_REJECTED per
+        the overage policy. A duplicate ``event_id`` returns ``Outcome(duplicate=True)``.
+        """
+        event_id = event.event_id
+        key = int.from_bytes(_blake2b(event_id.encode(), digest_size=8).digest(), "little") or 1
+        dedupe = state.dedupe
+        if key in dedupe:
+            return Outcome(duplicate=True)
+        if event.account_id != state.account_id:
+            raise ValidationError(
+                f"event {event_id} is for {event.account_id}, not {state.account_id}"
+            )
+        at = event.occurred_at
+        micros, version = self.price_book.price(event.feature, event.model, event.units, at)
+
+        entries: list[LedgerEntry] = []
+        alerts: list[CreditAlert] = []
+        if not state.period_end:
+            self._start(state, at, recorded_at, entries)
+        if at > state.clock:
+            state.clock = at
+            if at >= state.next_wakeup:
+                self._advance(state, at, recorded_at, entries, alerts)
+        clock = state.clock
+        stale = at <= dedupe.watermark
+        dedupe.add(key, clock)
+
+        # The period the usage belongs to (late events within the grace window: their own).
+        period_start = state.period_start
+        period_end = state.period_end
+        reason = None
+        if at < period_start:
+            if at >= state.prev_period_start and clock < period_start + self.config.late_grace_ms:
+                period_end = period_start
+                period_start = state.prev_period_start
+                reason = "late"
+            else:
+                reason = "late_after_grace"
+
+        terms = state.terms
+        rejection: Rejection | None = None
+        need = micros
+        if stale:
+            rejection = OutsideDedupeWindow(f"event {event_id} is older than the dedupe window")
+        elif terms.features is not None and not terms.allows(event.feature, at):
+            rejection = FeatureNotInPlan(f"plan {terms.plan_id} lacks {event.feature}")
+        else:
+            # Burn-down: grants are kept sorted in burn order.
+            allocations: list[Allocation] = []
+            if need:
+                for g in state.grants:
+                    left = g.remaining
+                    if left and g.effective_at <= clock:
+                        if left >= need:
+                            g.remaining = left - need
+                            allocations.append(_new(Allocation, (g.grant_id, -need)))
+                            need = 0
+                            break
+                        g.remaining = 0
+                        allocations.append(_new(Allocation, (g.grant_id, -left)))
+                        need -= left
+            covered = micros - need
+            if covered or not micros:
+                before = state.balance
+                state.balance = balance = before - covered
+                state.seq += 1
+                # tuple.__new__ skips NamedTuple's Python-level __new__ (hot path).
+                entries.append(
+                    _new(
+                        LedgerEntry,
+                        (
+                            event_id + ":USAGE_DEBIT",
+                            state.account_id,
+                            state.seq,
+                            _DEBIT,
+                            -covered,
+                            tuple(allocations),
+                            balance,
+                            state.overage,
+                            event_id,
+                            at,
+                            recorded_at,
+                            period_start,
+                            period_end,
+                            event.subject,
+                            event.feature,
+                            event.model,
+                            version,
+                            reason,
+                            event.reservation_id,
+                            None,
+                            None,
+                        ),
+                    )
+                )
+                if before and not balance:
+                    alerts.append(self._exhausted(state, event_id, at))
+            if need:
+                policy = terms.overage_policy
+                over = 0
+                if policy == UNLIMITED:
+                    over = need
+                elif policy == ALLOW:
+                    over = min(need, max(terms.overage_limit - state.overage, 0))
+                if over:
+                    state.overage += over
+                    need -= over
+                    self._usage_entry(
+                        state,
+                        entries,
+                        _OVERAGE,
+                        -over,
+                        event,
+                        recorded_at,
+                        period_start,
+                        period_end,
+                        version,
+                        reason,
+                    )
+                if need:
+                    rejection = UsageBlocked(
+                        f"{need} micro-credits of {event_id} exceed credits and overage"
+                    )
+            state.period_used += micros - need
+            if state.period_used >= state.next_threshold:
+                self._threshold_alerts(state, event_id, at, alerts)
+
+        if need or (rejection is not None and not micros):
+            self._usage_entry(
+                state,
+                entries,
+                _REJECTED,
+                -need,
+                event,
+                recorded_at,
+                period_start,
+                period_end,
+                version,
+                rejection.code if rejection else None,
+            )
+        topup = state.topup
+        if topup is not None and state.balance < topup.threshold:
+            self._maybe_topup(state, event_id, clock, alerts)
+        return Outcome(entries, alerts, rejection)
+
+    def _usage_entry(
+        self,
+        state: AccountState,
+        entries: list[LedgerEntry],
+        entry_type: EntryType,
+        amount: int,
+        event: UsageEvent,
+        recorded_at: int,
+        period_start: int,
+        period_end: int,
+        version: str,
+        reason: str | None,
+    ) -> None:
+        """OVERAGE / USAGE_REJECTED: no grant changes. The first usage entry carries the hold."""
+        state.seq += 1
+        first = not entries or entries[-1].cause_id != event.event_id
+        entry_id = f"{event.event_id}:{entry_type.value}"
+        if reason == OutsideDedupeWindow.code:  # may recur for one event_id: keep ids unique
+            entry_id = f"{entry_id}:{state.seq}"
+        entries.append(
+            LedgerEntry(
+                entry_id,
+                state.account_id,
+                state.seq,
+                entry_type,
+                amount,
+                (),
+                state.balance,
+                state.overage,
+                event.event_id,
+                event.occurred_at,
+                recorded_at,
+                period_start,
+                period_end,
+                event.subject,
+                event.feature,
+                event.model,
+                version,
+                reason,
+                event.reservation_id if first else None,
+            )
+        )
+
+    # == commands ==================================================================================
+
+    def apply_command(self, state: AccountState, cmd: CreditCommand, recorded_at: int) -> Outcome:
+        """Apply a billing/admin command. Business refusals come back as ``rejection``."""
+        key = _command_key(cmd.command_id)
+        if key in state.dedupe:
+            return Outcome(duplicate=True)
+        if cmd.account_id != state.account_id:
+            raise ValidationError(f"command {cmd.command_id} is for another account")
+        self._validate(cmd)
+        at = cmd.issued_at
+        entries: list[LedgerEntry] = []
+        alerts: list[CreditAlert] = []
+        if not state.period_end:
+            self._start(state, at, recorded_at, entries)
+        if at > state.clock:
+            state.clock = at
+            if at >= state.next_wakeup:
+                self._advance(state, at, recorded_at, entries, alerts)
+        state.dedupe.add(key, state.clock)
+
+        rejection = self._dispatch(state, cmd, at, recorded_at, entries)
+        if rejection is not None:
+            self._emit(
+                state,
+                entries,
+                EntryType.COMMAND_REJECTED,
+                0,
+                (),
+                cmd.command_id,
+                at,
+                recorded_at,
+                reason=f"{rejection.code}: {rejection}",
+            )
+        self._settle(state, cmd.command_id, recorded_at, entries, alerts)
+        return Outcome(entries, alerts, rejection)
+
+    def _validate(self, cmd: CreditCommand) -> None:
+        kind = cmd.kind
+        if kind in _GRANT_KINDS:
+            if cmd.amount is None or cmd.amount <= 0:
+                raise ValidationError(f"{kind.value} needs a positive amount")
+            source = _GRANT_KINDS[kind] or cmd.grant_source or "adjustment"
+            if source not in SOURCES or source == "rollover":
+                raise ValidationError(f"bad grant_source {source!r}")
+            effective = cmd.issued_at if cmd.effective_at is None else cmd.effective_at
+            if cmd.expires_at is not None and cmd.expires_at <= effective:
+                raise ValidationError("expires_at must be after effective_at")
+        elif kind is CommandKind.ADJUSTMENT:
+            if not cmd.amount:
+                raise ValidationError("adjustment needs a non-zero amount")
+        elif kind is CommandKind.VOID_GRANT:
+            if not cmd.grant_id:
+                raise ValidationError("void_grant needs grant_id")
+        elif kind is CommandKind.ASSIGN_PLAN:
+            if not cmd.plan_id:
+                raise ValidationError("assign_plan needs plan_id")
+        elif kind is CommandKind.SET_OVERRIDE:
+            if cmd.override is None:
+                raise ValidationError("set_override needs override")
+            _validate_override(cmd.override)
+        elif kind is CommandKind.CONFIGURE_AUTO_TOPUP:
+            cfg = cmd.auto_topup
+            if cfg is None:
+                raise ValidationError("configure_auto_topup needs auto_topup")
+            if cfg.enabled and (cfg.amount <= 0 or cfg.threshold < 0 or cfg.max_requests < 1):
+                raise ValidationError("auto_topup needs amount > 0, threshold >= 0, max >= 1")
+
+    def _dispatch(
+        self,
+        state: AccountState,
+        cmd: CreditCommand,
+        at: int,
+        recorded_at: int,
+        entries: list[LedgerEntry],
+    ) -> Rejection | None:
+        kind = cmd.kind
+        if kind in _GRANT_KINDS:
+            return self._grant(state, cmd, at, recorded_at, entries)
+        if kind is CommandKind.ADJUSTMENT:
+            return self._adjust(state, cmd, at, recorded_at, entries)
+        if kind is CommandKind.VOID_GRANT:
+            return self._void(state, cmd, at, recorded_at, entries)
+        if kind is CommandKind.ASSIGN_PLAN:
+            plan = self.plans.get(cmd.plan_id or "")
+            if plan is None:
+                return UnknownPlan(f"plan {cmd.plan_id!r} is not in the catalog")
+            self._set_terms(
+                state,
+                plan,
+                state.override,
+                EntryType.PLAN_ASSIGNED,
+                cmd.command_id,
+                at,
+                recorded_at,
+                entries,
+            )
+            return None
+        if kind is CommandKind.SET_OVERRIDE:
+            plan = self._current_plan(state)
+            self._set_terms(
+                state,
+                plan,
+                cmd.override,
+                EntryType.OVERRIDE_SET,
+                cmd.command_id,
+                at,
+                recorded_at,
+                entries,
+            )
+            return None
+        if kind is CommandKind.CONFIGURE_AUTO_TOPUP:
+            cfg = cmd.auto_topup
+            state.topup = cfg if cfg is not None and cfg.enabled else None
+            return None
+        if kind is CommandKind.TOPUP_DECLINED:
+            state.topup_pending_since = None
+            backoff = self.config.topup_backoff_ms << min(state.topup_declines, 6)
+            state.topup_backoff_until = at + backoff
+            state.topup_declines += 1
+            return None
+        raise ValidationError(f"unknown command kind {kind!r}")  # pragma: no cover
+
+    def _grant(
+        self,
+        state: AccountState,
+        cmd: CreditCommand,
+        at: int,
+        recorded_at: int,
+        entries: list[LedgerEntry],
+    ) -> Rejection | None:
+        source = _GRANT_KINDS[cmd.kind] or cmd.grant_source or "adjustment"
+        if source == "purchase" and not state.terms.topups_allowed:
+            return TopupNotAllowed(f"plan {state.terms.plan_id} does not allow buying credits")
+        grant_id = cmd.grant_id or cmd.command_id
+        if state.grant(grant_id) is not None:
+            return DuplicateGrant(f"grant {grant_id} already exists")
+        amount = cmd.amount or 0
+        grant = Grant(
+            grant_id,
+            source,
+            amount,
+            self.config.priorities[source] if cmd.priority is None else cmd.priority,
+            at if cmd.effective_at is None else cmd.effective_at,
+            cmd.expires_at,
+            cmd.cost_basis_micros if source == "purchase" else None,
+        )
+        self._add_grant(
+            state,
+            grant,
+            EntryType.GRANT_CREATED,
+            cmd.command_id,
+            at,
+            recorded_at,
+            entries,
+            reason=cmd.reason,
+        )
+        if source == "purchase":
+            state.topup_pending_since = None
+            state.topup_declines = 0
+        return None
+
+    def _adjust(
+        self,
+        state: AccountState,
+        cmd: CreditCommand,
+        at: int,
+        recorded_at: int,
+        entries: list[LedgerEntry],
+    ) -> Rejection | None:
+        amount = cmd.amount or 0
+        if amount > 0:
+            grant_id = cmd.grant_id or cmd.command_id
+            if state.grant(grant_id) is not None:
+                return DuplicateGrant(f"grant {grant_id} already exists")
+            priority = (
+                self.config.priorities["adjustment"] if cmd.priority is None else cmd.priority
+            )
+            grant = Grant(grant_id, "adjustment", amount, priority, at, cmd.expires_at)
+            self._add_grant(
+                state,
+                grant,
+                EntryType.ADJUSTMENT,
+                cmd.command_id,
+                at,
+                recorded_at,
+                entries,
+                reason=cmd.reason,
+            )
+            return None
+        need = -amount
+        if need > state.balance:
+            return InsufficientBalance(f"cannot remove {need} from a balance of {state.balance}")
+        allocations = []
+        for g in state.grants:
+            take = min(g.remaining, need)
+            if take:
+                g.remaining -= take
+                allocations.append(Allocation(g.grant_id, -take))
+                need -= take
+                if not need:
+                    break
+        state.balance += amount
+        self._emit(
+            state,
+            entries,
+            EntryType.ADJUSTMENT,
+            amount,
+            tuple(allocations),
+            cmd.command_id,
+            at,
+            recorded_at,
+            reason=cmd.reason,
+        )
+        return None
+
+    def _void(
+        self,
+        state: AccountState,
+        cmd: CreditCommand,
+        at: int,
+        recorded_at: int,
+        entries: list[LedgerEntry],
+    ) -> Rejection | None:
+        grant = state.grant(cmd.grant_id or "")
+        if grant is None:
+            return UnknownGrant(f"no live grant {cmd.grant_id!r}")
+        if grant.grant_id == state.plan_grant_id:
+            state.plan_carry += grant.amount  # a voided plan grant counts as fully used
+            state.plan_grant_id = None
+        self._remove_grant(
+            state,
+            grant,
+            EntryType.GRANT_VOIDED,
+            cmd.command_id,
+            at,
+            recorded_at,
+            entries,
+            reason=cmd.reason,
+        )
+        return None
+
+    # == plans and terms ===========================================================================
+
+    def _current_plan(self, state: AccountState) -> Plan:
+        plan = self.plans.get(state.terms.plan_id)
+        if plan is not None:
+            return plan
+        t = state.terms  # the plan left the catalog: keep the account's snapshot
+        return Plan(
+            t.plan_id,
+            t.monthly_credits,
+            t.anchor_day,
+            t.rollover_cap,
+            None,
+            t.overage_policy,
+            t.overage_limit,
+            t.topups_allowed,
+            t.alert_thresholds,
+            t.features,
+        )
+
+    def _set_terms(
+        self,
+        state: AccountState,
+        plan: Plan,
+        override: AccountOverride | None,
+        entry_type: EntryType,
+        cause: str,
+        at: int,
+        recorded_at: int,
+        entries: list[LedgerEntry],
+    ) -> None:
+        """assign_plan / set_override. The mid-period rule is documented in docs/engine.md."""
+        first = state.terms.plan_id == NO_PLAN and plan.plan_id != NO_PLAN
+        old_monthly = state.terms.monthly_credits
+        state.override = override
+        state.terms = terms = resolve_terms(plan, override)
+        if first:  # the first real plan anchors the account's periods
+            state.period_start, state.period_end = period_bounds(at, terms.anchor_day)
+            state.prev_period_start = period_bounds(state.period_start - 1, terms.anchor_day)[0]
+        self._emit(
+            state, entries, entry_type, 0, (), cause, at, recorded_at, terms=terms.published()
+        )
+        if not first and terms.monthly_credits == old_monthly:
+            return
+        used = state.plan_carry
+        old = state.grant(state.plan_grant_id) if state.plan_grant_id else None
+        if old is not None:
+            used += old.amount - old.remaining
+            self._remove_grant(
+                state,
+                old,
+                EntryType.GRANT_EXPIRED,
+                cause,
+                at,
+                recorded_at,
+                entries,
+                reason="plan_change",
+            )
+        state.plan_carry = used
+        state.plan_grant_id = None
+        amount = terms.monthly_credits if first else max(terms.monthly_credits - used, 0)
+        if amount:
+            self._plan_grant(state, f"plan:{cause}", amount, at, cause, recorded_at, entries)
+
+    def _plan_grant(
+        self,
+        state: AccountState,
+        grant_id: str,
+        amount: int,
+        at: int,
+        cause: str,
+        recorded_at: int,
+        entries: list[LedgerEntry],
+    ) -> None:
+        grant = Grant(
+            grant_id, "plan", amount, self.config.priorities["plan"], at, state.period_end
+        )
+        state.plan_grant_id = grant_id
+        self._add_grant(state, grant, EntryType.GRANT_CREATED, cause, at, recorded_at, entries)
+
+    # == time ======================================================================================
+
+    def sweep(self, state: AccountState, now: int, recorded_at: int | None = None) -> Outcome:
+        """Apply what time alone does (expiry, period reset, notices) up to ``now``.
+
+        For idle accounts, so balances drop on time without usage. ``now`` becomes the
+        account's event time: pass the processor's notion of "now minus allowed lateness".
+        """
+        entries: list[LedgerEntry] = []
+        alerts: list[CreditAlert] = []
+        if state.period_end and now > state.clock:
+            state.clock = now
+            if now >= state.next_wakeup:
+                self._advance(
+                    state, now, now if recorded_at is None else recorded_at, entries, alerts
+                )
+        return Outcome(entries, alerts)
+
+    def _start(
+        self, state: AccountState, at: int, recorded_at: int, entries: list[LedgerEntry]
+    ) -> None:
+        """First touch of an account: open its first period (and give the default plan)."""
+        anchor = state.terms.anchor_day
+        state.period_start, state.period_end = period_bounds(at, anchor)
+        state.prev_period_start = period_bounds(state.period_start - 1, anchor)[0]
+        if self.config.default_plan is not None:
+            plan = self.plans.get(self.config.default_plan)
+            assert plan is not None
+            cause = f"{state.account_id}/default-plan"
+            self._set_terms(
+                state,
+                plan,
+                state.override,
+                EntryType.PLAN_ASSIGNED,
+                cause,
+                at,
+                recorded_at,
+                entries,
+            )
+        self._refresh(state)
+
+    def _advance(
+        self,
+        state: AccountState,
+        now: int,
+        recorded_at: int,
+        entries: list[LedgerEntry],
+        alerts: list[CreditAlert],
+    ) -> None:
+        """Expire grants and close periods due at or before ``now``, in time order."""
+        while True:
+            end = state.period_end
+            due: Grant | None = None
+            for g in state.grants:
+                e = g.expires_at
+                if (
+                    e is not None
+                    and e <= now
+                    and e < end
+                    and (due is None or (e, g.grant_id) < (due.expires_at or 0, due.grant_id))
+                ):
+                    due = g
+            if due is not None:
+                self._expire(state, due, recorded_at, entries)
+            elif end <= now:
+                self._reset(state, recorded_at, entries)
+            else:
+                break
+        notice = self.config.expiring_notice_ms
+        sources = self.config.expiring_notice_sources
+        for g in state.grants:
+            if (
+                not g.warned
+                and g.remaining
+                and g.source in sources
+                and g.expires_at is not None
+                and g.expires_at - notice <= now
+            ):
+                g.warned = True
+                alerts.append(
+                    CreditAlert(
+                        f"{state.account_id}/expiring/{g.grant_id}",
+                        state.account_id,
+                        AlertKind.GRANT_EXPIRING,
+                        state.balance,
+                        f"{state.account_id}/expiry/{g.grant_id}",
+                        now,
+                        state.period_start,
+                        state.period_end,
+                        grant_id=g.grant_id,
+                        amount=g.remaining,
+                        message=f"{g.remaining} micro-credits expire at {g.expires_at}",
+                    )
+                )
+        self._refresh(state)
+
+    def _expire(
+        self, state: AccountState, grant: Grant, recorded_at: int, entries: list[LedgerEntry]
+    ) -> None:
+        cause = f"{state.account_id}/expiry/{grant.grant_id}"
+        if grant.grant_id == state.plan_grant_id:
+            state.plan_grant_id = None
+        self._remove_grant(
+            state,
+            grant,
+            EntryType.GRANT_EXPIRED,
+            cause,
+            grant.expires_at or 0,
+            recorded_at,
+            entries,
+            reason="expired",
+        )
+
+    def _reset(self, state: AccountState, recorded_at: int, entries: list[LedgerEntry]) -> None:
+        """Close the period at ``period_end``: expire its plan grant, roll over, grant anew."""
+        boundary = state.period_end
+        cause = f"{state.account_id}/period/{boundary}"
+        plan_grant = state.grant(state.plan_grant_id) if state.plan_grant_id else None
+        unused = 0
+        if plan_grant is not None:
+            unused = plan_grant.remaining
+            self._remove_grant(
+                state,
+                plan_grant,
+                EntryType.GRANT_EXPIRED,
+                cause,
+                boundary,
+                recorded_at,
+                entries,
+                reason="period_end",
+            )
+        for g in [g for g in state.grants if g.expires_at is not None and g.expires_at <= boundary]:
+            self._expire(state, g, recorded_at, entries)
+        state.terms = terms = resolve_terms(self._current_plan(state), state.override)
+        state.prev_period_start = state.period_start
+        state.period_start = boundary
+        state.period_end = next_anchor_after(boundary, terms.anchor_day)
+        state.overage = 0
+        state.period_used = 0
+        state.alerted = 0
+        state.plan_carry = 0
+        state.plan_grant_id = None
+        self._emit(
+            state,
+            entries,
+            EntryType.PERIOD_RESET,
+            0,
+            (),
+            cause,
+            boundary,
+            recorded_at,
+            terms=terms.published(),
+        )
+        cap = terms.rollover_cap
+        rollover = min(unused, cap) if cap is not None else 0
+        if rollover > 0:
+            grant = Grant(
+                f"rollover:{boundary}",
+                "rollover",
+                rollover,
+                self.config.priorities["rollover"],
+                boundary,
+                state.period_end,
+            )
+            self._add_grant(state, grant, EntryType.ROLLOVER, cause, boundary, recorded_at, entries)
+        if terms.monthly_credits:
+            self._plan_grant(
+                state,
+                f"plan:{boundary}",
+                terms.monthly_credits,
+                boundary,
+                cause,
+                recorded_at,
+                entries,
+            )
+
+    # == shared helpers ============================================================================
+
+    def _refresh(self, state: AccountState) -> None:
+        keep = state.plan_grant_id
+        if any(not g.remaining and g.grant_id != keep for g in state.grants):
+            state.grants = [g for g in state.grants if g.remaining or g.grant_id == keep]
+        state.refresh(self.config.expiring_notice_ms, self.config.expiring_notice_sources)
+
+    def _settle(
+        self,
+        state: AccountState,
+        cause: str,
+        recorded_at: int,
+        entries: list[LedgerEntry],
+        alerts: list[CreditAlert],
+    ) -> None:
+        """After a command: re-sort, catch up on anything now due, check thresholds/top-up."""
+        self._refresh(state)
+        if state.next_wakeup <= state.clock:
+            self._advance(state, state.clock, recorded_at, entries, alerts)
+        if state.period_used >= state.next_threshold:
+            self._threshold_alerts(state, cause, state.clock, alerts)
+        if state.topup is not None and state.balance < state.topup.threshold:
+            self._maybe_topup(state, cause, state.clock, alerts)
+
+    def _add_grant(
+        self,
+        state: AccountState,
+        grant: Grant,
+        entry_type: EntryType,
+        cause: str,
+        at: int,
+        recorded_at: int,
+        entries: list[LedgerEntry],
+        reason: str | None = None,
+    ) -> None:
+        state.grants.append(grant)
+        state.balance += grant.amount
+        self._emit(
+            state,
+            entries,
+            entry_type,
+            grant.amount,
+            (Allocation(grant.grant_id, grant.amount),),
+            cause,
+            at,
+            recorded_at,
+            suffix=grant.grant_id,
+            grant=grant.info(),
+            reason=reason,
+        )
+        self._refresh(state)
+
+    def _remove_grant(
+        self,
+        state: AccountState,
+        grant: Grant,
+        entry_type: EntryType,
+        cause: str,
+        at: int,
+        recorded_at: int,
+        entries: list[LedgerEntry],
+        reason: str | None = None,
+    ) -> None:
+        state.grants.remove(grant)
+        left = grant.remaining
+        grant.remaining = 0
+        if not left and entry_type is EntryType.GRANT_EXPIRED:
+            return  # nothing to take away; a zero entry would only be noise
+        state.balance -= left
+        allocations = (Allocation(grant.grant_id, -left),) if left else ()
+        self._emit(
+            state,
+            entries,
+            entry_type,
+            -left,
+            allocations,
+            cause,
+            at,
+            recorded_at,
+            suffix=grant.grant_id,
+            reason=reason,
+        )
+
+    def _emit(
+        self,
+        state: AccountState,
+        entries: list[LedgerEntry],
+        entry_type: EntryType,
+        amount: int,
+        allocations: tuple[Allocation, ...],
+        cause: str,
+        at: int,
+        recorded_at: int,
+        *,
+        suffix: str | None = None,
+        reason: str | None = None,
+        grant: GrantInfo | None = None,
+        terms: AccountTerms | None = None,
+    ) -> None:
+        state.seq += 1
+        entry_id = f"{cause}:{entry_type.value}"
+        if suffix is not None:
+            entry_id = f"{entry_id}:{suffix}"
+        entries.append(
+            LedgerEntry(
+                entry_id=entry_id,
+                account_id=state.account_id,
+                seq=state.seq,
+                type=entry_type,
+                amount=amount,
+                allocations=allocations,
+                balance_after=state.balance,
+                overage_after=state.overage,
+                cause_id=cause,
+                occurred_at=at,
+                recorded_at=recorded_at,
+                period_start=state.period_start,
+                period_end=state.period_end,
+                reason=reason,
+                grant=grant,
+                terms=terms,
+            )
+        )
+
+    def _threshold_alerts(
+        self, state: AccountState, cause: str, at: int, alerts: list[CreditAlert]
+    ) -> None:
+        terms = state.terms
+        amounts = terms.threshold_amounts()
+        while state.alerted < len(amounts) and state.period_used >= amounts[state.alerted]:
+            pct = terms.alert_thresholds[state.alerted]
+            state.alerted += 1
+            alerts.append(
+                CreditAlert(
+                    f"{state.account_id}/threshold/{state.period_start}/{pct}",
+                    state.account_id,
+                    AlertKind.THRESHOLD_CROSSED,
+                    state.balance,
+                    cause,
+                    at,
+                    state.period_start,
+                    state.period_end,
+                    threshold_pct=pct,
+                    message=f"{pct}% of the period allocation used",
+                )
+            )
+        state.next_threshold = amounts[state.alerted] if state.alerted < len(amounts) else NEVER
+
+    def _exhausted(self, state: AccountState, cause: str, at: int) -> CreditAlert:
+        return CreditAlert(
+            f"{state.account_id}/exhausted/{cause}",
+            state.account_id,
+            AlertKind.BALANCE_EXHAUSTED,
+            0,
+            cause,
+            at,
+            state.period_start,
+            state.period_end,
+            message="no credits left",
+        )
+
+    def _maybe_topup(
+        self, state: AccountState, cause: str, at: int, alerts: list[CreditAlert]
+    ) -> None:
+        """One request at a time, at most ``max_requests`` per window, none during back-off."""
+        cfg = state.topup
+        if cfg is None or not state.terms.topups_allowed:
+            return
+        pending = state.topup_pending_since
+        if pending is not None and at < pending + self.config.topup_pending_timeout_ms:
+            return
+        if at < state.topup_backoff_until:
+            return
+        recent = [t for t in state.topup_requests if t > at - cfg.window_ms]
+        state.topup_requests = recent
+        if len(recent) >= cfg.max_requests:
+            return
+        recent.append(at)
+        state.topup_pending_since = at
+        alerts.append(
+            CreditAlert(
+                f"{state.account_id}/topup/{cause}",
+                state.account_id,
+                AlertKind.AUTO_TOPUP_REQUESTED,
+                state.balance,
+                cause,
+                at,
+                state.period_start,
+                state.period_end,
+                amount=cfg.amount,
+                message=f"balance below {cfg.threshold}: top up {cfg.amount}",
+            )
+        )

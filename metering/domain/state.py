@@ -1,0 +1,189 @@
+"""Per-account state of the credit engine, and its compact byte form.
+
+The stream processor keeps one :class:`AccountState` per ``account_id`` in a changelogged
+table, so ``to_bytes``/``from_bytes`` must be cheap and self-contained: a small JSON document
+for the scalars and grants, followed by the raw idempotency window (16 bytes per id).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from metering.domain.config import DEFAULT_CONFIG, EngineConfig
+from metering.domain.dedupe import DedupeWindow
+from metering.domain.errors import ValidationError
+from metering.domain.grants import NEVER, Grant
+from metering.domain.plans import NO_PLAN_TERMS_PLAN, Terms, resolve_terms
+from metering.domain.records import AccountOverride, AutoTopupConfig
+
+_MAGIC = b"AS1"
+_HEAD = struct.Struct("<3sIqq")  # magic, json length, dedupe window_ms, dedupe max_ids
+
+
+@dataclass(frozen=True, slots=True)
+class AccountView:
+    """What the ledger determines about an account: compared by the fold property tests."""
+
+    seq: int
+    balance: int
+    overage: int
+    grants: dict[str, int]
+    """grant_id -> remaining, for grants with something left."""
+
+
+class AccountState:
+    """Everything the engine remembers about one account. The engine mutates it in place."""
+
+    __slots__ = (
+        "account_id",
+        "alerted",
+        "balance",
+        "clock",
+        "dedupe",
+        "grants",
+        "next_threshold",
+        "next_wakeup",
+        "overage",
+        "override",
+        "period_end",
+        "period_start",
+        "period_used",
+        "plan_carry",
+        "plan_grant_id",
+        "prev_period_start",
+        "seq",
+        "terms",
+        "topup",
+        "topup_backoff_until",
+        "topup_declines",
+        "topup_pending_since",
+        "topup_requests",
+    )
+
+    def __init__(self, account_id: str, dedupe: DedupeWindow) -> None:
+        self.account_id = account_id
+        self.seq = 0
+        self.balance = 0
+        """Sum of ``remaining`` over live grants."""
+        self.overage = 0
+        """Overage used in the current period (billable)."""
+        self.period_start = 0
+        self.period_end = 0
+        """0/0 until the account is first touched."""
+        self.prev_period_start = 0
+        self.clock = -(2**63)
+        """Newest event time seen (usage, command or sweep); never goes back."""
+        self.terms: Terms = resolve_terms(NO_PLAN_TERMS_PLAN, None)
+        self.override: AccountOverride | None = None
+        self.grants: list[Grant] = []
+        """Live grants in burn order."""
+        self.period_used = 0
+        self.alerted = 0
+        """How many of the sorted alert thresholds were crossed this period."""
+        self.plan_carry = 0
+        """Plan credits used this period by plan grants replaced mid-period."""
+        self.plan_grant_id: str | None = None
+        self.topup: AutoTopupConfig | None = None
+        self.topup_pending_since: int | None = None
+        self.topup_requests: list[int] = []
+        self.topup_backoff_until = -(2**63)
+        self.topup_declines = 0
+        self.dedupe = dedupe
+        # Derived, recomputed by refresh(): never serialized.
+        self.next_wakeup = NEVER
+        self.next_threshold = NEVER
+
+    @classmethod
+    def new(cls, account_id: str, config: EngineConfig = DEFAULT_CONFIG) -> AccountState:
+        return cls(account_id, DedupeWindow(config.dedupe_window_ms, config.dedupe_max_ids))
+
+    @property
+    def started(self) -> bool:
+        return self.period_end != 0
+
+    def grant(self, grant_id: str) -> Grant | None:
+        for g in self.grants:
+            if g.grant_id == grant_id:
+                return g
+        return None
+
+    def view(self) -> AccountView:
+        return AccountView(
+            seq=self.seq,
+            balance=self.balance,
+            overage=self.overage,
+            grants={g.grant_id: g.remaining for g in self.grants if g.remaining},
+        )
+
+    def refresh(self, notice_ms: int, notice_sources: frozenset[str]) -> None:
+        """Re-sort grants and recompute the cached wake-up time and next threshold."""
+        self.grants.sort(key=Grant.burn_key)
+        wake = self.period_end if self.started else NEVER
+        for g in self.grants:
+            if g.expires_at is not None:
+                wake = min(wake, g.expires_at)
+                if not g.warned and g.remaining and g.source in notice_sources:
+                    wake = min(wake, g.expires_at - notice_ms)
+        self.next_wakeup = wake
+        amounts = self.terms.threshold_amounts()
+        self.next_threshold = amounts[self.alerted] if self.alerted < len(amounts) else NEVER
+
+    # -- persistence -----------------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        doc: dict[str, Any] = {
+            "a": self.account_id,
+            "s": self.seq,
+            "b": self.balance,
+            "o": self.overage,
+            "p": [self.prev_period_start, self.period_start, self.period_end],
+            "c": self.clock,
+            "t": self.terms.to_json(),
+            "ov": None if self.override is None else list(self.override),
+            "g": [g.to_json() for g in self.grants],
+            "u": [self.period_used, self.alerted, self.plan_carry, self.plan_grant_id],
+            "tu": None if self.topup is None else list(self.topup),
+            "tp": [
+                self.topup_pending_since,
+                self.topup_requests,
+                self.topup_backoff_until,
+                self.topup_declines,
+            ],
+        }
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        head = _HEAD.pack(_MAGIC, len(body), self.dedupe.window_ms, self.dedupe.max_ids)
+        return head + body + self.dedupe.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, config: EngineConfig = DEFAULT_CONFIG) -> AccountState:
+        """Inverse of :meth:`to_bytes`; ``config`` supplies the derived-field rules."""
+        if data[:3] != _MAGIC:
+            raise ValidationError("not an AccountState blob")
+        _, length, window_ms, max_ids = _HEAD.unpack_from(data)
+        start = _HEAD.size
+        doc = json.loads(data[start : start + length])
+        view = memoryview(data)[start + length :]
+        state = cls(doc["a"], DedupeWindow.from_bytes(view, window_ms, max_ids))
+        state.seq = doc["s"]
+        state.balance = doc["b"]
+        state.overage = doc["o"]
+        state.prev_period_start, state.period_start, state.period_end = doc["p"]
+        state.clock = doc["c"]
+        state.terms = Terms.from_json(doc["t"])
+        ov = doc["ov"]
+        if ov is not None:
+            state.override = AccountOverride(ov[0], ov[1], ov[2], tuple(ov[3]), ov[4])
+        state.grants = [Grant.from_json(g) for g in doc["g"]]
+        state.period_used, state.alerted, state.plan_carry, state.plan_grant_id = doc["u"]
+        tu = doc["tu"]
+        state.topup = None if tu is None else AutoTopupConfig(*tu)
+        pending, requests, backoff, declines = doc["tp"]
+        state.topup_pending_since = pending
+        state.topup_requests = list(requests)
+        state.topup_backoff_until = backoff
+        state.topup_declines = declines
+        state.refresh(config.expiring_notice_ms, config.expiring_notice_sources)
+        return state
