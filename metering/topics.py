@@ -7,7 +7,10 @@ takes a prefix so tests and benchmarks can run side by side on one broker.
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,3 +60,145 @@ class TopicNames:
 
 
 DEFAULT_TOPICS = TopicNames()
+
+
+LEDGER_CONFIG: dict[str, str] = {"retention.ms": "-1"}
+"""``credit-ledger`` is the event store: kept forever."""
+
+
+class TopicError(RuntimeError):
+    """A topic could not be created, or exists with a shape the pipeline cannot use."""
+
+
+def topic_configs(names: TopicNames) -> dict[str, dict[str, str]]:
+    """Per-topic configs beyond the broker defaults."""
+    return {names.credit_ledger: dict(LEDGER_CONFIG)}
+
+
+def create_topics(
+    bootstrap: str, names: TopicNames, partitions: int, timeout: float = 30.0
+) -> None:
+    """Create every topic of ``names`` with ``partitions`` partitions; idempotent.
+
+    Topics that already exist are left alone if their partition count matches, and their
+    required configs (``retention.ms=-1`` on the ledger) are re-applied. A keyed topic with
+    a different partition count is an error: account order per partition would break.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import (
+        AdminClient,
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        NewTopic,
+    )
+
+    if partitions < 1:
+        raise TopicError(f"partitions must be >= 1, got {partitions}")
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
+    configs = topic_configs(names)
+    existing = admin.list_topics(timeout=timeout).topics
+    wanted = [
+        NewTopic(
+            name, num_partitions=partitions, replication_factor=-1, config=configs.get(name, {})
+        )
+        for name in names.all()
+        if name not in existing
+    ]
+    if wanted:
+        for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
+            try:
+                future.result(timeout=timeout)
+            except KafkaException as exc:
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise TopicError(f"cannot create topic {name}: {exc}") from exc
+
+    _wait_for_metadata(admin, names.all(), timeout)
+    metadata = admin.list_topics(timeout=timeout).topics
+    for name in names.keyed():
+        count = len(metadata[name].partitions)
+        if count != partitions:
+            raise TopicError(
+                f"topic {name} has {count} partitions, expected {partitions}: "
+                "keyed topics must all have the same count"
+            )
+    resources = [
+        ConfigResource(
+            ConfigResource.Type.TOPIC,
+            name,
+            incremental_configs=[
+                ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+                for key, value in config.items()
+            ],
+        )
+        for name, config in configs.items()
+        if name not in {topic.topic for topic in wanted}
+    ]
+    if resources:
+        for resource, future in admin.incremental_alter_configs(resources).items():
+            try:
+                future.result(timeout=timeout)
+            except KafkaException as exc:
+                raise TopicError(f"cannot set configs on {resource.name}: {exc}") from exc
+
+
+def _wait_for_metadata(admin: Any, topics: list[str], timeout: float) -> None:
+    """Wait until the broker's metadata lists every topic with leaders for all partitions."""
+    deadline = time.monotonic() + timeout
+    while True:
+        metadata = admin.list_topics(timeout=timeout).topics
+        ready = all(
+            name in metadata
+            and metadata[name].error is None
+            and metadata[name].partitions
+            and all(p.leader >= 0 for p in metadata[name].partitions.values())
+            for name in topics
+        )
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            missing = [name for name in topics if name not in metadata]
+            raise TopicError(f"topics not ready after {timeout}s: {missing or topics}")
+        time.sleep(0.05)
+
+
+def delete_topics(bootstrap: str, names: TopicNames, timeout: float = 10.0) -> None:
+    """Delete every topic of ``names`` (missing ones are fine). For tests and benchmarks."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
+    for name, future in admin.delete_topics(names.all(), request_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            if exc.args[0].name() != "UNKNOWN_TOPIC_OR_PART":
+                raise TopicError(f"cannot delete topic {name}: {exc}") from exc
+
+
+def main(argv: list[str]) -> int:
+    """``metering topics create [--partitions N] [--prefix P]``."""
+    import argparse
+
+    from metering.config import load_settings
+
+    parser = argparse.ArgumentParser(prog="metering topics")
+    sub = parser.add_subparsers(dest="action", required=True)
+    create = sub.add_parser("create", help="create the pipeline's topics (idempotent)")
+    create.add_argument("--partitions", type=int, default=None, help="default: METERING_PARTITIONS")
+    create.add_argument("--prefix", default="", help="namespace for side-by-side runs")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    partitions = args.partitions if args.partitions is not None else settings.partitions
+    names = TopicNames(args.prefix)
+    try:
+        create_topics(settings.kafka_bootstrap, names, partitions)
+    except TopicError as exc:
+        print(f"metering topics create: {exc}", file=sys.stderr)
+        return 1
+    for name in names.all():
+        print(f"  {name}")
+    print(
+        f"topics: {len(names.all())} ready on {settings.kafka_bootstrap} ({partitions} partitions)"
+    )
+    return 0

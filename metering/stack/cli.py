@@ -1,0 +1,67 @@
+"""``metering stack up|status|down|jars``: the local stack from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from metering.config import load_settings
+from metering.stack.kafka import KafkaError, ensure_jars, jars_present, libs_dir
+from metering.stack.local import LocalStack, StackError
+from metering.stack.redis import RedisError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="metering stack", description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True)
+    up = sub.add_parser("up", help="start Kafka (KRaft) and Redis; returns once they answer")
+    up.add_argument("--timeout", type=float, default=120.0)
+    sub.add_parser("status", help="each component, up or down, with its address")
+    down = sub.add_parser("down", help="stop the processes `up` started")
+    down.add_argument("--purge", action="store_true", help="also delete Kafka and Redis data")
+    down.add_argument("--timeout", type=float, default=30.0)
+    sub.add_parser("jars", help="resolve the Kafka jars with Maven (skipped when cached)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.action == "jars":
+        libs = libs_dir()
+        if jars_present(libs):
+            print(f"kafka jars: already in {libs}")
+            return 0
+        try:
+            ensure_jars(libs)
+        except KafkaError as exc:
+            print(f"metering stack jars: {exc}", file=sys.stderr)
+            return 1
+        print(f"kafka jars: resolved into {libs}")
+        return 0
+
+    settings = load_settings()
+    stack = LocalStack(settings.state_dir)
+    if args.action == "up":
+        try:
+            started = stack.up(timeout=args.timeout)
+        except (StackError, KafkaError, RedisError) as exc:
+            print(f"metering stack up: {exc}", file=sys.stderr)
+            return 1
+        print("stack: started" if started else "stack: already running")
+        _print_status(stack)
+        return 0
+    if args.action == "status":
+        _print_status(stack)
+        return 0 if stack.is_up() else 3
+    stopped = stack.down(timeout=args.timeout, purge=args.purge)
+    print(f"stack: stopped {', '.join(stopped)}" if stopped else "stack: nothing was running")
+    return 0
+
+
+def _print_status(stack: LocalStack) -> None:
+    print(f"state dir: {stack.state_dir}")
+    for line in stack.status():
+        state = "up" if line.up else "down"
+        pid = f" (pid {line.pid})" if line.pid and line.up else ""
+        detail = f"  [{line.detail}]" if line.detail else ""
+        print(f"  {line.name:<11} {state:<5} {line.address}{pid}{detail}")

@@ -1,0 +1,230 @@
+"""``LocalStack``: start, inspect, stop and restart the local Kafka + Redis by recorded pid.
+
+State lives in the state dir: ``kafka/`` (config, KRaft data, logs), ``redis/`` (AOF, log)
+and ``stack.json`` with the run-time addresses, ports and pids. ``metering.config`` reads
+``addresses`` from that file, so every command follows the ports chosen at ``up``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from metering.config import STACK_FILE
+from metering.stack import kafka as kafka_mod
+from metering.stack import process
+from metering.stack import redis as redis_mod
+from metering.stack.kafka import KafkaNode
+from metering.stack.redis import RedisNode
+
+
+class StackError(RuntimeError):
+    """The local stack could not be brought up or is in an unexpected state."""
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentStatus:
+    """One line of ``metering stack status``."""
+
+    name: str
+    up: bool
+    address: str
+    pid: int | None = None
+    detail: str = ""
+
+
+class LocalStack:
+    """The local stack rooted at one state dir. Cheap to construct: it only reads files."""
+
+    def __init__(self, state_dir: Path | str, libs: Path | None = None) -> None:
+        self.state_dir = Path(state_dir).expanduser().resolve()
+        self._libs = libs
+
+    # -- recorded state -------------------------------------------------------------------
+
+    @property
+    def stack_file(self) -> Path:
+        return self.state_dir / STACK_FILE
+
+    @property
+    def clickhouse_url(self) -> str:
+        return f"chdb://{self.state_dir / 'clickhouse'}"
+
+    def read_state(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.stack_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _write_state(self, kafka: KafkaNode, redis: RedisNode, pids: dict[str, int]) -> None:
+        data = {
+            "addresses": {
+                "kafka_bootstrap": kafka.bootstrap,
+                "redis_url": redis.url,
+                "clickhouse_url": self.clickhouse_url,
+            },
+            "ports": {
+                "kafka": kafka.broker_port,
+                "kafka_controller": kafka.controller_port,
+                "redis": redis.port,
+            },
+            "pids": pids,
+        }
+        tmp = self.stack_file.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, self.stack_file)
+
+    def _nodes(self, state: dict[str, Any] | None) -> tuple[KafkaNode, RedisNode]:
+        """The nodes recorded in ``state``, or new ones on free ports."""
+        ports = (state or {}).get("ports", {})
+        kafka = KafkaNode(
+            home=self.state_dir / "kafka",
+            broker_port=int(ports.get("kafka") or process.free_port()),
+            controller_port=int(ports.get("kafka_controller") or process.free_port()),
+        )
+        redis = RedisNode(
+            home=self.state_dir / "redis", port=int(ports.get("redis") or process.free_port())
+        )
+        return kafka, redis
+
+    def _pids(self) -> dict[str, int]:
+        raw = (self.read_state() or {}).get("pids", {})
+        return {k: int(v) for k, v in raw.items() if isinstance(v, int)}
+
+    def _alive(self, name: str, pid: int | None) -> bool:
+        marker = kafka_mod.MAIN_CLASS if name == "kafka" else redis_mod.MARKER
+        return pid is not None and process.owns(pid, marker)
+
+    # -- public API -----------------------------------------------------------------------
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        return self._address("kafka_bootstrap")
+
+    @property
+    def redis_url(self) -> str:
+        return self._address("redis_url")
+
+    def _address(self, key: str) -> str:
+        value = (self.read_state() or {}).get("addresses", {}).get(key)
+        if not isinstance(value, str):
+            raise StackError(f"the local stack in {self.state_dir} is not up")
+        return value
+
+    def is_up(self) -> bool:
+        pids = self._pids()
+        return all(self._alive(name, pids.get(name)) for name in ("kafka", "redis"))
+
+    def up(self, timeout: float = 120.0) -> bool:
+        """Start whatever is not running; True if anything was started, False if all was up.
+
+        A stopped stack comes back on its recorded ports with its data (Kafka log, Redis AOF).
+        """
+        state = self.read_state()
+        pids = self._pids()
+        kafka, redis = self._nodes(state)
+        want_kafka = not self._alive("kafka", pids.get("kafka"))
+        want_redis = not self._alive("redis", pids.get("redis"))
+        if not (want_kafka or want_redis):
+            return False
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        for wanted, port, what in (
+            (want_kafka, kafka.broker_port, "kafka"),
+            (want_kafka, kafka.controller_port, "kafka controller"),
+            (want_redis, redis.port, "redis"),
+        ):
+            if wanted and process.port_open("127.0.0.1", port):
+                raise StackError(f"{what} port {port} is taken; `metering stack down --purge`")
+        if want_kafka:
+            libs = kafka_mod.ensure_jars(self._libs)
+            kafka.write_config()
+            kafka.format_storage(libs)
+            pids["kafka"] = kafka.start(libs)
+        if want_redis:
+            pids["redis"] = redis.start()
+        # Record pids before waiting, so `down` can clean up after a failed start.
+        self._write_state(kafka, redis, pids)
+        deadline = time.monotonic() + timeout
+        if want_redis:
+            redis.wait_ready(pids["redis"], timeout=max(1.0, deadline - time.monotonic()))
+        if want_kafka:
+            kafka.wait_ready(pids["kafka"], timeout=max(1.0, deadline - time.monotonic()))
+        return True
+
+    def status(self) -> list[ComponentStatus]:
+        state = self.read_state() or {}
+        addresses = state.get("addresses", {})
+        pids = self._pids()
+        lines = []
+        for name, key in (("kafka", "kafka_bootstrap"), ("redis", "redis_url")):
+            pid = pids.get(name)
+            lines.append(
+                ComponentStatus(
+                    name=name,
+                    up=self._alive(name, pid),
+                    address=str(addresses.get(key, "-")),
+                    pid=pid,
+                )
+            )
+        lines.append(
+            ComponentStatus(
+                name="clickhouse",
+                up=True,
+                address=self.clickhouse_url,
+                detail="embedded chDB, opened in-process by each component",
+            )
+        )
+        return lines
+
+    def down(self, timeout: float = 30.0, purge: bool = False) -> list[str]:
+        """Stop the pids this stack started (gone ones are fine); returns the names stopped."""
+        stopped = []
+        for name, pid in self._pids().items():
+            if self._alive(name, pid):
+                process.stop(pid, timeout=timeout)
+                stopped.append(name)
+        self.stack_file.unlink(missing_ok=True)
+        if purge:
+            for sub in ("kafka", "redis"):
+                shutil.rmtree(self.state_dir / sub, ignore_errors=True)
+        return stopped
+
+    # -- broker restarts (for failure tests) -----------------------------------------------
+
+    def stop_kafka(self, kill: bool = False, timeout: float = 30.0) -> None:
+        """Stop only the broker (SIGTERM, or SIGKILL with ``kill``); its ports and data stay."""
+        pid = self._pids().get("kafka")
+        if self._alive("kafka", pid):
+            assert pid is not None
+            process.stop(pid, timeout=timeout, kill=kill)
+
+    def start_kafka(self, timeout: float = 90.0) -> None:
+        """Start the broker again on its recorded ports and data; returns once it answers."""
+        state = self.read_state()
+        if state is None:
+            raise StackError(f"the local stack in {self.state_dir} is not up")
+        pids = self._pids()
+        if self._alive("kafka", pids.get("kafka")):
+            return
+        kafka, redis = self._nodes(state)
+        libs = kafka_mod.ensure_jars(self._libs)
+        # The old listener's socket may linger briefly after the process is gone.
+        deadline = time.monotonic() + 10.0
+        while process.port_open("127.0.0.1", kafka.broker_port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids["kafka"] = kafka.start(libs)
+        self._write_state(kafka, redis, pids)
+        kafka.wait_ready(pids["kafka"], timeout=timeout)
+
+    def restart_kafka(self, downtime: float = 0.0, kill: bool = False) -> None:
+        """Stop the broker, wait ``downtime`` seconds, start it on the same ports and data."""
+        self.stop_kafka(kill=kill)
+        if downtime > 0:
+            time.sleep(downtime)
+        self.start_kafka()
