@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: test lint demo deps redis-server kafka-jars clean
+.PHONY: test lint demo deps redis-server chromium kafka-jars clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,10 +21,15 @@ redis-server:
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
 	  $(SUDO) systemctl disable --now redis-server >/dev/null 2>&1 || $(SUDO) service redis-server stop >/dev/null 2>&1 || true; }
 
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian's chromium (for the account page's browser test)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 kafka-jars: $(STAMP)
 	$(BIN)/metering stack jars
 
-deps: $(STAMP) redis-server kafka-jars
+deps: $(STAMP) redis-server chromium kafka-jars
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -34,7 +39,7 @@ lint: $(STAMP)
 test: deps lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-demo: deps
+demo: $(STAMP) redis-server kafka-jars
 	$(BIN)/metering demo
 
 clean:

@@ -26,6 +26,7 @@ COMMANDS: dict[tuple[str, ...], str] = {
     ("run", "projection"): "projections.consumer:main",
     ("run", "sidecar"): "projections.sidecar:main",
     ("run", "sink"): "consumers.sink:main",
+    ("run", "web"): "metering.web.server:main",
     ("projection",): "projections.cli:main",
     ("clickhouse",): "consumers.migrations:main",
     ("usage",): "consumers.queries_cli:main",
@@ -61,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         found = resolve(args)
     except ModuleNotFoundError as exc:
-        print(f"metering: {' '.join(args[:2])} is not available in this build ({exc})", file=sys.stderr)
+        command = " ".join(args[:2])
+        print(f"metering: {command} is not available in this build ({exc})", file=sys.stderr)
         return 2
     if found is None:
         print(f"metering: unknown command {' '.join(args[:2])!r}\n\n{_usage()}", file=sys.stderr)

@@ -567,8 +567,13 @@ class CreditEngine:
         """assign_plan / set_override. The mid-period rule is documented in docs/engine.md."""
         first = state.terms.plan_id == NO_PLAN and plan.plan_id != NO_PLAN
         old_monthly = state.terms.monthly_credits
+        # Thresholds already announced this period stay announced under the new terms:
+        # "once per threshold per period" holds across a mid-period plan change.
+        announced = state.terms.alert_thresholds[: state.alerted]
+        top = max(announced, default=0)
         state.override = override
         state.terms = terms = resolve_terms(plan, override)
+        state.alerted = sum(1 for pct in terms.alert_thresholds if pct <= top)
         if first:  # the first real plan anchors the account's periods
             state.period_start, state.period_end = period_bounds(at, terms.anchor_day)
             state.prev_period_start = period_bounds(state.period_start - 1, terms.anchor_day)[0]

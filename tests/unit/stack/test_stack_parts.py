@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,12 +13,17 @@ import pytest
 from metering.stack import LocalStack
 from metering.stack import kafka as kafka_mod
 from metering.stack.kafka import KafkaNode, jars_present, new_cluster_id
-from metering.stack.process import free_port, owns, pid_alive, port_open, stop
+from metering.stack.process import cmdline, free_port, owns, pid_alive, port_open, stop
 from metering.stack.redis import RedisNode
 
 
 def _sleeper() -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    """A harmless child; returns once its command line is readable (exec has finished)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    deadline = time.monotonic() + 10
+    while "time.sleep" not in cmdline(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return proc
 
 
 def test_server_properties_render_ports_data_and_single_node_settings(tmp_path: Path) -> None:

@@ -1,0 +1,217 @@
+"""``metering bench clickhouse --json``: sink throughput vs a raw insert, rollup vs raw query.
+
+- ``sink_rows_per_s``: usage events produced to Kafka, consumed, decoded and inserted by
+  :class:`consumers.sink.ClickHouseSink` (first message -> last commit);
+- ``raw_insert_rows_per_s``: the same rows, already decoded, in one clickhouse-connect insert;
+- ``subject_query_ms`` / ``subject_query_raw_ms``: usage by subject for one account holding
+  ``--query-events`` events (generated inside ClickHouse with ``numbers()``), through the
+  ``usage_daily`` rollup and from the raw tables (median of 5).
+
+Uses a fresh chDB dir unless ``--clickhouse-url``; starts a local stack when no Kafka answers.
+The last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from consumers import queries
+from consumers.clickhouse import connect
+from consumers.migrations import migrate
+from consumers.rows import USAGE_COLUMNS, usage_row
+
+DAY_MS = 86_400_000
+T0 = 1_764_547_200_000  # 2025-12-01T00:00:00Z
+
+_GEN_USAGE = """
+INSERT INTO usage_events (event_id, account_id, subject, feature, model, units, occurred_at,
+                          source, attributes, reservation_id, kafka_partition, kafka_offset)
+SELECT concat('bench-', toString(number)), {account:String},
+       ['design', 'research', 'marketing', 'support', 'sales'][number % 5 + 1],
+       ['text_generation', 'image_generation', 'document_analysis'][intDiv(number, 5) % 3 + 1],
+       ['m-small', 'm-large', ''][intDiv(number, 15) % 3 + 1],
+       map('input_tokens', toInt64(number % 1000), 'output_tokens', toInt64(number % 300)),
+       fromUnixTimestamp64Milli(toInt64({t0:Int64} + (number % 90) * 86400000 + number % 1000),
+                                'UTC'),
+       'bench', map(), NULL, 0, number
+FROM numbers({n:UInt64})
+"""
+
+_GEN_LEDGER = """
+INSERT INTO ledger_entries (entry_id, account_id, seq, type, amount, balance_after,
+                            overage_after, cause_id, subject, feature, model, price_version,
+                            occurred_at, recorded_at, period_start, period_end,
+                            kafka_partition, kafka_offset)
+SELECT concat('bench-', toString(number), ':USAGE_DEBIT'), {account:String}, number + 1,
+       'USAGE_DEBIT', -toInt64(1000 + number % 5000), 0, 0, concat('bench-', toString(number)),
+       ['design', 'research', 'marketing', 'support', 'sales'][number % 5 + 1],
+       ['text_generation', 'image_generation', 'document_analysis'][intDiv(number, 5) % 3 + 1],
+       ['m-small', 'm-large', ''][intDiv(number, 15) % 3 + 1], 'v1',
+       fromUnixTimestamp64Milli(toInt64({t0:Int64} + (number % 90) * 86400000 + number % 1000),
+                                'UTC') AS at,
+       at, at, at, 0, number
+FROM numbers({n:UInt64})
+"""
+
+
+def _kafka_bootstrap(want: str) -> tuple[str, Any]:
+    """The configured broker if it answers, else a local stack started for the bench."""
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient({"bootstrap.servers": want}).list_topics(timeout=5)
+        return want, None
+    except Exception:
+        from metering.stack import LocalStack
+
+        local = LocalStack(Path(tempfile.mkdtemp(prefix="bench-ch-stack-")))
+        local.up()
+        return local.kafka_bootstrap, local
+
+
+def _events(n: int, accounts: int) -> list[dict[str, Any]]:
+    subjects = ("design", "research", "marketing", "support", "sales")
+    return [
+        {
+            "event_id": f"ev-{i}",
+            "account_id": f"acct-{i % accounts}",
+            "subject": subjects[i % 5],
+            "feature": "text_generation",
+            "model": "m-small",
+            "units": {"input_tokens": 100 + i % 900, "output_tokens": i % 300},
+            "occurred_at": T0 + (i % 30) * DAY_MS + i % 1000,
+            "source": "bench",
+            "attributes": {"region": "eu"},
+            "reservation_id": None,
+        }
+        for i in range(n)
+    ]
+
+
+def bench_sink(bootstrap: str, url: str, n: int) -> dict[str, Any]:
+    from confluent_kafka import Producer
+
+    from consumers.sink import ClickHouseSink
+    from metering.avro import USAGE_EVENT, AvroCodec, load_registry
+    from metering.topics import TopicNames, create_topics, delete_topics
+
+    topics = TopicNames(f"bench{uuid.uuid4().hex[:8]}.")
+    create_topics(bootstrap, topics, 6)
+    try:
+        codec = AvroCodec(load_registry(), USAGE_EVENT)
+        records = _events(n, accounts=1000)
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50})
+        for i, rec in enumerate(records):
+            producer.produce(topics.usage_events, key=rec["account_id"], value=codec.encode(rec))
+            if i % 20_000 == 0:
+                producer.poll(0)
+        producer.flush(60)
+
+        migrate(url, "bench_sink")
+        sink = ClickHouseSink(
+            bootstrap=bootstrap,
+            client=connect(url, "bench_sink"),
+            topics=topics,
+            group=f"bench-{uuid.uuid4().hex[:8]}",
+        )
+        sink.run(exit_when_caught_up=True, max_seconds=600)
+        stats = sink.stats
+        assert stats.first_message_at is not None and stats.last_flush_at is not None
+        sink_s = stats.last_flush_at - stats.first_message_at
+
+        migrate(url, "bench_raw")
+        rows = [usage_row(r, 0, i) for i, r in enumerate(records)]
+        columns = list(zip(*rows, strict=True))
+        client = connect(url, "bench_raw")
+        started = time.perf_counter()
+        client.insert(
+            "usage_events", columns, column_names=list(USAGE_COLUMNS), column_oriented=True
+        )
+        raw_s = time.perf_counter() - started
+    finally:
+        delete_topics(bootstrap, topics, timeout=10)
+    return {
+        "rows": n,
+        "sink_rows_inserted": stats.rows,
+        "sink_batches": stats.batches,
+        "sink_rows_per_s": round(stats.rows / sink_s),
+        "raw_insert_rows_per_s": round(n / raw_s),
+    }
+
+
+def bench_query(url: str, events: int) -> dict[str, Any]:
+    migrate(url, "bench_query")
+    client = connect(url, "bench_query")
+    account = "bench-big"
+    params = {"account": account, "t0": T0, "n": events}
+    started = time.perf_counter()
+    if client.query("SELECT count() FROM usage_events").result_rows[0][0] != events:
+        client.command("TRUNCATE TABLE usage_events")
+        client.command("TRUNCATE TABLE ledger_entries")
+        client.command("TRUNCATE TABLE usage_daily")
+        client.command(_GEN_USAGE, parameters=params)
+        client.command(_GEN_LEDGER, parameters=params)
+    generate_s = time.perf_counter() - started
+    period = queries.Period(date(2025, 11, 1), date(2026, 6, 1))
+
+    def timed(raw: bool) -> tuple[float, list[dict[str, Any]]]:
+        runs, answer = [], []
+        for _ in range(5):
+            t = time.perf_counter()
+            answer = queries.usage_by(client, account, period, "subject", raw=raw)
+            runs.append((time.perf_counter() - t) * 1000)
+        return statistics.median(runs), answer
+
+    rollup_ms, rollup = timed(raw=False)
+    raw_ms, raw = timed(raw=True)
+    if rollup != raw:
+        raise AssertionError("rollup and raw answers differ")
+    return {
+        "query_account_events": events,
+        "generate_s": round(generate_s, 1),
+        "subject_query_ms": round(rollup_ms, 2),
+        "subject_query_raw_ms": round(raw_ms, 2),
+        "query_speedup": round(raw_ms / rollup_ms, 1),
+    }
+
+
+def main(argv: list[str]) -> int:
+    from metering.config import load_settings
+
+    parser = argparse.ArgumentParser(prog="metering bench clickhouse")
+    parser.add_argument("--json", action="store_true", help="(default) print the JSON result")
+    parser.add_argument("--rows", type=int, default=300_000, help="events through the sink")
+    parser.add_argument("--query-events", type=int, default=10_000_000)
+    parser.add_argument("--clickhouse-url", help="default: a fresh chDB dir")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    url = args.clickhouse_url or f"chdb://{tempfile.mkdtemp(prefix='bench-chdb-')}"
+    bootstrap, local = _kafka_bootstrap(settings.kafka_bootstrap)
+    try:
+        result: dict[str, Any] = {"bench": "clickhouse", "clickhouse": url.split(":", 1)[0]}
+        result.update(bench_sink(bootstrap, url, args.rows))
+        result["ratio"] = round(result["sink_rows_per_s"] / result["raw_insert_rows_per_s"], 3)
+        result.update(bench_query(url, args.query_events))
+        result["targets"] = {
+            "sink_rows_per_s>=100000": result["sink_rows_per_s"] >= 100_000,
+            "ratio>=0.5": result["ratio"] >= 0.5,
+            "subject_query_ms<=100": result["subject_query_ms"] <= 100,
+        }
+    finally:
+        if local is not None:
+            local.down()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

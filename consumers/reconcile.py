@@ -1,0 +1,248 @@
+"""``metering reconcile``: per-account totals must agree across the ledger topic (the event store),
+ClickHouse (raw ``ledger_entries`` and the ``usage_daily`` rollup) and Redis balances.
+
+Checks, per account:
+- ClickHouse raw ledger vs the topic: entry count, net amount, usage credits, last seq and the
+  balance after it (a duplicate, missing or altered row shows up here);
+- rollup vs raw: usage credits per (subject, day) (invariant 4);
+- Redis ``available`` vs the topic's last ``balance_after`` (skipped with ``--no-redis``).
+
+Exit status 1 and one line per mismatch when anything differs; 0 when all agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from consumers.clickhouse import DEFAULT_DATABASE, connect
+
+SPEND_TYPES = frozenset({"USAGE_DEBIT", "OVERAGE"})
+BalanceReader = Callable[[Iterable[str]], Mapping[str, int | None]]
+
+
+@dataclass(slots=True)
+class AccountTotals:
+    entries: int = 0
+    net_amount: int = 0
+    usage_credits: int = 0
+    last_seq: int = 0
+    balance_after: int = 0
+
+    def add(self, entry: Mapping[str, Any]) -> None:
+        self.entries += 1
+        amount = int(entry["amount"])
+        self.net_amount += amount
+        if entry["type"] in SPEND_TYPES:
+            self.usage_credits -= amount
+        if int(entry["seq"]) >= self.last_seq:
+            self.last_seq = int(entry["seq"])
+            self.balance_after = int(entry["balance_after"])
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    account: str
+    check: str
+    expected: Any
+    actual: Any
+
+    def __str__(self) -> str:
+        return f"{self.account}: {self.check}: expected {self.expected!r}, got {self.actual!r}"
+
+
+@dataclass(slots=True)
+class Report:
+    accounts: int = 0
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def totals_from_entries(entries: Iterable[Mapping[str, Any]]) -> dict[str, AccountTotals]:
+    totals: dict[str, AccountTotals] = defaultdict(AccountTotals)
+    for entry in entries:
+        totals[str(entry["account_id"])].add(entry)
+    return dict(totals)
+
+
+def read_ledger_topic(
+    bootstrap: str, topic: str, decode: Callable[[bytes], Mapping[str, Any]]
+) -> Iterable[Mapping[str, Any]]:
+    """Every committed record of ``topic`` from the beginning up to the end seen at start."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "metering-reconcile",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=30).topics[topic]
+        ends: dict[int, int] = {}
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            if high > low:
+                ends[p] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        while ends:
+            for msg in consumer.consume(num_messages=10_000, timeout=1.0):
+                p, err = msg.partition(), msg.error()
+                if err is not None:
+                    # EOF: the end, past any trailing transaction markers
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        ends.pop(p, None)
+                    continue
+                if msg.offset() < ends.get(p, -1):
+                    yield decode(msg.value())
+                if msg.offset() >= ends.get(p, 0) - 1:
+                    ends.pop(p, None)
+    finally:
+        consumer.close()
+
+
+def clickhouse_totals(client: Client) -> dict[str, AccountTotals]:
+    result = client.query(
+        """
+        SELECT account_id, count(), sum(amount),
+               -sumIf(amount, type IN ('USAGE_DEBIT', 'OVERAGE')),
+               max(seq), argMax(balance_after, seq)
+        FROM ledger_entries
+        GROUP BY account_id
+        """
+    )
+    return {
+        row[0]: AccountTotals(int(row[1]), int(row[2]), int(row[3]), int(row[4]), int(row[5]))
+        for row in result.result_rows
+    }
+
+
+def rollup_vs_raw(client: Client) -> list[Mismatch]:
+    """Usage credits per (account, subject, day): the rollup must equal the raw ledger."""
+    result = client.query(
+        """
+        SELECT account_id, subject, day, sum(r) AS rollup, sum(w) AS raw
+        FROM (
+            SELECT account_id, subject, day, sum(credits) AS r, toInt64(0) AS w
+            FROM usage_daily GROUP BY account_id, subject, day
+            UNION ALL
+            SELECT account_id, subject, toDate(occurred_at) AS day, toInt64(0) AS r,
+                   toInt64(-sum(amount)) AS w
+            FROM ledger_entries WHERE type IN ('USAGE_DEBIT', 'OVERAGE')
+            GROUP BY account_id, subject, day
+        )
+        GROUP BY account_id, subject, day
+        HAVING rollup != raw
+        ORDER BY account_id, subject, day
+        """
+    )
+    return [
+        Mismatch(str(acct), f"rollup credits {subject or '-'} {day}", int(raw), int(rollup))
+        for acct, subject, day, rollup, raw in result.result_rows
+    ]
+
+
+def redis_balances(redis_url: str) -> BalanceReader:
+    """Reads ``available`` from the projection's balance hash (layout of ``projections.keys``)."""
+    import redis
+
+    from projections.keys import account_keys, prefix_from_env
+
+    conn = redis.Redis.from_url(redis_url)
+    prefix = prefix_from_env()
+
+    def read(accounts: Iterable[str]) -> dict[str, int | None]:
+        accounts = list(accounts)
+        pipe = conn.pipeline(transaction=False)
+        for account in accounts:
+            pipe.hget(account_keys(prefix, account).balance, "available")
+        values = pipe.execute()
+        return {a: None if v is None else int(v) for a, v in zip(accounts, values, strict=True)}
+
+    return read
+
+
+def compare(
+    ledger: Mapping[str, AccountTotals],
+    clickhouse: Mapping[str, AccountTotals],
+    rollup_mismatches: Iterable[Mismatch] = (),
+    balances: BalanceReader | None = None,
+) -> Report:
+    report = Report(accounts=len(set(ledger) | set(clickhouse)))
+    for account in sorted(set(ledger) | set(clickhouse)):
+        want, got = ledger.get(account), clickhouse.get(account)
+        if want is None or got is None:
+            report.mismatches.append(
+                Mismatch(account, "present in ledger topic / ClickHouse", want is not None, False)
+            )
+            continue
+        for name in ("entries", "net_amount", "usage_credits", "last_seq", "balance_after"):
+            if getattr(want, name) != getattr(got, name):
+                report.mismatches.append(
+                    Mismatch(account, f"clickhouse {name}", getattr(want, name), getattr(got, name))
+                )
+    report.mismatches.extend(rollup_mismatches)
+    if balances is not None and ledger:
+        for account, available in balances(sorted(ledger)).items():
+            if available != ledger[account].balance_after:
+                report.mismatches.append(
+                    Mismatch(account, "redis available", ledger[account].balance_after, available)
+                )
+    return report
+
+
+def reconcile(
+    client: Client,
+    ledger_entries: Iterable[Mapping[str, Any]],
+    balances: BalanceReader | None = None,
+) -> Report:
+    return compare(
+        totals_from_entries(ledger_entries),
+        clickhouse_totals(client),
+        rollup_vs_raw(client),
+        balances,
+    )
+
+
+def main(argv: list[str]) -> int:
+    from metering.avro import LEDGER_ENTRY, AvroCodec, load_registry
+    from metering.config import load_settings
+    from metering.topics import TopicNames
+
+    parser = argparse.ArgumentParser(prog="metering reconcile")
+    parser.add_argument("--database", default=DEFAULT_DATABASE)
+    parser.add_argument("--topic-prefix", default="")
+    parser.add_argument("--no-redis", action="store_true", help="skip the Redis balance check")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    codec = AvroCodec(load_registry(settings), LEDGER_ENTRY)
+    topic = TopicNames(args.topic_prefix).credit_ledger
+    report = reconcile(
+        connect(settings.clickhouse_url, args.database),
+        read_ledger_topic(settings.kafka_bootstrap, topic, codec.decode),
+        None if args.no_redis else redis_balances(settings.redis_url),
+    )
+    for mismatch in report.mismatches:
+        print(f"MISMATCH {mismatch}")
+    bad = sorted({m.account for m in report.mismatches})
+    print(
+        f"reconcile: {report.accounts} accounts, {len(bad)} mismatched"
+        + (f": {', '.join(bad)}" if bad else "")
+    )
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

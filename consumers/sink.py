@@ -1,0 +1,517 @@
+"""Exactly-once Kafka -> ClickHouse sink for ``usage-events`` and ``credit-ledger``.
+
+Loop: consume, decode (one injected function per topic), append rows per partition, and when
+100k rows or 1 s accumulate, flush. A flush, for the batches cut (see :mod:`consumers.batching`):
+
+1. commits each batch's first offset with its range as metadata (the *intent*),
+2. inserts each batch with ``insert_deduplication_token`` = topic/partition/first-last,
+3. flushes the DLQ producer, then commits ``last + 1``.
+
+A crash anywhere replays the intended range with the same token, which ClickHouse drops as a
+duplicate block (the rollup views too). Undecodable records go to the topic's DLQ with
+headers saying why; their offsets still count in the range so the batch stays deterministic.
+
+Flushes run on one background thread, so batch N is inserted while batch N+1 is consumed
+(chDB and the Kafka client release the GIL). At most one flush is in flight and the next one
+starts only after it finished, so the commits keep exactly the sequential order above; a
+rebalance waits for the in-flight flush before partitions change hands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from consumers.batching import Batch, BatchAccumulator, DeadRecord, parse_intent
+from consumers.clickhouse import DEFAULT_DATABASE, connect
+from consumers.native_avro import NativeAvro
+from consumers.rows import LEDGER_COLUMNS, USAGE_COLUMNS, ledger_row, usage_row
+from metering.avro.schemas import full_name
+from metering.topics import TopicNames
+
+log = logging.getLogger("metering.sink")
+
+Decoder = Callable[[bytes], Mapping[str, Any]]
+RowBuilder = Callable[[Mapping[str, Any], int, int], tuple[Any, ...]]
+
+CRASH_HOOK_ENV = "METERING_SINK_CRASH_AFTER_INSERT"
+"""Test hook: ``os._exit(CRASH_EXIT_CODE)`` right after the first flush's inserts, pre-commit."""
+CRASH_EXIT_CODE = 77
+
+DEFAULT_MAX_ROWS = 100_000
+
+CONSUMER_TUNING: dict[str, Any] = {
+    # Prefetch deep (bounded by bytes): with the default 100k-message floor the fetcher idles
+    # between fetches and caps a 6-partition topic near 170k msgs/s; this doubles it.
+    "queued.min.messages": 1_000_000,
+    "queued.max.messages.kbytes": 65_536,
+    "max.partition.fetch.bytes": 4 * 1024 * 1024,
+    "fetch.min.bytes": 1,
+    "fetch.wait.max.ms": 100,
+}
+
+INSERT_SETTINGS: dict[str, Any] = {
+    "insert_deduplicate": 1,
+    "deduplicate_blocks_in_dependent_materialized_views": 1,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one source topic's records go."""
+
+    table: str
+    columns: tuple[str, ...]
+    build: RowBuilder
+    decode: Decoder
+    dlq: str
+    native: NativeAvro | None = None
+    """When set, rows are the raw message values (framing checked) for ClickHouse to decode."""
+
+
+@dataclass(slots=True)
+class SinkStats:
+    rows: int = 0
+    dead: int = 0
+    batches: int = 0
+    first_message_at: float | None = None
+    last_flush_at: float | None = None
+    per_table: dict[str, int] = field(default_factory=dict)
+
+
+def default_decoders(topics: TopicNames) -> tuple[dict[str, Decoder], NativeAvro]:
+    """The project's Avro codec, one per source topic, and native loading for usage events."""
+    from metering.avro import LEDGER_ENTRY, USAGE_EVENT, AvroCodec, load_registry
+    from metering.config import load_settings
+
+    registry = load_registry(load_settings())
+    usage = AvroCodec(registry, USAGE_EVENT)
+    decoders: dict[str, Decoder] = {
+        topics.usage_events: usage.decode,
+        topics.credit_ledger: AvroCodec(registry, LEDGER_ENTRY).decode,
+    }
+    return decoders, NativeAvro(registry, full_name(usage.writer.schema))
+
+
+def routes_for(
+    topics: TopicNames, decoders: Mapping[str, Decoder], native_usage: NativeAvro | None = None
+) -> dict[str, Route]:
+    return {
+        topics.usage_events: Route(
+            "usage_events",
+            USAGE_COLUMNS,
+            usage_row,
+            decoders[topics.usage_events],
+            topics.usage_events_dlq,
+            native_usage,
+        ),
+        topics.credit_ledger: Route(
+            "ledger_entries",
+            LEDGER_COLUMNS,
+            ledger_row,
+            decoders[topics.credit_ledger],
+            topics.credit_ledger_dlq,
+        ),
+    }
+
+
+def dlq_headers(
+    topic: str, partition: int, offset: int, error: BaseException
+) -> list[tuple[str, bytes]]:
+    return [
+        ("error.class", type(error).__name__.encode()),
+        ("error.message", str(error).encode()[:2000]),
+        ("source.topic", topic.encode()),
+        ("source.partition", str(partition).encode()),
+        ("source.offset", str(offset).encode()),
+    ]
+
+
+class ClickHouseSink:
+    """One sink instance: a Kafka consumer in group ``group`` plus a ClickHouse client."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        client: Client,
+        topics: TopicNames,
+        decoders: Mapping[str, Decoder] | None = None,
+        group: str = "metering-clickhouse-sink",
+        max_rows: int = DEFAULT_MAX_ROWS,
+        max_wait_s: float = 1.0,
+        crash_after_insert: bool = False,
+        instance_id: str | None = None,
+        native_avro: bool = True,
+    ) -> None:
+        """``decoders`` replaces the project codec (and turns native Avro loading off)."""
+        self.client = client
+        native: NativeAvro | None = None
+        if decoders is None:
+            decoders, native = default_decoders(topics)
+        self.routes = routes_for(topics, decoders, native if native_avro else None)
+        self.acc = BatchAccumulator(max_rows=max_rows, max_wait_s=max_wait_s)
+        self.stats = SinkStats()
+        self.crash_after_insert = crash_after_insert
+        self._assigned: set[tuple[str, int]] = set()
+        self._at_eof: set[tuple[str, int]] = set()
+        self._stop = False
+        self._fast_header: dict[str, bytes] = {}
+        """Per native topic: the last accepted 5-byte framing, checked by one compare."""
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-flush")
+        self._inflight: Future[None] | None = None
+        config: dict[str, Any] = {}
+        if instance_id:
+            # Static membership: a restarted sink takes its partitions back at once instead
+            # of waiting a session timeout for its crashed predecessor to be evicted.
+            config["group.instance.id"] = instance_id
+        self.consumer = Consumer(
+            {
+                **config,
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+                **CONSUMER_TUNING,
+            }
+        )
+        self.producer = Producer(
+            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20}
+        )
+
+    # -- rebalance -----------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._wait_inflight()
+        committed = consumer.committed(partitions, timeout=30)
+        for tp in committed:
+            intent = parse_intent(tp.metadata)
+            if intent is not None and tp.offset == intent[0]:
+                log.warning("replaying in-flight batch %s[%d] %s", tp.topic, tp.partition, intent)
+                self.acc.set_replay((tp.topic, tp.partition), *intent)
+        keys = {(tp.topic, tp.partition) for tp in partitions}
+        self._assigned |= keys
+        self._at_eof -= keys
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The in-flight flush commits for these partitions: let it finish while we own them.
+        self._wait_inflight()
+        keys = [(tp.topic, tp.partition) for tp in partitions]
+        self.acc.drop(keys)
+        self._assigned -= set(keys)
+        self._at_eof -= set(keys)
+
+    # -- main loop -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop = True
+
+    @property
+    def caught_up(self) -> bool:
+        """Every assigned partition is at its end and nothing is buffered."""
+        return self.at_end and self.acc.empty and self._inflight is None
+
+    @property
+    def at_end(self) -> bool:
+        """Every assigned partition has been read to its end (buffers may hold rows)."""
+        return bool(self._assigned) and self._at_eof >= self._assigned
+
+    def run(self, *, exit_when_caught_up: bool = False, max_seconds: float | None = None) -> int:
+        self.consumer.subscribe(
+            list(self.routes), on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        try:
+            while not self._stop:
+                # Take what is queued without waiting (a batch call would sit out its timeout
+                # whenever fewer than num_messages are buffered); block briefly only when idle.
+                msgs = self.consumer.consume(num_messages=10_000, timeout=0)
+                if not msgs:
+                    msgs = self.consumer.consume(num_messages=1, timeout=0.1)
+                if msgs:
+                    self._ingest(msgs)
+                if self.acc.due():
+                    self._flush_async()
+                if exit_when_caught_up and self.at_end:
+                    # Nothing more to wait for: flush the tail now rather than after max_wait.
+                    self.flush()
+                    if self.caught_up:
+                        break
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+            self.flush()
+        finally:
+            try:
+                self._wait_inflight()
+            finally:
+                self._pool.shutdown(wait=True)
+                self.producer.flush(30)
+                self.consumer.close()
+        return self.stats.rows
+
+    def _ingest(self, msgs: list[Message]) -> None:
+        """The hot loop: runs of one partition's well-framed native records go in as lists.
+
+        Everything else (errors and EOF events, decoded routes, replaying partitions, records
+        whose framing differs from the last accepted one) takes the per-record :meth:`_handle`.
+        """
+        if self.stats.first_message_at is None:
+            self.stats.first_message_at = time.monotonic()
+        acc = self.acc
+        run_topic = ""
+        run_partition = -1
+        fast = False
+        header = b""
+        values: list[bytes] = []
+        offsets: list[int] = []
+        for msg in msgs:
+            if msg.error() is None:
+                partition = msg.partition()
+                topic = msg.topic()
+                if partition != run_partition or topic != run_topic:
+                    if offsets:
+                        acc.extend((run_topic, run_partition), offsets, values)
+                        values, offsets = [], []
+                    run_topic, run_partition = topic, partition
+                    key = (topic, partition)
+                    self._at_eof.discard(key)
+                    fast = self.routes[topic].native is not None and not acc.replaying(key)
+                    header = self._fast_header.get(topic, b"")
+                if fast:
+                    value = msg.value()
+                    if value is not None and value[:5] == header:
+                        values.append(value)
+                        offsets.append(msg.offset())
+                        continue
+            if offsets:
+                acc.extend((run_topic, run_partition), offsets, values)
+                values, offsets = [], []
+            self._handle(msg)
+            run_partition = -1  # re-evaluate the run state (EOF, learned header, replay)
+        if offsets:
+            acc.extend((run_topic, run_partition), offsets, values)
+
+    def _handle(self, msg: Message) -> None:
+        err = msg.error()
+        key = (msg.topic(), msg.partition())
+        if err is not None:
+            if err.code() == KafkaError._PARTITION_EOF:
+                self._at_eof.add(key)
+                return
+            if err.fatal():
+                raise KafkaException(err)
+            log.warning("consumer error: %s", err)
+            return
+        self._at_eof.discard(key)
+        if self.stats.first_message_at is None:
+            self.stats.first_message_at = time.monotonic()
+        route = self.routes[key[0]]
+        offset: int = msg.offset()
+        value = msg.value()
+        try:
+            if value is None:
+                raise ValueError("tombstone (null value) on an append-only topic")
+            row: Any
+            if route.native is not None:
+                route.native.schema_id(value)
+                row = value
+                self._fast_header[key[0]] = value[:5]
+            else:
+                row = route.build(route.decode(value), key[1], offset)
+        except Exception as exc:
+            self._dead_letter(route, key[0], key[1], offset, msg.key(), value, exc)
+            row = DeadRecord(offset, exc)
+        self.acc.add(key, offset, row)
+
+    def _dead_letter(
+        self,
+        route: Route,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        error: BaseException,
+    ) -> None:
+        log.warning("poison record %s[%d]@%d: %r", topic, partition, offset, error)
+        self.stats.dead += 1
+        headers = dlq_headers(topic, partition, offset, error)
+        self.producer.produce(route.dlq, value=value, key=key, headers=headers)
+        self.producer.poll(0)
+
+    def _wait_inflight(self) -> None:
+        """Wait for the background flush (re-raising its error) before touching its state."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.result()
+
+    def _flush_async(self) -> None:
+        """Cut batches and hand them to the flush thread once the previous flush is done."""
+        self._wait_inflight()
+        batches = self.acc.cut()
+        if batches:
+            self._inflight = self._pool.submit(self._flush_batches, batches)
+
+    def flush(self) -> None:
+        """Cut and flush everything flushable now, synchronously."""
+        self._wait_inflight()
+        batches = self.acc.cut()
+        if batches:
+            self._flush_batches(batches)
+
+    def _flush_batches(self, batches: list[Batch]) -> None:
+        intents = [
+            TopicPartition(b.topic, b.partition, b.first_offset, metadata=b.intent) for b in batches
+        ]
+        try:
+            self.consumer.commit(offsets=intents, asynchronous=False)
+        except KafkaException as exc:
+            # Lost the partitions (rebalance): the next owner re-reads them; insert nothing.
+            log.warning("intent commit failed, dropping %d batches: %s", len(batches), exc)
+            return
+        for batch in batches:
+            self._insert(batch)
+        if self.crash_after_insert:
+            os._exit(CRASH_EXIT_CODE)
+        if self.producer.flush(30) > 0:
+            raise RuntimeError("DLQ producer could not deliver within 30 s; not committing")
+        done = [TopicPartition(b.topic, b.partition, b.next_offset, metadata="") for b in batches]
+        self.consumer.commit(offsets=done, asynchronous=False)
+        self.stats.last_flush_at = time.monotonic()
+
+    def _insert(self, batch: Batch) -> None:
+        self.stats.batches += 1
+        if not batch.rows:
+            return
+        route = self.routes[batch.topic]
+        if route.native is not None:
+            inserted = self._insert_native(route, route.native, batch)
+        else:
+            self._insert_rows(route, batch.rows, batch.token)
+            inserted = len(batch.rows)
+        self.stats.rows += inserted
+        self.stats.per_table[route.table] = self.stats.per_table.get(route.table, 0) + inserted
+
+    def _insert_rows(self, route: Route, rows: list[tuple[Any, ...]], token: str) -> None:
+        if not rows:
+            return
+        self.client.insert(
+            route.table,
+            list(zip(*rows, strict=True)),
+            column_names=list(route.columns),
+            column_oriented=True,
+            settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
+        )
+
+    def _insert_native(self, route: Route, native: NativeAvro, batch: Batch) -> int:
+        """One Avro insert per writer schema in the batch; returns the rows inserted."""
+        values: list[bytes] = batch.rows
+        head = values[0][:5]
+        groups: dict[bytes, tuple[list[bytes], list[int]]]
+        if all(v.startswith(head) for v in values):
+            groups = {head: (values, batch.offsets)}
+        else:
+            groups = {}
+            for value, offset in zip(values, batch.offsets, strict=True):
+                group = groups.setdefault(value[:5], ([], []))
+                group[0].append(value)
+                group[1].append(offset)
+        inserted = 0
+        for header, (group_values, group_offsets) in sorted(groups.items()):
+            schema_id = int.from_bytes(header[1:5], "big")
+            token = batch.token if len(groups) == 1 else f"{batch.token}#{schema_id}"
+            data = native.records(batch.partition, group_values, group_offsets)
+            try:
+                self.client.raw_insert(
+                    route.table,
+                    column_names=list(route.columns),
+                    insert_block=native.container_of(schema_id, len(group_values), data),
+                    fmt="Avro",
+                    settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
+                )
+                inserted += len(group_values)
+            except DatabaseError as exc:
+                # Same records, same token, same outcome on a replay: still deterministic.
+                log.warning("native Avro insert of %s failed, decoding in Python: %s", token, exc)
+                rows = self._decode_native_rows(
+                    route, batch.topic, batch.partition, group_values, group_offsets
+                )
+                self._insert_rows(route, rows, token)
+                inserted += len(rows)
+        return inserted
+
+    def _decode_native_rows(
+        self,
+        route: Route,
+        topic: str,
+        partition: int,
+        values: list[bytes],
+        offsets: list[int],
+    ) -> list[tuple[Any, ...]]:
+        """The slow path for records ClickHouse could not parse: find and dead-letter the bad."""
+        rows = []
+        for value, offset in zip(values, offsets, strict=True):
+            try:
+                rows.append(route.build(route.decode(value), partition, offset))
+            except Exception as exc:
+                self._dead_letter(route, topic, partition, offset, None, value, exc)
+        return rows
+
+
+def main(argv: list[str]) -> int:
+    from metering.config import load_settings
+
+    parser = argparse.ArgumentParser(prog="metering run sink")
+    parser.add_argument("--database", default=DEFAULT_DATABASE)
+    parser.add_argument("--topic-prefix", default="")
+    parser.add_argument("--group", default="metering-clickhouse-sink")
+    parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS)
+    parser.add_argument("--max-wait-ms", type=int, default=1_000)
+    parser.add_argument("--instance-id", help="static group membership id (fast restarts)")
+    parser.add_argument("--migrate", action="store_true", help="apply migrations first")
+    parser.add_argument(
+        "--exit-when-caught-up",
+        action="store_true",
+        help="stop once every partition is at its end and everything is committed",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = load_settings()
+    if args.migrate:
+        from consumers.migrations import migrate
+
+        migrate(settings.clickhouse_url, args.database)
+    sink = ClickHouseSink(
+        bootstrap=settings.kafka_bootstrap,
+        client=connect(settings.clickhouse_url, args.database),
+        topics=TopicNames(args.topic_prefix),
+        group=args.group,
+        max_rows=args.max_rows,
+        max_wait_s=args.max_wait_ms / 1000,
+        crash_after_insert=os.environ.get(CRASH_HOOK_ENV) == "1",
+        instance_id=args.instance_id,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sink.stop())
+    signal.signal(signal.SIGINT, lambda *_: sink.stop())
+    rows = sink.run(exit_when_caught_up=args.exit_when_caught_up)
+    log.info("sink stopped: %d rows inserted, %d dead-lettered", rows, sink.stats.dead)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

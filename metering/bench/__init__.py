@@ -1,0 +1,1 @@
+"""Benchmarks: commands (not tests) that print one JSON object as their last stdout line."""

@@ -1,0 +1,168 @@
+"""``metering bench produce``: SDK throughput vs a raw confluent-kafka loop, same run.
+
+Both sides send the same events to fresh 6-partition topics with the same producer config
+(idempotence, acks=all, tuned batching), and both stop the clock only after ``flush()``
+returns, i.e. after the broker acknowledged every record. The raw loop produces bytes
+encoded before its clock starts; the SDK validates and encodes each event on the way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from metering.avro import USAGE_EVENT, AvroCodec, load_registry
+from metering.config import load_settings
+from metering.sdk import UsageReporter, producer_config
+from metering.topics import TopicNames, create_topics, delete_topics
+
+FEATURES = [
+    ("text_generation", "gpt-large", ("input_tokens", "output_tokens")),
+    ("text_generation", "gpt-small", ("input_tokens", "output_tokens", "requests")),
+    ("image_generation", "imagen-2", ("images",)),
+    ("document_analysis", None, ("compute_ms", "requests")),
+]
+SUBJECTS = ["default", "design", "research", "marketing"]
+TEMPLATES = 4096
+
+
+def make_templates(accounts: int, seed: int = 7) -> list[dict[str, Any]]:
+    """A pool of realistic events; the bench stamps each send with a fresh ``event_id``."""
+    rng = random.Random(seed)
+    base_ts = 1_767_225_600_000  # 2026-01-01
+    out = []
+    for i in range(TEMPLATES):
+        feature, model, unit_names = rng.choice(FEATURES)
+        out.append(
+            {
+                "event_id": "",
+                "account_id": f"acct-{rng.randrange(accounts):05d}",
+                "subject": rng.choice(SUBJECTS),
+                "feature": feature,
+                "model": model,
+                "units": {name: rng.randrange(1, 4000) for name in unit_names},
+                "occurred_at": base_ts + i * 37,
+                "source": "bench",
+                "attributes": {"region": rng.choice(["eu-west-1", "us-east-1"])},
+                "reservation_id": None,
+            }
+        )
+    return out
+
+
+def _count(bootstrap: str, topic: str, partitions: int) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}"})
+    try:
+        total = 0
+        for p in range(partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()
+
+
+def run_raw(bootstrap: str, topic: str, keys: list[bytes], values: list[bytes]) -> float:
+    """Events/s of a bare produce loop over pre-encoded values (flush included)."""
+    producer = Producer(producer_config(bootstrap))
+    producer.produce(topic, b"warm-up", b"warm-up")
+    producer.flush(30)
+    produce, poll = producer.produce, producer.poll
+    start = time.perf_counter()
+    for i, value in enumerate(values):
+        while True:
+            try:
+                produce(topic, value, keys[i])
+                break
+            except BufferError:
+                poll(0.01)
+        if not i & 2047:
+            poll(0)
+    remaining = producer.flush(120)
+    elapsed = time.perf_counter() - start
+    if remaining:
+        raise RuntimeError(f"raw producer left {remaining} records undelivered")
+    return len(values) / elapsed
+
+
+def run_sdk(
+    bootstrap: str, topic: str, templates: list[dict[str, Any]], event_ids: list[str]
+) -> float:
+    """Events/s through ``UsageReporter.report`` (validation + encoding + produce + flush)."""
+    with UsageReporter(bootstrap, topic=topic, registry=load_registry()) as reporter:
+        warm = dict(templates[0], event_id="warm-up")
+        reporter.report(warm)
+        reporter.flush(30)
+        report = reporter.report
+        n = len(templates)
+        start = time.perf_counter()
+        for i, event_id in enumerate(event_ids):
+            event = templates[i % n]
+            event["event_id"] = event_id
+            report(event)
+        remaining = reporter.flush(120)
+        elapsed = time.perf_counter() - start
+        if remaining:
+            raise RuntimeError(f"SDK left {remaining} records undelivered")
+    return len(event_ids) / elapsed
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="metering bench produce", description=__doc__)
+    parser.add_argument("--events", type=int, default=500_000)
+    parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--bootstrap", default=None, help="default: METERING_KAFKA_BOOTSTRAP")
+    parser.add_argument("--json", action="store_true", help="only the JSON result line")
+    parser.add_argument("--keep-topics", action="store_true")
+    args = parser.parse_args(argv)
+    bootstrap = args.bootstrap or load_settings().kafka_bootstrap
+
+    templates = make_templates(args.accounts)
+    event_ids = [str(uuid.uuid4()) for _ in range(args.events)]
+    codec = AvroCodec(load_registry(), USAGE_EVENT)
+    keys, values = [], []
+    for i, event_id in enumerate(event_ids):
+        event = templates[i % len(templates)]
+        event["event_id"] = event_id
+        keys.append(event["account_id"].encode())
+        values.append(codec.encode(event))
+
+    tag = uuid.uuid4().hex[:8]
+    raw_names = TopicNames(prefix=f"bench-raw-{tag}.")
+    sdk_names = TopicNames(prefix=f"bench-sdk-{tag}.")
+    create_topics(bootstrap, raw_names, args.partitions)
+    create_topics(bootstrap, sdk_names, args.partitions)
+    try:
+        raw = run_raw(bootstrap, raw_names.usage_events, keys, values)
+        del keys, values
+        sdk = run_sdk(bootstrap, sdk_names.usage_events, templates, event_ids)
+        sdk_count = _count(bootstrap, sdk_names.usage_events, args.partitions) - 1
+        raw_count = _count(bootstrap, raw_names.usage_events, args.partitions) - 1
+    finally:
+        if not args.keep_topics:
+            for names in (raw_names, sdk_names):
+                delete_topics(bootstrap, names)
+    result = {
+        "bench": "produce",
+        "events": args.events,
+        "partitions": args.partitions,
+        "value_bytes": len(codec.encode(dict(templates[0], event_id=event_ids[0]))),
+        "sdk_events_per_s": round(sdk),
+        "raw_events_per_s": round(raw),
+        "ratio": round(sdk / raw, 3),
+        "sdk_records_on_topic": sdk_count,
+        "raw_records_on_topic": raw_count,
+        "all_delivered": sdk_count == args.events == raw_count,
+        "targets": {"sdk_events_per_s": 100_000, "ratio": 0.3},
+    }
+    if not args.json:
+        print(f"SDK {sdk:,.0f} ev/s vs raw {raw:,.0f} ev/s: ratio {sdk / raw:.2f}")
+    print(json.dumps(result))
+    return 0

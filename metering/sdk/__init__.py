@@ -1,0 +1,24 @@
+"""Producer SDK: validated, Avro-encoded, idempotent publishing keyed by account."""
+
+from metering.sdk.commands import CommandPublisher
+from metering.sdk.errors import DeliveryError, InvalidCommand, InvalidUsageEvent, ProducerFatalError
+from metering.sdk.producer import DeliveryReport, KeyedProducer, producer_config
+from metering.sdk.usage import UsageReporter, make_usage_event, new_event_id, now_ms
+from metering.sdk.validation import UsageEventDict, validate_usage_event
+
+__all__ = [
+    "CommandPublisher",
+    "DeliveryError",
+    "DeliveryReport",
+    "InvalidCommand",
+    "InvalidUsageEvent",
+    "KeyedProducer",
+    "ProducerFatalError",
+    "UsageEventDict",
+    "UsageReporter",
+    "make_usage_event",
+    "new_event_id",
+    "now_ms",
+    "producer_config",
+    "validate_usage_event",
+]

@@ -1,0 +1,182 @@
+"""``python -m metering.web.server``: the sidecar API + account page, and (for chDB) the sink.
+
+Why the sink may live here: embedded ClickHouse (chDB) runs inside one process, and only
+one process may open a given chDB path at a time. The page must read what the sink writes,
+so with a ``chdb://`` URL this process also runs the ClickHouse sink, in a thread, on its
+own client of the same engine (``--sink auto``, the default). With a ClickHouse server
+(``http://``) the sink runs as its own service (``metering run sink``) and this process only
+reads (``auto`` means off).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import threading
+from collections.abc import Mapping
+
+from clickhouse_connect.driver.client import Client
+
+from consumers.clickhouse import DEFAULT_DATABASE, connect, is_embedded
+from metering.topics import TopicNames
+
+log = logging.getLogger("metering.web")
+
+
+class EmbeddedSink:
+    """The exactly-once ClickHouse sink on a background thread of this process."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap: str,
+        clickhouse_url: str,
+        database: str,
+        topics: TopicNames,
+        group: str,
+        max_wait_s: float = 0.25,
+    ) -> None:
+        from consumers.sink import ClickHouseSink
+
+        self.sink = ClickHouseSink(
+            bootstrap=bootstrap,
+            client=connect(clickhouse_url, database),
+            topics=topics,
+            group=group,
+            max_wait_s=max_wait_s,
+            instance_id=f"{group}-embedded",
+        )
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="clickhouse-sink", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.sink.run()
+        except BaseException as exc:  # surfaced by .alive / the log; the page keeps serving
+            self.error = exc
+            log.exception("embedded ClickHouse sink stopped")
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> EmbeddedSink:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Flush what is buffered, commit, close the consumer."""
+        self.sink.stop()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+class ReaderHolder:
+    """Opens the page's ClickHouse client on first use (after migrations created the DB)."""
+
+    def __init__(self, clickhouse_url: str, database: str) -> None:
+        self.url = clickhouse_url
+        self.database = database
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Client:
+        with self._lock:
+            if self._client is None:
+                from metering.web.usage import open_reader
+
+                self._client = open_reader(self.url, self.database)
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def _parse(argv: list[str], env: Mapping[str, str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="metering run web", description=__doc__)
+    # Falls back to the sidecar's variables: this service is a drop-in for `run sidecar`.
+    host = env.get("METERING_WEB_HOST") or env.get("METERING_SIDECAR_HOST", "127.0.0.1")
+    port = env.get("METERING_WEB_PORT") or env.get("METERING_SIDECAR_PORT", "8088")
+    parser.add_argument("--host", default=host)
+    parser.add_argument("--port", type=int, default=int(port))
+    parser.add_argument("--database", default=DEFAULT_DATABASE)
+    parser.add_argument("--topic-prefix", default="")
+    parser.add_argument(
+        "--sink",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="run the ClickHouse sink in this process (auto: only for chdb://)",
+    )
+    parser.add_argument("--sink-group", default="metering-clickhouse-sink")
+    parser.add_argument("--migrate", action="store_true", help="apply ClickHouse migrations first")
+    parser.add_argument("--fail-mode", default=None)
+    parser.add_argument("--log-level", default="warning")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    import uvicorn
+
+    from metering.config import load_settings
+    from metering.web.access import AccessConfigError, AccessControl
+    from metering.web.app import build_app
+    from projections.failmode import FailMode
+    from projections.keys import prefix_from_env
+    from projections.sidecar import parse_api_keys
+
+    env = dict(os.environ)
+    args = _parse(argv, env)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    settings = load_settings(env)
+    try:
+        access = AccessControl.from_env(env)
+        api_keys = parse_api_keys(env.get("METERING_API_KEYS", ""))
+        mode = FailMode.parse(args.fail_mode or env.get("METERING_FAIL_MODE", "auto"))
+    except (AccessConfigError, ValueError) as exc:
+        print(f"metering run web: {exc}", flush=True)
+        return 2
+    if args.migrate:
+        from consumers.migrations import migrate
+
+        migrate(settings.clickhouse_url, args.database)
+    reader = ReaderHolder(settings.clickhouse_url, args.database)
+    try:
+        app = build_app(
+            redis_url=settings.redis_url,
+            redis_prefix=prefix_from_env(),
+            api_keys=api_keys,
+            access=access,
+            clickhouse=reader,
+            fail_mode=mode,
+        )
+    except ValueError as exc:
+        print(f"metering run web: {exc}", flush=True)
+        return 2
+    run_sink = args.sink == "on" or (args.sink == "auto" and is_embedded(settings.clickhouse_url))
+    sink = None
+    if run_sink:
+        sink = EmbeddedSink(
+            bootstrap=settings.kafka_bootstrap,
+            clickhouse_url=settings.clickhouse_url,
+            database=args.database,
+            topics=TopicNames(args.topic_prefix),
+            group=args.sink_group,
+        ).start()
+    try:
+        # uvicorn handles SIGINT/SIGTERM: it returns after a graceful shutdown.
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    finally:
+        if sink is not None:
+            sink.stop()
+        reader.close()
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

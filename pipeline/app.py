@@ -1,0 +1,265 @@
+"""The faust app: one agent over usage-events + credit-commands, an account table, a sweep.
+
+Exactly-once is done by *this* module rather than by faust's ``TransactionManager.send``
+(see ``docs/processor.md`` for the faust findings). faust still owns the consumer group,
+the per-partition transactional producers (transactional id ``{app_id}-{group}-{partition}``),
+offset commits inside those transactions, the RocksDB table and its restore from the
+changelog. Per batch and source partition we send, *under faust's own per-transaction lock*,
+every ledger entry, alert, DLQ record and the changelog record of each touched account through
+that partition's transactional producer, then let faust ack the batch. A faust commit (timer,
+count or rebalance) takes the same lock, so a transaction never holds half of a batch, and
+offsets only ever trail the state they are committed with. Replays after a crash hit the
+engine's idempotency keys in the restored state and emit nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.tables import recovery as faust_recovery
+from rocksdict import WriteBatch
+
+from metering.avro import (
+    CREDIT_ALERT,
+    CREDIT_COMMAND,
+    LEDGER_ENTRY,
+    USAGE_EVENT,
+    AvroCodec,
+    load_registry,
+)
+from metering.topics import TopicNames
+from pipeline.config_reload import EngineSource, LiveEngine
+from pipeline.core import BatchProcessor, Codecs, InMessage, PartitionOutput
+from pipeline.metrics import Metrics
+from pipeline.settings import ProcessorConfig
+
+log = logging.getLogger("pipeline.app")
+
+RECOVERY_POLL_S = 0.5
+"""faust's changelog recovery waits 2 x 5 s when a changelog partition ends in an aborted
+transaction (its position reaches the high-water mark but no event ever arrives), which is
+exactly the state after every crash. We shorten that poll; see docs/processor.md."""
+
+
+class _FastRecoveryAsyncio:
+    """``asyncio`` as faust.tables.recovery sees it, with a shorter ``wait_for`` timeout."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(asyncio, name)
+
+    @staticmethod
+    def wait_for(aw: Any, timeout: float | None = None) -> Any:
+        if timeout is not None:
+            timeout = min(timeout, RECOVERY_POLL_S)
+        return asyncio.wait_for(aw, timeout)
+
+
+faust_recovery.asyncio = _FastRecoveryAsyncio()  # type: ignore[assignment]
+
+TABLE_NAME = "accounts"
+_FAUST_KEY_PREFIX = b"__faust"
+
+
+@dataclass
+class ProcessorApp:
+    """The faust app plus the pieces tests and the worker poke at."""
+
+    app: faust.App
+    config: ProcessorConfig
+    topics: TopicNames
+    metrics: Metrics
+    live: LiveEngine
+    processor: BatchProcessor
+
+
+def make_codecs(config: ProcessorConfig) -> Codecs:
+    registry = load_registry(schema_dir=config.schema_dir)
+    return Codecs(
+        usage=AvroCodec(registry, USAGE_EVENT),
+        command=AvroCodec(registry, CREDIT_COMMAND),
+        ledger=AvroCodec(registry, LEDGER_ENTRY),
+        alert=AvroCodec(registry, CREDIT_ALERT),
+    )
+
+
+def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
+    """Create the faust app for ``config``; ``source`` builds (and rebuilds) the engine."""
+    topics = TopicNames(config.prefix)
+    metrics = Metrics()
+    live = LiveEngine(source, metrics)
+    processor = BatchProcessor(topics, live.current, make_codecs(config), metrics)
+    app = faust.App(
+        config.app_id,
+        broker=f"kafka://{config.bootstrap}",
+        store="rocksdb://",
+        processing_guarantee="exactly_once",
+        datadir=str(config.data_dir),
+        autodiscover=False,
+        web_enabled=True,
+        web_host=config.web_host,
+        web_port=config.web_port,
+        web_bind=config.web_host,
+        broker_commit_every=config.commit_every,
+        broker_commit_interval=config.commit_interval_s,
+        topic_partitions=config.partitions,
+        topic_replication_factor=config.replication,
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest",
+        stream_buffer_maxsize=max(4096, config.batch_max * 2),
+        producer_linger_ms=5,
+        producer_max_batch_size=512 * 1024,
+        broker_max_poll_records=2000,
+        broker_session_timeout=config.session_timeout_s,
+        consumer_group_instance_id=config.instance_id,
+        broker_heartbeat_interval=min(3.0, config.session_timeout_s / 4),
+        stream_wait_empty=False,
+    )
+    table = app.Table(
+        TABLE_NAME,
+        partitions=config.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        options={"driver": "rocksdict"},
+    )
+    source_topic = app.topic(
+        topics.usage_events,
+        topics.credit_commands,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=config.partitions,
+        internal=False,
+    )
+    sink = _TransactionalSink(app, table, topics, metrics)
+
+    def load(partition: int, account_id: str) -> bytes | None:
+        value: bytes | None = table.data._db_for_partition(partition).get(account_id.encode())
+        return value
+
+    async def process(stream: Any) -> None:
+        async for events in stream.take_events(config.batch_max, config.batch_within_s):
+            batch = [
+                InMessage(
+                    m.topic,
+                    m.partition,
+                    m.offset,
+                    int(m.timestamp * 1000),
+                    m.key,
+                    m.value,
+                )
+                for m in (event.message for event in events)
+            ]
+            await sink.write(processor.process(batch, load))
+
+    app.agent(source_topic, concurrency=1, name="process")(process)
+
+    if config.sweep_interval_s:
+
+        async def sweep() -> None:
+            await sink.sweep(processor, int(time.time() * 1000))
+
+        app.timer(config.sweep_interval_s, name="sweep")(sweep)
+
+    async def reload_config() -> None:
+        live.maybe_reload()
+
+    app.timer(config.reload_interval_s, name="config_reload")(reload_config)
+
+    async def metrics_view(web: Any, request: Any) -> Any:
+        return web.text(metrics.render(_lag(app)), content_type="text/plain; version=0.0.4")
+
+    app.page("/metrics")(metrics_view)
+
+    return ProcessorApp(app, config, topics, metrics, live, processor)
+
+
+class _TransactionalSink:
+    """Writes a batch's outputs into faust's per-partition transactions, atomically per batch."""
+
+    def __init__(self, app: faust.App, table: Any, topics: TopicNames, metrics: Metrics) -> None:
+        self.app = app
+        self.table = table
+        self.topics = topics
+        self.metrics = metrics
+
+    def _transaction(self, partition: int) -> tuple[Any, Any]:
+        group = self.app.assignor.group_for_topic(self.topics.usage_events)
+        tid = f"{self.app.conf.id}-{group}-{partition}"
+        producer = self.app.producer
+        return producer._trn_locks[tid], producer._transaction_producers[tid]
+
+    async def write(self, outputs: dict[int, PartitionOutput]) -> None:
+        for partition, out in outputs.items():
+            lock, txp = self._transaction(partition)
+            async with lock:
+                await self._send(txp, partition, out)
+
+    async def _send(self, txp: Any, partition: int, out: PartitionOutput) -> None:
+        send = txp.send
+        for rec in out.records:
+            await send(
+                rec.topic, value=rec.value, key=rec.key, partition=partition, headers=rec.headers
+            )
+        if out.states:
+            changelog = self.table.changelog_topic.get_topic_name()
+            batch = WriteBatch(raw_mode=True)
+            for account_id, state in out.states.items():
+                key = account_id.encode()
+                await send(changelog, value=state, key=key, partition=partition)
+                batch.put(key, state)
+            self.table.data._db_for_partition(partition).write(batch)
+        self.metrics.entries += out.entries
+
+    async def sweep(self, processor: BatchProcessor, now: int) -> None:
+        """Sweep every stored account of each active partition; commit what it emits."""
+        if getattr(self.app, "in_recovery", False) or self.app.tables.recovery.in_recovery:
+            return
+        actives = sorted(
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == self.topics.usage_events
+        )
+        for partition in actives:
+            try:
+                lock, txp = self._transaction(partition)
+            except KeyError:
+                continue
+            async with lock:
+                out = PartitionOutput(partition)
+                db = self.table.data._db_for_partition(partition)
+                for key, value in db.items():
+                    if key.startswith(_FAUST_KEY_PREFIX):
+                        continue
+                    processor.sweep_account(partition, key.decode(), value, now, out)
+                if not out.records and not out.states:
+                    continue
+                await self._send(txp, partition, out)
+                # Idle partitions have no offsets to commit, so faust would never close this
+                # transaction: commit it here (any batch outputs in it are already complete).
+                await txp.commit_transaction()
+                await txp.begin_transaction()
+                self.metrics.transactions += 1
+
+
+def _lag(app: faust.App) -> dict[tuple[str, int], int]:
+    lag: dict[tuple[str, int], int] = {}
+    try:
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic.endswith("-changelog"):
+                continue
+            high = consumer.highwater(tp)
+            committed = consumer._committed_offset.get(tp)
+            if high is not None:
+                lag[(tp.topic, tp.partition)] = max(0, high - (committed or 0))
+    except Exception:  # metrics must never break the endpoint
+        log.debug("lag unavailable", exc_info=True)
+    return lag
+
+
+EngineFactory = Callable[[ProcessorConfig], EngineSource]

@@ -1,0 +1,324 @@
+"""``metering bench processor --events 200000 --json``: throughput and latency, exactly-once on.
+
+1. Throughput: plans for every account, then ``--events`` usage events are produced up front;
+   a worker subprocess starts; the clock runs from its first processed record until a
+   read_committed consumer has seen every ledger entry the engine's fold predicts.
+2. Baseline, same run: confluent-kafka consume + fastavro decode of the same usage topic.
+3. Latency: events produced at a fixed ``--rate`` (default 5,000/s) with ``occurred_at`` = send
+   time; latency = when the entry is readable (read_committed) minus ``occurred_at``.
+The last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from metering.avro import CREDIT_COMMAND, LEDGER_ENTRY, USAGE_EVENT, AvroCodec, load_registry
+from metering.config import load_settings
+from metering.topics import TopicNames, create_topics, delete_topics
+from pipeline.engine_adapter import DomainEngine
+
+MODELS = ["gpt-4o-mini", "gpt-4o", "claude-3-haiku", None]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _producer(bootstrap: str) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 10,
+            "enable.idempotence": True,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 1_048_576,
+        }
+    )
+
+
+def _produce(producer: Producer, topic: str, key: str, value: bytes, ts: int) -> None:
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key.encode(), timestamp=ts)
+            return
+        except BufferError:
+            producer.poll(0.01)
+
+
+def _usage(rnd: random.Random, i: int, account: str, at: int, prefix: str = "ev") -> dict[str, Any]:
+    return {
+        "event_id": f"{prefix}-{i}",
+        "account_id": account,
+        "subject": rnd.choice(["design", "research", "marketing"]),
+        "feature": "text_generation",
+        "model": rnd.choice(MODELS),
+        "units": {
+            "requests": 1,
+            "input_tokens": rnd.randrange(2000),
+            "output_tokens": rnd.randrange(800),
+        },
+        "occurred_at": at,
+    }
+
+
+class _LedgerCounter(threading.Thread):
+    """Counts read_committed ledger entries; records latency of entries caused by ``lat-*``."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int, from_end: bool) -> None:
+        super().__init__(daemon=True)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"bench-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        if from_end:
+            for tp in tps:
+                tp.offset = self.consumer.get_watermark_offsets(tp, timeout=10)[1]
+        else:
+            for tp in tps:
+                tp.offset = 0
+        self.consumer.assign(tps)
+        self.codec = AvroCodec(load_registry(), LEDGER_ENTRY)
+        self.count = 0
+        self.latencies: list[float] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        decode = self.codec.decode
+        while not self.stop.is_set():
+            msgs = self.consumer.consume(10000, 0.05)
+            now = time.time() * 1000
+            for msg in msgs:
+                if msg.error() is None:
+                    self.count += 1
+                    if self.latencies is not None and msg.value()[5:6]:
+                        entry = decode(msg.value())
+                        if entry["cause_id"].startswith("lat-") and entry["type"] == "USAGE_DEBIT":
+                            self.latencies.append(now - entry["occurred_at"])
+        self.consumer.close()
+
+
+def _metrics_processed(port: int) -> int:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("metering_processor_events_processed_total "):
+                    return int(line.split()[-1])
+    except OSError:
+        return 0
+    return 0
+
+
+def _raw_baseline(bootstrap: str, topic: str, partitions: int, n: int) -> float:
+    codec = AvroCodec(load_registry(), USAGE_EVENT)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"raw-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    seen = 0
+    start = time.perf_counter()
+    while seen < n:
+        for msg in consumer.consume(10000, 1.0):
+            if msg.error() is None:
+                codec.decode(msg.value())
+                seen += 1
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return n / elapsed
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="metering bench processor")
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--accounts", type=int, default=1000)
+    p.add_argument("--partitions", type=int, default=6)
+    p.add_argument("--rate", type=int, default=5000, help="events/s for the latency phase")
+    p.add_argument("--latency-seconds", type=float, default=8.0)
+    p.add_argument("--batch-max", type=int, default=2000)
+    p.add_argument("--commit-interval", type=float, default=0.1, help="seconds")
+    p.add_argument("--batch-within", type=float, default=0.05, help="seconds")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    settings = load_settings()
+    bootstrap = settings.kafka_bootstrap
+    topics = TopicNames(f"bench{uuid.uuid4().hex[:8]}.")
+    create_topics(bootstrap, topics, a.partitions)
+    registry = load_registry()
+    ucodec, ccodec = AvroCodec(registry, USAGE_EVENT), AvroCodec(registry, CREDIT_COMMAND)
+    rnd = random.Random(1)
+    t0 = int(time.time() * 1000) - 60_000
+    accounts = [f"acct-{i:05d}" for i in range(a.accounts)]
+
+    # -- input, up front, and the fold's count of the entries it must produce --------------------
+    engine = DomainEngine.from_files()
+    states: dict[str, Any] = {}
+    expected = 0
+    producer = _producer(bootstrap)
+    for i, acct in enumerate(accounts):
+        cmd = {
+            "command_id": f"plan-{acct}",
+            "account_id": acct,
+            "kind": "assign_plan",
+            "plan_id": "enterprise" if i % 2 else "growth",
+            "issued_at": t0,
+        }
+        states[acct] = engine.new_state(acct)
+        expected += len(engine.apply_command(states[acct], cmd, t0).entries)
+        _produce(producer, topics.credit_commands, acct, ccodec.encode(cmd), t0)
+    producer.flush(60)
+    for i in range(a.events):
+        acct = accounts[rnd.randrange(len(accounts))]
+        record = _usage(rnd, i, acct, t0 + 1 + i // 1000)
+        expected += len(engine.apply_usage(states[acct], record, t0 + 1).entries)
+        _produce(producer, topics.usage_events, acct, ucodec.encode(record), t0 + 1)
+    producer.flush(120)
+
+    port = _free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [
+            sys.executable,
+            "-m",
+            "pipeline.worker",
+            "--bootstrap",
+            bootstrap,
+            "--prefix",
+            topics.prefix,
+            "--partitions",
+            str(a.partitions),
+            "--web-port",
+            str(port),
+            "--data-dir",
+            str(Path(tmp) / "data"),
+            "--sweep-interval",
+            "0",
+            "--loglevel",
+            "warning",
+            "--batch-max",
+            str(a.batch_max),
+            "--commit-interval",
+            str(a.commit_interval),
+            "--batch-within",
+            str(a.batch_within),
+        ]
+        log = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115
+        worker = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ))
+        try:
+            counter = _LedgerCounter(bootstrap, topics.credit_ledger, a.partitions, False)
+            counter.latencies = None  # type: ignore[assignment]
+            counter.start()
+            while _metrics_processed(port) == 0:
+                if worker.poll() is not None:
+                    raise SystemExit(
+                        "worker died: " + (Path(tmp) / "worker.log").read_text()[-2000:]
+                    )
+                time.sleep(0.01)
+            start = time.perf_counter()
+            while counter.count < expected:
+                time.sleep(0.005)
+            elapsed = time.perf_counter() - start
+            counter.stop.set()
+            counter.join()
+            events_per_s = a.events / elapsed
+
+            raw = _raw_baseline(bootstrap, topics.usage_events, a.partitions, a.events)
+
+            # -- latency at a fixed rate --------------------------------------------------------
+            lat = _LedgerCounter(bootstrap, topics.credit_ledger, a.partitions, True)
+            lat.start()
+            total = int(a.rate * a.latency_seconds)
+            begin = time.perf_counter()
+            for i in range(total):
+                target = begin + i / a.rate
+                delay = target - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                acct = accounts[rnd.randrange(len(accounts))]
+                now = int(time.time() * 1000)
+                _produce(
+                    producer,
+                    topics.usage_events,
+                    acct,
+                    ucodec.encode(_usage(rnd, i, acct, now, "lat")),
+                    now,
+                )
+                producer.poll(0)
+            producer.flush(30)
+            deadline = time.monotonic() + 30
+            while len(lat.latencies) < total and time.monotonic() < deadline:
+                time.sleep(0.05)
+            lat.stop.set()
+            lat.join()
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            log.close()
+    with contextlib.suppress(Exception):
+        delete_topics(bootstrap, topics)
+    latencies = sorted(lat.latencies)
+
+    def pct(q: float) -> float:
+        return (
+            round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 1)
+            if latencies
+            else -1.0
+        )
+
+    result = {
+        "events": a.events,
+        "ledger_entries": expected,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(events_per_s),
+        "raw_events_per_s": round(raw),
+        "ratio": round(events_per_s / raw, 3),
+        "latency_rate_per_s": a.rate,
+        "latency_samples": len(latencies),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "exactly_once": True,
+    }
+    if not a.json:
+        print(
+            f"processor: {result['events_per_s']:,} events/s vs raw {result['raw_events_per_s']:,}"
+        )
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

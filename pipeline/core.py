@@ -1,0 +1,168 @@
+"""One batch of input records in, per-partition output records and state writes out.
+
+No Kafka here: the faust agent feeds :class:`InMessage` values and ships what comes back
+inside one transaction per partition. Keeping this pure makes the exactly-once reasoning
+local: everything an input caused (ledger entries, alerts, DLQ records and the account's new
+state) is returned together, so the caller can commit it atomically or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from metering.avro import AvroCodec, CodecError
+from metering.topics import TopicNames
+from pipeline.dlq import dead_letter
+from pipeline.metrics import Metrics
+from pipeline.ports import EnginePort, InputError
+
+
+@dataclass(slots=True)
+class InMessage:
+    """A consumed record, with what the DLQ headers and determinism need."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class OutRecord:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+@dataclass(slots=True)
+class PartitionOutput:
+    """Everything one partition's slice of a batch produced, in input order."""
+
+    partition: int
+    records: list[OutRecord] = field(default_factory=list)
+    states: dict[str, bytes] = field(default_factory=dict)
+    entries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Codecs:
+    usage: AvroCodec
+    command: AvroCodec
+    ledger: AvroCodec
+    alert: AvroCodec
+
+
+StateLoader = Callable[[int, str], bytes | None]
+"""(partition, account_id) -> the stored state bytes, or None for a new account."""
+
+
+class BatchProcessor:
+    """Decode, group by account, apply in order, encode: the processor's whole logic."""
+
+    def __init__(
+        self,
+        topics: TopicNames,
+        engine_ref: Callable[[], EnginePort],
+        codecs: Codecs,
+        metrics: Metrics,
+    ) -> None:
+        self.topics = topics
+        self._engine_ref = engine_ref
+        self.codecs = codecs
+        self.metrics = metrics
+
+    def process(self, batch: Sequence[InMessage], load: StateLoader) -> dict[int, PartitionOutput]:
+        """Apply ``batch`` (in order) and return the outputs keyed by source partition."""
+        engine = self._engine_ref()  # one price book for the whole batch
+        outputs: dict[int, PartitionOutput] = {}
+        states: dict[tuple[int, str], Any] = {}
+        usage_topic = self.topics.usage_events
+        decode_usage = self.codecs.usage.decode
+        decode_command = self.codecs.command.decode
+        encode_ledger = self.codecs.ledger.encode
+        encode_alert = self.codecs.alert.encode
+        ledger_topic = self.topics.credit_ledger
+        alerts_topic = self.topics.credit_alerts
+        processed = 0
+        for msg in batch:
+            out = outputs.get(msg.partition)
+            if out is None:
+                out = outputs[msg.partition] = PartitionOutput(msg.partition)
+            is_usage = msg.topic == usage_topic
+            try:
+                if msg.value is None:
+                    raise CodecError("tombstone: a null value is not a record")
+                record = decode_usage(msg.value) if is_usage else decode_command(msg.value)
+                account_id = record.get("account_id")
+                if not isinstance(account_id, str) or not account_id:
+                    raise InputError("invalid", "record has no account_id")
+                slot = (msg.partition, account_id)
+                state = states.get(slot)
+                if state is None:
+                    raw = load(msg.partition, account_id)
+                    state = engine.new_state(account_id) if raw is None else engine.load_state(raw)
+                if is_usage:
+                    step = engine.apply_usage(state, record, msg.timestamp_ms)
+                else:
+                    step = engine.apply_command(state, record, msg.timestamp_ms)
+            except (CodecError, InputError) as exc:
+                self._dead_letter(out, msg, exc, is_usage)
+                continue
+            states[slot] = step.state
+            key = account_id.encode()
+            for entry in step.entries:
+                out.records.append(OutRecord(ledger_topic, key, encode_ledger(entry)))
+            for alert in step.alerts:
+                out.records.append(OutRecord(alerts_topic, key, encode_alert(alert)))
+            out.entries += len(step.entries)
+            self.metrics.alerts += len(step.alerts)
+            processed += 1
+        for (partition, account_id), state in states.items():
+            outputs[partition].states[account_id] = engine.dump_state(state)
+        self.metrics.processed += processed
+        self.metrics.observe_batch(len(batch))
+        return outputs
+
+    def sweep_account(
+        self, partition: int, account_id: str, raw: bytes, now: int, out: PartitionOutput
+    ) -> None:
+        """Run the periodic sweep for one stored account, appending to ``out``."""
+        engine = self._engine_ref()
+        step = engine.sweep(engine.load_state(raw), now)
+        if not step.entries and not step.alerts:
+            return
+        key = account_id.encode()
+        for entry in step.entries:
+            out.records.append(
+                OutRecord(self.topics.credit_ledger, key, self.codecs.ledger.encode(entry))
+            )
+        for alert in step.alerts:
+            out.records.append(
+                OutRecord(self.topics.credit_alerts, key, self.codecs.alert.encode(alert))
+            )
+        out.entries += len(step.entries)
+        out.states[account_id] = engine.dump_state(step.state)
+        self.metrics.swept_entries += len(step.entries)
+
+    def _dead_letter(
+        self, out: PartitionOutput, msg: InMessage, exc: Exception, is_usage: bool
+    ) -> None:
+        error_class = exc.error_class if isinstance(exc, InputError) else type(exc).__name__
+        dlq_topic = self.topics.usage_events_dlq if is_usage else self.topics.credit_commands_dlq
+        letter = dead_letter(
+            dlq_topic,
+            key=msg.key,
+            value=msg.value,
+            error_class=error_class,
+            message=str(exc),
+            source_topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+        )
+        out.records.append(OutRecord(letter.topic, letter.key, letter.value, letter.headers))
+        self.metrics.dead_lettered[msg.topic] = self.metrics.dead_lettered.get(msg.topic, 0) + 1

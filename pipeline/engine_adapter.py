@@ -1,0 +1,110 @@
+"""The real credit engine (``metering.domain``) behind the processor's :class:`EnginePort`.
+
+Converts Avro dicts to domain records, domain records back to Avro dicts, and the engine's
+raised errors (input unusable) to :class:`InputError` so the record goes to the DLQ.
+Recorded refusals (``Rejection``) are ordinary outcomes: their ledger entries are published.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from metering.domain import (
+    CreditCommand,
+    CreditEngine,
+    DomainError,
+    Outcome,
+    UsageEvent,
+    load_plans,
+    load_price_book,
+)
+from metering.domain.config import DEFAULT_CONFIG, EngineConfig
+from pipeline.config_reload import FileEngineSource
+from pipeline.ports import InputError, Step
+from pipeline.settings import ProcessorConfig
+
+_SHIPPED = Path(__file__).resolve().parent.parent / "metering" / "data"
+
+
+class DomainEngine:
+    """Adapts :class:`metering.domain.CreditEngine` (which mutates states in place)."""
+
+    def __init__(self, engine: CreditEngine, version: str) -> None:
+        self.engine = engine
+        self._version = version
+
+    @classmethod
+    def from_files(
+        cls,
+        pricebook: Path | None = None,
+        plans: Path | None = None,
+        config: EngineConfig = DEFAULT_CONFIG,
+    ) -> DomainEngine:
+        engine = CreditEngine(load_price_book(pricebook), load_plans(plans), config)
+        digest = hashlib.sha256()
+        for path in (pricebook or _SHIPPED / "pricebook.yaml", plans or _SHIPPED / "plans.yaml"):
+            try:
+                digest.update(path.read_bytes())
+            except OSError:
+                digest.update(str(path).encode())
+        versions = "+".join(v.version for v in engine.price_book.versions)
+        return cls(engine, f"{versions}@{digest.hexdigest()[:12]}")
+
+    @property
+    def version(self) -> str:
+        return self._version
+
+    def new_state(self, account_id: str) -> Any:
+        return self.engine.new_state(account_id)
+
+    def load_state(self, data: bytes) -> Any:
+        return self.engine.load_state(data)
+
+    def dump_state(self, state: Any) -> bytes:
+        data: bytes = state.to_bytes()
+        return data
+
+    def apply_usage(self, state: Any, record: Mapping[str, Any], recorded_at: int) -> Step:
+        try:
+            event = UsageEvent.from_record(record)
+            outcome = self.engine.apply_usage(state, event, recorded_at)
+        except DomainError as exc:
+            raise InputError(type(exc).__name__, str(exc)) from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError("ValidationError", f"invalid usage event: {exc!r}") from exc
+        return _step(state, outcome)
+
+    def apply_command(self, state: Any, record: Mapping[str, Any], recorded_at: int) -> Step:
+        try:
+            command = CreditCommand.from_record(record)
+            outcome = self.engine.apply_command(state, command, recorded_at)
+        except DomainError as exc:
+            raise InputError(type(exc).__name__, str(exc)) from exc
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError("ValidationError", f"invalid credit command: {exc!r}") from exc
+        return _step(state, outcome)
+
+    def sweep(self, state: Any, now: int) -> Step:
+        return _step(state, self.engine.sweep(state, now))
+
+
+def _step(state: Any, outcome: Outcome) -> Step:
+    return Step(
+        state,
+        [entry.to_record() for entry in outcome.entries],
+        [alert.to_record() for alert in outcome.alerts],
+    )
+
+
+def file_source(config: ProcessorConfig) -> FileEngineSource:
+    """The worker's default: the configured (or shipped) price book and plans, watched."""
+    paths = [
+        config.pricebook_path or _SHIPPED / "pricebook.yaml",
+        config.plans_path or _SHIPPED / "plans.yaml",
+    ]
+    return FileEngineSource(
+        paths, lambda: DomainEngine.from_files(config.pricebook_path, config.plans_path)
+    )

@@ -1,0 +1,36 @@
+"""Settings of one processor worker (built from CLI flags and ``metering.config.Settings``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorConfig:
+    """Everything the app factory needs; tests override the prefix, ids, ports and timings."""
+
+    bootstrap: str
+    data_dir: Path
+    prefix: str = ""
+    app_id: str = "metering-processor"
+    partitions: int = 6
+    replication: int = 1
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    batch_max: int = 2000
+    batch_within_s: float = 0.05
+    commit_every: int = 20_000
+    commit_interval_s: float = 0.1
+    session_timeout_s: float = 10.0
+    """A killed worker's partitions move after this long (kept low: crash recovery time)."""
+    instance_id: str | None = None
+    """Static group membership: a restarted worker with the same id takes its partitions back
+    at once instead of waiting out the dead member's session."""
+    sweep_interval_s: float | None = 60.0
+    reload_interval_s: float = 2.0
+    pricebook_path: Path | None = None
+    plans_path: Path | None = None
+    schema_dir: Path | None = None
+    engine_factory: str | None = None
+    """``module:callable`` returning a :class:`pipeline.config_reload.EngineSource`; for tests."""

@@ -1,0 +1,191 @@
+"""Apply batches of decoded LedgerEntry dicts to Redis: one EVALSHA per account, pipelined.
+
+A batch is grouped by account (order within an account kept, sorted by seq); each group
+goes to ``apply.lua`` as one compact positional-JSON argument. The commands are packed as
+RESP by hand and streamed in chunks on one connection, so packing chunk n+1 overlaps with
+Redis executing chunk n. The script is idempotent and gap-detecting, so a batch can be
+re-sent whole after any failure (NOSCRIPT, a dropped connection).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from redis.exceptions import NoScriptError
+
+from projections.keys import check_prefix
+from projections.scripts import load_all, script
+
+MAX_ENTRIES_PER_CALL = 500
+"""Bounds one script's run time: Redis serves nothing else while a script runs."""
+
+CHUNK_CALLS = 256
+"""Script calls per network write; the next chunk is packed while Redis runs this one."""
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+class ProjectionError(RuntimeError):
+    """Redis rejected an apply script for a reason other than NOSCRIPT."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A ledger entry that was not applied because earlier seqs are missing."""
+
+    account: str
+    stored_seq: int
+    got_seq: int
+    index: int
+    """Position in the input batch of the first entry not applied for this account."""
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    applied: int = 0
+    skipped: int = 0
+    gaps: list[Gap] = field(default_factory=list)
+
+
+def compact(entry: Mapping[str, Any]) -> list[Any]:
+    """The fields ``apply.lua`` reads, positionally (see the script's header)."""
+    allocations = entry.get("allocations")
+    grant = entry.get("grant")
+    terms = entry.get("terms")
+    features = terms.get("features") if terms else None
+    return [
+        entry["seq"],
+        entry["type"],
+        entry["amount"],
+        entry["balance_after"],
+        entry["overage_after"],
+        entry["recorded_at"],
+        entry["period_start"],
+        entry["period_end"],
+        [[a["grant_id"], a["amount"]] for a in allocations] if allocations else False,
+        entry.get("reservation_id") or False,
+        [
+            grant["grant_id"],
+            grant["source"],
+            grant["amount"],
+            grant["priority"],
+            grant["effective_at"],
+            grant.get("expires_at") or False,
+        ]
+        if grant
+        else False,
+        [
+            terms["plan_id"],
+            terms["overage_policy"],
+            terms["overage_limit"],
+            terms["monthly_credits"],
+            "*" if features is None else _dumps(list(features)),
+        ]
+        if terms
+        else False,
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    account: str
+    indexes: list[int]
+
+
+def _plan(entries: Sequence[Mapping[str, Any]]) -> list[_Call]:
+    """Group by account, seq order inside; payloads are built later, while Redis works."""
+    groups: dict[str, list[int]] = {}
+    for i, entry in enumerate(entries):
+        groups.setdefault(entry["account_id"], []).append(i)
+    calls: list[_Call] = []
+    for account, indexes in groups.items():
+        if len(indexes) > 1:
+            indexes.sort(key=lambda i: entries[i]["seq"])
+        for start in range(0, len(indexes), MAX_ENTRIES_PER_CALL):
+            calls.append(_Call(account, indexes[start : start + MAX_ENTRIES_PER_CALL]))
+    return calls
+
+
+def _bulk(data: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+class Projector:
+    """Writes ledger entries into the projection under ``prefix``."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.client = client
+        self.prefix = check_prefix(prefix)
+        self._prefix = prefix.encode("utf-8")
+        self._script = script("apply")
+        self._head = b"*8\r\n$7\r\nEVALSHA\r\n" + _bulk(self._script.sha.encode()) + b"$1\r\n4\r\n"
+        self._loaded = False
+
+    def _pack(self, call: _Call, entries: Sequence[Mapping[str, Any]]) -> bytes:
+        base = self._prefix + b"{" + call.account.encode("utf-8") + b"}:"
+        payload = _dumps([compact(entries[i]) for i in call.indexes]).encode("utf-8")
+        return b"".join(
+            (
+                self._head,
+                _bulk(base + b"bal"),
+                _bulk(base + b"grants"),
+                _bulk(base + b"holds"),
+                _bulk(base + b"holdx"),
+                _bulk(payload),
+            )
+        )
+
+    def apply_batch(self, entries: Sequence[Mapping[str, Any]]) -> ApplyResult:
+        """Apply every entry it can; entries at or after a gap are reported, not applied."""
+        if not entries:
+            return ApplyResult()
+        if not self._loaded:
+            load_all(self.client)
+            self._loaded = True
+        calls = _plan(entries)
+        try:
+            replies = self._stream(calls, entries)
+        except NoScriptError:
+            load_all(self.client)  # Redis restarted or failed over: reload, resend (idempotent)
+            replies = self._stream(calls, entries)
+        result = ApplyResult()
+        gapped: set[str] = set()
+        for call, reply in zip(calls, replies, strict=True):
+            text = reply.decode() if isinstance(reply, bytes) else str(reply)
+            applied, skipped, stored, gap = (int(x) for x in text.split(":"))
+            result.applied += applied
+            result.skipped += skipped
+            if gap and call.account not in gapped:
+                gapped.add(call.account)
+                index = next(i for i in call.indexes if entries[i]["seq"] == gap)
+                result.gaps.append(Gap(call.account, stored, gap, index))
+        return result
+
+    def _stream(self, calls: list[_Call], entries: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Send the calls in chunks on one connection, reading chunk n while n+1 runs."""
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        replies: list[Any] = []
+        pending: deque[int] = deque()
+        try:
+            for start in range(0, len(calls), CHUNK_CALLS):
+                chunk = calls[start : start + CHUNK_CALLS]
+                conn.send_packed_command([b"".join(self._pack(c, entries) for c in chunk)])  # type: ignore[no-untyped-call]
+                pending.append(len(chunk))
+                if len(pending) > 1:
+                    replies += [conn.read_response() for _ in range(pending.popleft())]
+            while pending:
+                replies += [conn.read_response() for _ in range(pending.popleft())]
+        except BaseException as exc:
+            conn.disconnect()  # type: ignore[no-untyped-call]  # unread replies would poison the next user of the connection
+            if isinstance(exc, redis.ResponseError) and not isinstance(exc, NoScriptError):
+                raise ProjectionError(f"apply script failed: {exc!r}") from exc
+            raise
+        finally:
+            pool.release(conn)
+        return replies

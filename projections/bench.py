@@ -1,0 +1,346 @@
+"""``metering bench enforce --json``: enforcement latency, sidecar latency, apply throughput.
+
+Each figure is measured next to a baseline in the same run:
+- library ``check`` vs a raw redis-py GET (interleaved call by call, same connection);
+- the sidecar at a fixed request rate (open loop: latency counts from the scheduled send
+  time, so a stalled server cannot hide its queueing) vs the library check;
+- the projection's pipelined apply vs a raw pipelined HSET of the same entries.
+Uses ``METERING_REDIS_URL`` (or the local stack's) when reachable, else its own redis-server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import httpx
+import redis
+
+from projections.apply import Projector
+from projections.enforcement import Enforcer
+from projections.localredis import LocalRedis, free_port, reachable
+
+CREDIT = 1_000_000
+BENCH_KEY = "bench-secret"
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 4)
+
+
+def _entry(
+    account: str, seq: int, kind: str, amount: int, balance: int, **extra: Any
+) -> dict[str, Any]:
+    now = 1_700_000_000_000 + seq * 1000
+    entry: dict[str, Any] = {
+        "account_id": account,
+        "seq": seq,
+        "type": kind,
+        "amount": amount,
+        "allocations": [],
+        "balance_after": balance,
+        "overage_after": 0,
+        "recorded_at": now,
+        "period_start": 1_700_000_000_000,
+        "period_end": 1_702_592_000_000,
+        "reservation_id": None,
+        "grant": None,
+        "terms": None,
+    }
+    entry.update(extra)
+    return entry
+
+
+def _seed_entries(account: str, credits: int) -> list[dict[str, Any]]:
+    terms = {
+        "plan_id": "pro",
+        "overage_policy": "block",
+        "overage_limit": 0,
+        "features": ["text_generation", "image_generation"],
+        "monthly_credits": credits,
+    }
+    grant = {
+        "grant_id": "plan-1",
+        "source": "plan",
+        "amount": credits,
+        "priority": 10,
+        "effective_at": 1_700_000_000_000,
+        "expires_at": 1_702_592_000_000,
+    }
+    return [
+        _entry(account, 1, "PLAN_ASSIGNED", 0, 0, terms=terms),
+        _entry(
+            account,
+            2,
+            "GRANT_CREATED",
+            credits,
+            credits,
+            grant=grant,
+            allocations=[{"grant_id": "plan-1", "amount": credits}],
+        ),
+    ]
+
+
+def _usage_stream(accounts: list[str], total: int, seed: int = 7) -> Iterator[dict[str, Any]]:
+    """Debits spread over accounts at random, seq and balances coherent per account."""
+    rng = random.Random(seed)
+    seq = dict.fromkeys(accounts, 2)
+    balance = dict.fromkeys(accounts, 10**12)
+    for _ in range(total):
+        account = accounts[rng.randrange(len(accounts))]
+        cost = rng.randrange(1_000, 50_000)
+        seq[account] += 1
+        balance[account] -= cost
+        yield _entry(
+            account,
+            seq[account],
+            "USAGE_DEBIT",
+            -cost,
+            balance[account],
+            allocations=[{"grant_id": "plan-1", "amount": -cost}],
+        )
+
+
+def bench_check(client: redis.Redis, prefix: str, accounts: list[str], n: int) -> dict[str, float]:
+    enforcer = Enforcer(client, prefix)
+    client.set(f"{prefix}raw-get-key", "x" * 16)
+    raw_key = f"{prefix}raw-get-key"
+    check_lat: list[float] = []
+    raw_lat: list[float] = []
+    clock = time.perf_counter
+    for i in range(n + 1000):
+        account = accounts[i % len(accounts)]
+        t0 = clock()
+        client.get(raw_key)
+        t1 = clock()
+        enforcer.check(account, "text_generation", 25_000)
+        t2 = clock()
+        if i >= 1000:  # warm-up: connection, script cache
+            raw_lat.append(t1 - t0)
+            check_lat.append(t2 - t1)
+    started = clock()
+    for i in range(n):
+        enforcer.check(accounts[i % len(accounts)], "text_generation", 25_000)
+    elapsed = clock() - started
+    client.delete(raw_key)
+    check_p99, raw_p99 = _pct(check_lat, 0.99), _pct(raw_lat, 0.99)
+    return {
+        "check_p50_ms": _ms(statistics.median(check_lat)),
+        "check_p99_ms": _ms(check_p99),
+        "checks_per_s": round(n / elapsed),
+        "raw_get_p50_ms": _ms(statistics.median(raw_lat)),
+        "raw_get_p99_ms": _ms(raw_p99),
+        "check_vs_raw_p99": round(check_p99 / raw_p99, 3),
+    }
+
+
+async def _sidecar_load(
+    port: int, accounts: list[str], rate: float, duration: float, conns: int
+) -> tuple[list[float], int]:
+    loop = asyncio.get_running_loop()
+    total = int(rate * duration)
+    latencies: list[float] = []
+    errors = 0
+    bodies = [
+        json.dumps({"account_id": a, "feature": "text_generation", "estimated_credits": 25_000})
+        for a in accounts
+    ]
+    start = loop.time() + 0.2
+
+    async def worker(j: int) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for i in range(j, total, conns):
+                scheduled = start + i / rate
+                delay = scheduled - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                body = bodies[i % len(bodies)].encode()
+                writer.write(
+                    b"POST /v1/check HTTP/1.1\r\nHost: bench\r\nX-API-Key: "
+                    + BENCH_KEY.encode()
+                    + b"\r\nContent-Type: application/json\r\nContent-Length: "
+                    + str(len(body)).encode()
+                    + b"\r\n\r\n"
+                    + body
+                )
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                payload = await reader.readexactly(length)
+                latencies.append(loop.time() - scheduled)
+                if not head.startswith(b"HTTP/1.1 200") or b'"allowed":true' not in payload:
+                    errors += 1
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(worker(j) for j in range(conns)))
+    return latencies, errors
+
+
+def bench_sidecar(
+    redis_url: str, prefix: str, accounts: list[str], rate: float, duration: float
+) -> dict[str, float]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "METERING_REDIS_URL": redis_url,
+        "METERING_REDIS_PREFIX": prefix,
+        "METERING_API_KEYS": f"bench:{BENCH_KEY}",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metering.cli", "run", "sidecar", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("sidecar did not start")
+            time.sleep(0.1)
+        asyncio.run(_sidecar_load(port, accounts, rate, 1.0, 32))  # warm-up
+        latencies, errors = asyncio.run(_sidecar_load(port, accounts, rate, duration, 32))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    return {
+        "sidecar_rate_rps": rate,
+        "sidecar_requests": len(latencies),
+        "sidecar_errors": errors,
+        "sidecar_p50_ms": _ms(statistics.median(latencies)),
+        "sidecar_p99_ms": _ms(_pct(latencies, 0.99)),
+    }
+
+
+def bench_projection(
+    client: redis.Redis, prefix: str, accounts: list[str], total: int, batch: int
+) -> dict[str, float]:
+    entries = list(_usage_stream(accounts, total))
+    batches = [entries[i : i + batch] for i in range(0, len(entries), batch)]
+    projector = Projector(client, prefix)
+    started = time.perf_counter()
+    applied = 0
+    for chunk in batches:
+        result = projector.apply_batch(chunk)
+        applied += result.applied
+        if result.gaps:
+            raise RuntimeError(f"unexpected gap in bench data: {result.gaps[0]}")
+    elapsed = time.perf_counter() - started
+    if applied != total:
+        raise RuntimeError(f"applied {applied} of {total}")
+
+    started = time.perf_counter()
+    for chunk in batches:
+        pipe = client.pipeline(transaction=False)
+        for e in chunk:
+            pipe.hset(
+                f"{prefix}raw{{{e['account_id']}}}:bal",
+                mapping={
+                    "seq": e["seq"],
+                    "available": e["balance_after"],
+                    "overage_used": e["overage_after"],
+                    "updated_at": e["recorded_at"],
+                },
+            )
+        pipe.execute()
+    raw_elapsed = time.perf_counter() - started
+    per_s, raw_per_s = total / elapsed, total / raw_elapsed
+    return {
+        "projection_entries_per_s": round(per_s),
+        "raw_hset_per_s": round(raw_per_s),
+        "projection_vs_raw_hset": round(per_s / raw_per_s, 3),
+        "projection_batch": batch,
+    }
+
+
+def _cleanup(client: redis.Redis, prefix: str) -> None:
+    batch = []
+    for key in client.scan_iter(match=prefix.replace("*", "\\*") + "*", count=2000):
+        batch.append(key)
+        if len(batch) >= 2000:
+            client.unlink(*batch)
+            batch.clear()
+    if batch:
+        client.unlink(*batch)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="metering bench enforce", description=__doc__)
+    parser.add_argument("--json", action="store_true", help="print only the JSON line")
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--checks", type=int, default=20_000)
+    parser.add_argument("--rate", type=float, default=2000.0, help="sidecar requests/s")
+    parser.add_argument("--duration", type=float, default=5.0, help="sidecar seconds")
+    parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=2000, help="entries per apply batch")
+    parser.add_argument("--skip-sidecar", action="store_true")
+    args = parser.parse_args(argv)
+
+    from metering.config import load_settings
+
+    def say(message: str) -> None:
+        if not args.json:
+            print(message, file=sys.stderr)
+
+    with ExitStack() as stack:
+        url = os.environ.get("METERING_REDIS_URL") or load_settings().redis_url
+        own = not reachable(url)
+        if own:
+            url = stack.enter_context(LocalRedis()).url
+        say(f"redis: {url} ({'own redis-server' if own else 'existing'})")
+        client = redis.Redis.from_url(url)
+        stack.callback(client.close)
+        prefix = f"bench-{secrets.token_hex(4)}:"
+        stack.callback(_cleanup, client, prefix)
+        accounts = [f"acct-{i:05d}" for i in range(args.accounts)]
+        seed = [e for a in accounts for e in _seed_entries(a, 10**9 * CREDIT)]
+        Projector(client, prefix).apply_batch(seed)
+        result: dict[str, Any] = {"redis": "own" if own else "existing"}
+        say("library check vs raw GET ...")
+        result.update(bench_check(client, prefix, accounts, args.checks))
+        if not args.skip_sidecar:
+            say(f"sidecar at {args.rate:g} req/s for {args.duration:g}s ...")
+            result.update(bench_sidecar(url, prefix, accounts, args.rate, args.duration))
+            result["sidecar_vs_check_p99"] = round(
+                result["sidecar_p99_ms"] / result["check_p99_ms"], 3
+            )
+        say(f"projection apply of {args.entries} entries ...")
+        apply_accounts = [f"apply-{i:05d}" for i in range(10_000)]
+        Projector(client, prefix).apply_batch(
+            [e for a in apply_accounts for e in _seed_entries(a, 10**6 * CREDIT)]
+        )
+        result.update(bench_projection(client, prefix, apply_accounts, args.entries, args.batch))
+        result["targets_met"] = (
+            result["check_p99_ms"] <= 1
+            and result["check_vs_raw_p99"] <= 2
+            and result.get("sidecar_p99_ms", 0) <= 5
+            and result["projection_entries_per_s"] >= 50_000
+        )
+    print(json.dumps(result))
+    return 0

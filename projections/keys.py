@@ -1,0 +1,105 @@
+"""Redis key layout of the projection: every key of one account shares its ``{account}`` tag.
+
+All keys of an account hash to one Redis Cluster slot, so each Lua script touches one
+slot only. The prefix lets a rebuild write into an empty keyspace next to the live one.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "mt:"
+"""Live projection prefix; override with ``METERING_REDIS_PREFIX``."""
+
+REBUILD_PREFIX = "mt-rebuild:"
+"""Default target of ``metering projection rebuild``."""
+
+BALANCE_FIELDS: tuple[str, ...] = (
+    "available",
+    "reserved",
+    "overage_used",
+    "overage_limit",
+    "policy",
+    "plan",
+    "features",
+    "monthly_credits",
+    "period_start",
+    "period_end",
+    "seq",
+    "updated_at",
+)
+"""Fields of the balance hash (``features`` is ``*`` for all, else a JSON array)."""
+
+
+class LayoutError(ValueError):
+    """An account id or prefix cannot be used in a hash-tagged key."""
+
+
+def check_prefix(prefix: str) -> str:
+    """A prefix with braces would move the hash tag off the account id."""
+    if "{" in prefix or "}" in prefix:
+        raise LayoutError(f"key prefix {prefix!r} must not contain braces")
+    return prefix
+
+
+def check_account(account: str) -> str:
+    """An account id must be non-empty and brace-free to be its own hash tag."""
+    if not account or "{" in account or "}" in account:
+        raise LayoutError(f"account id {account!r} must be non-empty and contain no braces")
+    return account
+
+
+def prefix_from_env() -> str:
+    return check_prefix(os.environ.get("METERING_REDIS_PREFIX", DEFAULT_PREFIX))
+
+
+@dataclass(frozen=True, slots=True)
+class AccountKeys:
+    """The four keys of one account, in the order every script takes them."""
+
+    balance: str
+    grants: str
+    holds: str
+    hold_expiry: str
+
+    def as_list(self) -> list[str]:
+        return [self.balance, self.grants, self.holds, self.hold_expiry]
+
+
+def account_keys(prefix: str, account: str) -> AccountKeys:
+    """``<prefix>{<account>}:`` + ``bal``/``grants``/``holds`` (hashes), ``holdx`` (zset)."""
+    base = f"{prefix}{{{account}}}"
+    return AccountKeys(f"{base}:bal", f"{base}:grants", f"{base}:holds", f"{base}:holdx")
+
+
+def account_from_key(prefix: str, key: str) -> str | None:
+    """Inverse of :func:`account_keys` for scans; ``None`` for keys outside the layout."""
+    if not key.startswith(prefix + "{"):
+        return None
+    rest = key[len(prefix) + 1 :]
+    account, sep, _ = rest.rpartition("}:")
+    return account if sep else None
+
+
+def balance_pattern(prefix: str) -> str:
+    """SCAN pattern matching every balance hash under ``prefix``."""
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+    return escaped + "{*}:bal"
+
+
+def account_pattern(prefix: str) -> str:
+    """SCAN pattern matching every projection key under ``prefix``."""
+    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+    return escaped + "{*}:*"
+
+
+HOLD_SEP = ":"
+
+
+def hold_account(hold_id: str) -> str:
+    """Hold ids are ``<32 hex>:<account>`` so commit/release find the account's keys."""
+    token, sep, account = hold_id.partition(HOLD_SEP)
+    if not sep or len(token) != 32 or not account:
+        raise LayoutError(f"malformed hold id {hold_id!r}")
+    return check_account(account)
