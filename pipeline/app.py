@@ -1,15 +1,15 @@
-"""The faust app: one agent over usage-events + credit-commands, an account table, a sweep.
+"""The faust app: both source topics, an account table, a sweep; we process and commit.
 
-Exactly-once is done by *this* module rather than by faust's ``TransactionManager.send``
-(see ``docs/processor.md`` for the faust findings). faust still owns the consumer group,
-the per-partition transactional producers (transactional id ``{app_id}-{group}-{partition}``),
-offset commits inside those transactions, the RocksDB table and its restore from the
-changelog. Per batch and source partition we send, *under faust's own per-transaction lock*,
-every ledger entry, alert, DLQ record and the changelog record of each touched account through
-that partition's transactional producer, then let faust ack the batch. A faust commit (timer,
-count or rebalance) takes the same lock, so a transaction never holds half of a batch, and
-offsets only ever trail the state they are committed with. Replays after a crash hit the
-engine's idempotency keys in the restored state and emit nothing.
+Exactly-once is done by *this* module rather than by faust's ``TransactionManager`` (see
+``docs/processor.md`` for the faust findings). faust still owns the consumer group, the
+per-partition transactional producers (transactional id ``{app_id}-{group}-{partition}``), the
+RocksDB table and its restore from the changelog. ``BatchConsumer`` hands us whole fetches;
+per batch and source partition we send, *under faust's own per-transaction lock*, every ledger
+entry, alert, DLQ record and the changelog record of each touched account through that
+partition's transactional producer, and note the batch's next offsets. Our commit loop adds
+those offsets to the transaction and commits it under the same lock, so a transaction holds
+whole batches and exactly their offsets. Replays after a crash start at committed offsets
+over state restored from the committed changelog.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.structs import TopicPartition as TP
 from faust.tables import recovery as faust_recovery
 from rocksdict import WriteBatch
 
@@ -36,6 +37,7 @@ from metering.avro import (
 from metering.topics import TopicNames
 from pipeline.config_reload import EngineSource, LiveEngine
 from pipeline.core import BatchProcessor, Codecs, InMessage, PartitionOutput
+from pipeline.fast_consumer import batch_consumer_class
 from pipeline.metrics import Metrics
 from pipeline.settings import ProcessorConfig
 
@@ -114,11 +116,20 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
         stream_buffer_maxsize=max(4096, config.batch_max * 2),
         producer_linger_ms=5,
         producer_max_batch_size=512 * 1024,
-        broker_max_poll_records=2000,
+        broker_max_poll_records=config.batch_max,  # = the largest batch we process
         broker_session_timeout=config.session_timeout_s,
         consumer_group_instance_id=config.instance_id,
         broker_heartbeat_interval=min(3.0, config.session_timeout_s / 4),
         stream_wait_empty=False,
+    )
+    sink_ref: list[_TransactionalSink] = []
+
+    async def handle(batch: list[InMessage], generation: int) -> None:
+        await sink_ref[0].handle(batch, generation)
+
+    # Must be set before faust creates its consumer (lazily, at worker start).
+    app.transport.Consumer = batch_consumer_class(
+        frozenset({topics.usage_events, topics.credit_commands}), handle
     )
     table = app.Table(
         TABLE_NAME,
@@ -135,28 +146,36 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
         partitions=config.partitions,
         internal=False,
     )
-    sink = _TransactionalSink(app, table, topics, metrics)
+    sink = _TransactionalSink(app, table, topics, metrics, processor)
 
     def load(partition: int, account_id: str) -> bytes | None:
         value: bytes | None = table.data._db_for_partition(partition).get(account_id.encode())
         return value
 
-    async def process(stream: Any) -> None:
-        async for events in stream.take_events(config.batch_max, config.batch_within_s):
-            batch = [
-                InMessage(
-                    m.topic,
-                    m.partition,
-                    m.offset,
-                    int(m.timestamp * 1000),
-                    m.key,
-                    m.value,
-                )
-                for m in (event.message for event in events)
-            ]
-            await sink.write(processor.process(batch, load))
+    sink.load = load
+    sink_ref.append(sink)
 
-    app.agent(source_topic, concurrency=1, name="process")(process)
+    async def idle(stream: Any) -> None:
+        # Subscribes the source topics (faust's assignor, tables and transactions key off the
+        # agents' topics); the records themselves reach ``sink.handle`` via BatchConsumer.
+        async for _ in stream:  # pragma: no cover - BatchConsumer never feeds it
+            pass
+
+    app.agent(source_topic, concurrency=1, name="process")(idle)
+
+    async def commit_loop() -> None:
+        # A plain loop rather than app.timer: under load a commit may outlast the interval,
+        # and mode's timer then logs an "overlapping" warning ten times a second.
+        while True:
+            await asyncio.sleep(config.commit_interval_s)
+            await sink.commit()
+
+    app.task(commit_loop)
+
+    async def on_revoked(*args: Any, **kwargs: Any) -> None:
+        await sink.commit()
+
+    app.on_partitions_revoked.connect(on_revoked)
 
     if config.sweep_interval_s:
 
@@ -179,13 +198,33 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
 
 
 class _TransactionalSink:
-    """Writes a batch's outputs into faust's per-partition transactions, atomically per batch."""
+    """Processes fetched batches inside faust's per-partition transactions and commits them.
 
-    def __init__(self, app: faust.App, table: Any, topics: TopicNames, metrics: Metrics) -> None:
+    Per source partition and batch, under faust's lock for that partition's transaction: load
+    state, run the pure :class:`BatchProcessor`, send every output (ledger, alerts, DLQ, the
+    changelog record of each touched account) through the partition's transactional producer,
+    write RocksDB, and remember the next offset to commit. :meth:`commit` (a timer every
+    ``commit_interval``, and on revocation) then, again under each lock, adds those offsets to
+    the transaction and commits it, all partitions concurrently. A transaction therefore holds
+    whole batches and exactly the offsets of the batches it holds.
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        table: Any,
+        topics: TopicNames,
+        metrics: Metrics,
+        processor: BatchProcessor,
+    ) -> None:
         self.app = app
         self.table = table
         self.topics = topics
         self.metrics = metrics
+        self.processor = processor
+        self.load: Callable[[int, str], bytes | None] = lambda p, a: None
+        self._pending: dict[int, tuple[Any, dict[TP, int]]] = {}
+        """partition -> (the producer whose open transaction holds the output, next offsets)"""
 
     def _transaction(self, partition: int) -> tuple[Any, Any]:
         group = self.app.assignor.group_for_topic(self.topics.usage_events)
@@ -193,11 +232,77 @@ class _TransactionalSink:
         producer = self.app.producer
         return producer._trn_locks[tid], producer._transaction_producers[tid]
 
-    async def write(self, outputs: dict[int, PartitionOutput]) -> None:
-        for partition, out in outputs.items():
-            lock, txp = self._transaction(partition)
+    async def handle(self, batch: list[InMessage], generation: int) -> None:
+        """Process one fetched batch (any partitions, fetch order) of the source topics."""
+        by_partition: dict[int, list[InMessage]] = {}
+        for msg in batch:
+            part = by_partition.get(msg.partition)
+            if part is None:
+                by_partition[msg.partition] = [msg]
+            else:
+                part.append(msg)
+        app = self.app
+        consumer = app.consumer
+        for partition, msgs in by_partition.items():
+            try:
+                lock, txp = self._transaction(partition)
+            except KeyError:
+                continue  # not (or no longer) ours: the owner will read it from committed offsets
             async with lock:
+                # A rebalance since the fetch: faust seeks to the committed offsets, drop these.
+                if app.consumer_generation_id != generation or not consumer.flow_active:
+                    return
+                if self._transaction(partition)[1] is not txp:
+                    continue
+                out = self.processor.process(msgs, self.load)[partition]
                 await self._send(txp, partition, out)
+                pending = self._pending.get(partition)
+                if pending is None or pending[0] is not txp:
+                    pending = self._pending[partition] = (txp, {})
+                offsets = pending[1]
+                for msg in msgs:
+                    offsets[TP(msg.topic, partition)] = msg.offset + 1
+
+    async def commit(self) -> None:
+        """Commit every partition's open transaction that holds processed batches."""
+        parts = list(self._pending)
+        if len(parts) == 1:
+            await self._commit_partition(parts[0])
+        elif parts:
+            await asyncio.gather(*(self._commit_partition(p) for p in parts))
+
+    async def _commit_partition(self, partition: int) -> None:
+        try:
+            lock, _ = self._transaction(partition)
+        except KeyError:
+            self._pending.pop(partition, None)
+            return
+        async with lock:
+            await self._commit_locked(partition)
+
+    async def _commit_locked(self, partition: int) -> None:
+        """Commit ``partition``'s transaction with its pending offsets (lock held)."""
+        try:
+            txp = self._transaction(partition)[1]
+        except KeyError:
+            txp = None
+        pending = self._pending.pop(partition, None)
+        if txp is None:
+            return
+        try:
+            if pending is not None and pending[0] is txp:
+                await txp.send_offsets_to_transaction(pending[1], self.app.conf.id)
+            await txp.commit_transaction()
+            await txp.begin_transaction()
+        except Exception as exc:
+            log.exception("transaction commit failed for partition %d", partition)
+            await self.app.crash(exc)
+            raise
+        self.metrics.transactions += 1
+        if pending is not None and pending[0] is txp:
+            committed = self.app.consumer._committed_offset
+            for tp, offset in pending[1].items():
+                committed[tp] = offset
 
     async def _send(self, txp: Any, partition: int, out: PartitionOutput) -> None:
         send = txp.send
@@ -239,11 +344,7 @@ class _TransactionalSink:
                 if not out.records and not out.states:
                     continue
                 await self._send(txp, partition, out)
-                # Idle partitions have no offsets to commit, so faust would never close this
-                # transaction: commit it here (any batch outputs in it are already complete).
-                await txp.commit_transaction()
-                await txp.begin_transaction()
-                self.metrics.transactions += 1
+                await self._commit_locked(partition)
 
 
 def _lag(app: faust.App) -> dict[tuple[str, int], int]:

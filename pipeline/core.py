@@ -15,6 +15,7 @@ from typing import Any
 from metering.avro import AvroCodec, CodecError
 from metering.topics import TopicNames
 from pipeline.dlq import dead_letter
+from pipeline.fast_avro import make_ledger_entry_encoder, make_usage_event_decoder
 from pipeline.metrics import Metrics
 from pipeline.ports import EnginePort, InputError
 
@@ -75,6 +76,8 @@ class BatchProcessor:
         self._engine_ref = engine_ref
         self.codecs = codecs
         self.metrics = metrics
+        self._decode_usage = make_usage_event_decoder(codecs.usage)
+        self._encode_ledger = make_ledger_entry_encoder(codecs.ledger)
 
     def process(self, batch: Sequence[InMessage], load: StateLoader) -> dict[int, PartitionOutput]:
         """Apply ``batch`` (in order) and return the outputs keyed by source partition."""
@@ -82,9 +85,9 @@ class BatchProcessor:
         outputs: dict[int, PartitionOutput] = {}
         states: dict[tuple[int, str], Any] = {}
         usage_topic = self.topics.usage_events
-        decode_usage = self.codecs.usage.decode
+        decode_usage = self._decode_usage
         decode_command = self.codecs.command.decode
-        encode_ledger = self.codecs.ledger.encode
+        encode_ledger = self._encode_ledger
         encode_alert = self.codecs.alert.encode
         ledger_topic = self.topics.credit_ledger
         alerts_topic = self.topics.credit_alerts
@@ -139,7 +142,7 @@ class BatchProcessor:
         key = account_id.encode()
         for entry in step.entries:
             out.records.append(
-                OutRecord(self.topics.credit_ledger, key, self.codecs.ledger.encode(entry))
+                OutRecord(self.topics.credit_ledger, key, self._encode_ledger(entry))
             )
         for alert in step.alerts:
             out.records.append(

@@ -111,6 +111,9 @@ def main(argv: list[str]) -> int:
         redirect_stdouts=False,
         logging_config=logging_config(loglevel),
     )
+    # faust's terminal spinner sets the root logger to DEBUG (so every library debug call
+    # builds a LogRecord: ~10 % of the CPU under load) and spins on each record. No spinner.
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0
 

@@ -15,6 +15,8 @@ class InvalidUsageEvent(ValueError):
         super().__init__(f"invalid usage event: {field}: {reason}")
         self.field = field
         self.reason = reason
+        self.index: int | None = None
+        """Position of the event in a ``report_many`` batch (None for a single event)."""
 
 
 class InvalidCommand(ValueError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,8 +97,18 @@ class KeyedProducer:
         *,
         config: Mapping[str, Any] | None = None,
         on_error: DeliveryCallback | None = None,
+        success_reports: bool = True,
     ) -> None:
+        """``success_reports=False``: librdkafka reports only failed deliveries.
+
+        That saves ~0.4 us of CPU per record (no per-record bookkeeping or callback on
+        success); failures are still reported exactly as before. Per-call callbacks and
+        ``send_async`` need success reports, so they raise ``ValueError`` then.
+        """
+        if config and "delivery.report.only.error" in config:
+            raise ValueError("use success_reports=False, not delivery.report.only.error")
         self.topic = topic
+        self.success_reports = success_reports
         self._on_error_report = on_error
         self._fatal: KafkaError | None = None
         self._unhandled: list[DeliveryReport] = []
@@ -110,6 +120,7 @@ class KeyedProducer:
         conf = producer_config(bootstrap, config)
         conf["error_cb"] = self._on_error
         conf["on_delivery"] = self._default_delivery
+        conf["delivery.report.only.error"] = not success_reports
         self._producer = Producer(conf)
         self._produce = self._producer.produce
         self._countdown = POLL_EVERY
@@ -139,6 +150,12 @@ class KeyedProducer:
             callback(report)
 
     def _wrap(self, callback: DeliveryCallback) -> Callable[[KafkaError | None, Any], None]:
+        if not self.success_reports:
+            raise ValueError(
+                "per-record delivery callbacks need success reports: "
+                "create the publisher with success_reports=True"
+            )
+
         def on_delivery(err: KafkaError | None, msg: Any) -> None:
             report = _report(err, msg)
             if err is None:
@@ -170,10 +187,48 @@ class KeyedProducer:
             self._countdown = POLL_EVERY
             self._producer.poll(0)
 
-    def _send_when_room(
-        self, key: bytes, value: bytes, on_delivery: DeliveryCallback | None
+    def send_many(
+        self,
+        keys: Sequence[bytes],
+        values: Sequence[bytes],
+        on_delivery: DeliveryCallback | None = None,
     ) -> None:
-        kwargs = {} if on_delivery is None else {"on_delivery": self._wrap(on_delivery)}
+        """Queue ``len(values)`` records in one tight loop; blocks while the local queue is full.
+
+        The batch API's reason to exist: no per-record method dispatch or attribute lookups,
+        and one shared delivery callable for the batch (none of its own if ``on_delivery`` is
+        None: the producer's default one then records failures).
+        """
+        produce, topic, poll = self._produce, self.topic, self._producer.poll
+        callback = None if on_delivery is None else self._wrap(on_delivery)
+        countdown = self._countdown
+        try:
+            for key, value in zip(keys, values, strict=True):
+                try:
+                    if callback is None:  # two call shapes: ``**kwargs`` costs ~5% here
+                        produce(topic, value, key)
+                    else:
+                        produce(topic, value, key, on_delivery=callback)
+                except BufferError:
+                    self._send_when_room(key, value, None, callback)
+                countdown -= 1
+                if not countdown:
+                    self._sent += POLL_EVERY
+                    countdown = POLL_EVERY
+                    poll(0)
+        finally:
+            self._countdown = countdown
+
+    def _send_when_room(
+        self,
+        key: bytes,
+        value: bytes,
+        on_delivery: DeliveryCallback | None,
+        wrapped: Callable[[KafkaError | None, Any], None] | None = None,
+    ) -> None:
+        if wrapped is None and on_delivery is not None:
+            wrapped = self._wrap(on_delivery)
+        kwargs = {} if wrapped is None else {"on_delivery": wrapped}
         while True:
             self._check_usable()
             self._producer.poll(0.01)
@@ -194,11 +249,12 @@ class KeyedProducer:
         def resolve(report: DeliveryReport) -> None:
             loop.call_soon_threadsafe(_settle, future, report)
 
+        callback = self._wrap(resolve)  # raises before queueing if success reports are off
         self._ensure_poller()
         while True:
             self._check_usable()
             try:
-                self._produce(self.topic, value, key, on_delivery=self._wrap(resolve))
+                self._produce(self.topic, value, key, on_delivery=callback)
                 break
             except BufferError:
                 await asyncio.sleep(0.005)

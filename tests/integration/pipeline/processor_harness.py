@@ -285,6 +285,19 @@ class Worker:
             )
             time.sleep(0.05)
 
+    def assigned(self, topic: str) -> set[int]:
+        """Partitions of ``topic`` this worker currently owns (from its lag gauges)."""
+        try:
+            text = self.metrics()
+        except OSError:
+            return set()
+        prefix = f'metering_processor_consumer_lag{{topic="{topic}",partition="'
+        return {
+            int(line[len(prefix) :].split('"', 1)[0])
+            for line in text.splitlines()
+            if line.startswith(prefix)
+        }
+
     def metrics(self) -> str:
         import urllib.request
 

@@ -60,12 +60,17 @@ def test_kill_dash_9_during_a_run_loses_nothing_and_counts_nothing_twice(
     kills = 0
     try:
         _setup(kafka_bootstrap, topics, inp)
-        produce(kafka_bootstrap, inp.usage)
-        for _ in range(4):
+        # The worker gets through 10,000 events in well under a second, so the input goes in
+        # 5 chunks and each restart finds a fresh one: every kill lands mid-stream.
+        size = -(-len(inp.usage) // 5)
+        chunks = [inp.usage[i : i + size] for i in range(0, len(inp.usage), size)]
+        produce(kafka_bootstrap, chunks[0])
+        for chunk in chunks[1:]:
             worker.wait_processing()  # kill mid-stream, not during start-up
-            time.sleep(rnd.uniform(0.05, 1.5))
+            time.sleep(rnd.uniform(0.02, 0.4))
             worker.kill()
             kills += 1
+            produce(kafka_bootstrap, chunk)
             worker.start()
         ledger = decode_ledger(
             read_topic(kafka_bootstrap, topics.credit_ledger, n_expected, timeout=120, settle=3.0)
@@ -86,6 +91,15 @@ def test_two_workers_in_one_group_give_the_same_ledger_as_one(
     second = Worker(kafka_bootstrap, topics, "pair", tmp_path).start()
     try:
         _setup(kafka_bootstrap, topics, inp)
+        # The processor is fast enough to finish the input during the second worker's join:
+        # wait for the split, so that both really share the run.
+        deadline = time.monotonic() + 60
+        while True:
+            owned = [w.assigned(topics.usage_events) for w in (first, second)]
+            if all(owned) and not owned[0] & owned[1] and len(owned[0] | owned[1]) == 6:
+                break
+            assert time.monotonic() < deadline, f"no stable split of the partitions: {owned}"
+            time.sleep(0.2)
         produce(kafka_bootstrap, inp.usage)
         ledger = decode_ledger(read_topic(kafka_bootstrap, topics.credit_ledger, n_expected))
         shares = [w.metrics() for w in (first, second)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from metering.avro import USAGE_EVENT
@@ -64,3 +66,40 @@ def test_command_publisher_validates_kind_and_amounts() -> None:
         with pytest.raises(InvalidCommand, match="account_id"):
             publisher.encode({**command, "account_id": ""})
         assert publisher.sent == 0
+
+
+def test_report_many_is_all_or_nothing() -> None:
+    good = make_usage_event("acct-1", "text_generation", {"input_tokens": 3})
+    bad = make_usage_event("acct-2", "text_generation", {"input_tokens": 1.5})  # type: ignore[dict-item]
+    with UsageReporter(NOWHERE, topic="t", config={"log_level": 0}) as reporter:
+        with pytest.raises(InvalidUsageEvent, match=r"units\['input_tokens'\]") as info:
+            reporter.report_many([good, good, bad, good])
+        assert info.value.index == 2
+        assert info.value.field == "units['input_tokens']"
+        assert reporter.sent == 0
+        assert reporter.report_many([]) == 0
+
+
+def test_report_many_counts_what_it_queued() -> None:
+    reporter = UsageReporter(NOWHERE, topic="t", config={"log_level": 0})
+    events = [make_usage_event(f"acct-{i}", "f", {"requests": 1}) for i in range(2_100)]
+    assert reporter.report_many(iter(events)) == 2_100
+    assert reporter.sent == 2_100
+    with pytest.raises(Exception, match="undelivered"):
+        reporter.close(timeout=0.2)
+
+
+def test_success_reports_off_refuses_per_call_callbacks() -> None:
+    event = make_usage_event("acct-1", "text_generation", {"input_tokens": 3})
+    with UsageReporter(
+        NOWHERE, topic="t", config={"log_level": 0}, success_reports=False
+    ) as reporter:
+        with pytest.raises(ValueError, match="success_reports=True"):
+            reporter.report(event, on_delivery=print)
+        with pytest.raises(ValueError, match="success_reports=True"):
+            reporter.report_many([event], on_delivery=print)
+        with pytest.raises(ValueError, match="success_reports=True"):
+            asyncio.run(reporter.report_async(event))
+        assert reporter.sent == 0
+    with pytest.raises(ValueError, match="success_reports"):
+        UsageReporter(NOWHERE, topic="t", config={"delivery.report.only.error": True})

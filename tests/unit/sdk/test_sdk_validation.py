@@ -183,3 +183,40 @@ def test_fast_path_bytes_equal_fastavro_for_valid_events(
         attributes=attributes,
     )
     assert CHECKED(valid) == fastavro_bytes(valid)
+
+
+def test_field_order_is_the_schema_order() -> None:
+    from metering.avro.usage_encoder import USAGE_EVENT_SHAPE
+    from metering.sdk.fastpath import FIELD_ORDER, OPTIONAL_DEFAULTS
+
+    assert tuple(name for name, _, _ in USAGE_EVENT_SHAPE) == FIELD_ORDER
+    assert {n: d for n, t, d in USAGE_EVENT_SHAPE if n not in REQUIRED} == OPTIONAL_DEFAULTS
+
+
+REQUIRED = {"event_id", "account_id", "feature", "units", "occurred_at"}
+
+
+def test_cache_hits_still_check_types() -> None:
+    """A cached string must not let an equal-hashing non-str through (UserString is one)."""
+    from collections import UserString
+
+    assert CHECKED(event()) == fastavro_bytes(event())  # warms every cache
+    for overrides in (
+        {"account_id": UserString("acct-1")},
+        {"feature": UserString("text_generation")},
+        {"units": {UserString("input_tokens"): 10}},
+        {"attributes": {"region": UserString("eu")}},
+    ):
+        with pytest.raises(InvalidUsageEvent, match=r"must be a string|non-empty strings"):
+            CHECKED(event(**overrides))
+
+
+def test_repeated_values_encode_identically_across_cache_states() -> None:
+    """Hits, misses and evictions give the same bytes (caches only ever hold valid values)."""
+    encoder = make_checked_encoder(CODEC.header, slow_path)
+    samples = [
+        event(account_id=f"a{i % 7}", units={"u": i * 997, "v": 10**11 + i}, occurred_at=10**12 + i)
+        for i in range(50)
+    ]
+    for sample in samples * 3:
+        assert encoder(sample) == fastavro_bytes(sample)
