@@ -28,6 +28,7 @@ from consumers import queries
 from consumers.clickhouse import connect
 from consumers.migrations import migrate
 from consumers.rows import USAGE_COLUMNS, usage_row
+from consumers.sink import DEFAULT_MAX_ROWS
 
 DAY_MS = 86_400_000
 T0 = 1_764_547_200_000  # 2025-12-01T00:00:00Z
@@ -97,7 +98,7 @@ def _events(n: int, accounts: int) -> list[dict[str, Any]]:
     ]
 
 
-def bench_sink(bootstrap: str, url: str, n: int) -> dict[str, Any]:
+def bench_sink(bootstrap: str, url: str, n: int, max_rows: int) -> dict[str, Any]:
     from confluent_kafka import Producer
 
     from consumers.sink import ClickHouseSink
@@ -122,6 +123,8 @@ def bench_sink(bootstrap: str, url: str, n: int) -> dict[str, Any]:
             client=connect(url, "bench_sink"),
             topics=topics,
             group=f"bench-{uuid.uuid4().hex[:8]}",
+            max_rows=max_rows,
+            insert_clients=[connect(url, "bench_sink", slot=1)],
         )
         sink.run(exit_when_caught_up=True, max_seconds=600)
         stats = sink.stats
@@ -191,6 +194,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="(default) print the JSON result")
     parser.add_argument("--rows", type=int, default=300_000, help="events through the sink")
     parser.add_argument("--query-events", type=int, default=10_000_000)
+    parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="sink batch cut")
     parser.add_argument("--clickhouse-url", help="default: a fresh chDB dir")
     args = parser.parse_args(argv)
     settings = load_settings()
@@ -198,7 +202,7 @@ def main(argv: list[str]) -> int:
     bootstrap, local = _kafka_bootstrap(settings.kafka_bootstrap)
     try:
         result: dict[str, Any] = {"bench": "clickhouse", "clickhouse": url.split(":", 1)[0]}
-        result.update(bench_sink(bootstrap, url, args.rows))
+        result.update(bench_sink(bootstrap, url, args.rows, args.max_rows))
         result["ratio"] = round(result["sink_rows_per_s"] / result["raw_insert_rows_per_s"], 3)
         result.update(bench_query(url, args.query_events))
         result["targets"] = {

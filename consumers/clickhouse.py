@@ -18,7 +18,7 @@ from clickhouse_connect.driver.client import Client
 DEFAULT_DATABASE = "metering"
 
 _lock = threading.Lock()
-_clients: dict[tuple[str, str | None], Client] = {}
+_clients: dict[tuple[str, str | None, int], Client] = {}
 
 
 def chdb_path(url: str) -> str:
@@ -45,9 +45,13 @@ def _open(url: str, database: str | None) -> Client:
     return clickhouse_connect.get_client(**kwargs)
 
 
-def connect(url: str, database: str | None = None) -> Client:
-    """A cached client for ``url``; ``database`` becomes its default database (must exist)."""
-    key = (url, database)
+def connect(url: str, database: str | None = None, *, slot: int = 0) -> Client:
+    """A cached client for ``url``; ``database`` becomes its default database (must exist).
+
+    ``slot`` > 0 gives another cached client for the same target (its own chDB handle or
+    HTTP session): calls on one client are serialized, so parallel inserts need several.
+    """
+    key = (url, database, slot)
     with _lock:
         client = _clients.get(key)
         if client is None:

@@ -11,10 +11,11 @@ A crash anywhere replays the intended range with the same token, which ClickHous
 duplicate block (the rollup views too). Undecodable records go to the topic's DLQ with
 headers saying why; their offsets still count in the range so the batch stays deterministic.
 
-Flushes run on one background thread, so batch N is inserted while batch N+1 is consumed
-(chDB and the Kafka client release the GIL). At most one flush is in flight and the next one
-starts only after it finished, so the commits keep exactly the sequential order above; a
-rebalance waits for the in-flight flush before partitions change hands.
+The inserts of a flush run on a background thread, so batch N is inserted while batch N+1 is
+consumed (chDB and the Kafka client release the GIL). Kafka commits stay on the polling
+thread. At most one flush is in flight and the next one starts only after the previous one
+committed its end offsets, so the commits keep exactly the sequential order above; a
+rebalance finishes the in-flight flush before partitions change hands.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +82,25 @@ class Route:
     dlq: str
     native: NativeAvro | None = None
     """When set, rows are the raw message values (framing checked) for ClickHouse to decode."""
+
+
+@dataclass(frozen=True, slots=True)
+class NativePart:
+    """One Avro insert of a native batch: the records of one writer schema, ready to send."""
+
+    token: str
+    schema_id: int
+    values: list[bytes]
+    offsets: list[int]
+    container: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Flight:
+    """A flush whose intents are committed and whose inserts run on the flush thread."""
+
+    batches: list[Batch]
+    future: Future[None]
 
 
 @dataclass(slots=True)
@@ -155,9 +177,21 @@ class ClickHouseSink:
         crash_after_insert: bool = False,
         instance_id: str | None = None,
         native_avro: bool = True,
+        insert_clients: Sequence[Client] = (),
     ) -> None:
-        """``decoders`` replaces the project codec (and turns native Avro loading off)."""
+        """``decoders`` replaces the project codec (and turns native Avro loading off).
+
+        ``insert_clients``: more clients for the same database, so a flush inserts that many
+        more partitions' batches in parallel (all of them still land before the commit).
+        """
         self.client = client
+        self._free_clients: queue.SimpleQueue[Client] = queue.SimpleQueue()
+        for c in (client, *insert_clients):
+            self._free_clients.put(c)
+        self._insert_pool = ThreadPoolExecutor(
+            max_workers=1 + len(insert_clients), thread_name_prefix="sink-insert"
+        )
+        self._stats_lock = threading.Lock()
         native: NativeAvro | None = None
         if decoders is None:
             decoders, native = default_decoders(topics)
@@ -171,7 +205,9 @@ class ClickHouseSink:
         self._fast_header: dict[str, bytes] = {}
         """Per native topic: the last accepted 5-byte framing, checked by one compare."""
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-flush")
-        self._inflight: Future[None] | None = None
+        # Builds the next batch's Avro container while ClickHouse ingests the current one.
+        self._prep_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-prepare")
+        self._inflight: _Flight | None = None
         config: dict[str, Any] = {}
         if instance_id:
             # Static membership: a restarted sink takes its partitions back at once instead
@@ -245,6 +281,8 @@ class ClickHouseSink:
                     msgs = self.consumer.consume(num_messages=1, timeout=0.1)
                 if msgs:
                     self._ingest(msgs)
+                if self._inflight is not None and self._inflight.future.done():
+                    self._wait_inflight()  # commit its end offsets promptly
                 if self.acc.due():
                     self._flush_async()
                 if exit_when_caught_up and self.at_end:
@@ -260,6 +298,8 @@ class ClickHouseSink:
                 self._wait_inflight()
             finally:
                 self._pool.shutdown(wait=True)
+                self._prep_pool.shutdown(wait=True)
+                self._insert_pool.shutdown(wait=True)
                 self.producer.flush(30)
                 self.consumer.close()
         return self.stats.rows
@@ -355,26 +395,25 @@ class ClickHouseSink:
         self.producer.poll(0)
 
     def _wait_inflight(self) -> None:
-        """Wait for the background flush (re-raising its error) before touching its state."""
-        inflight, self._inflight = self._inflight, None
-        if inflight is not None:
-            inflight.result()
+        """Finish the in-flight flush: wait for its inserts, then commit its end offsets.
 
-    def _flush_async(self) -> None:
-        """Cut batches and hand them to the flush thread once the previous flush is done."""
-        self._wait_inflight()
-        batches = self.acc.cut()
-        if batches:
-            self._inflight = self._pool.submit(self._flush_batches, batches)
+        Kafka commits happen only here and in :meth:`_commit_intents`, on the thread that
+        polls the consumer (a synchronous commit from another thread can stall behind a
+        blocking ``consume``). An insert error is re-raised and nothing is committed.
+        """
+        flight, self._inflight = self._inflight, None
+        if flight is None:
+            return
+        flight.future.result()
+        done = [
+            TopicPartition(b.topic, b.partition, b.next_offset, metadata="") for b in flight.batches
+        ]
+        self.consumer.commit(offsets=done, asynchronous=False)
+        self.stats.last_flush_at = time.monotonic()
 
-    def flush(self) -> None:
-        """Cut and flush everything flushable now, synchronously."""
-        self._wait_inflight()
-        batches = self.acc.cut()
-        if batches:
-            self._flush_batches(batches)
-
-    def _flush_batches(self, batches: list[Batch]) -> None:
+    def _commit_intents(self, batches: list[Batch]) -> list[Future[list[NativePart]]] | None:
+        """Record the ranges (step 1); the payloads start building meanwhile. None: lost."""
+        prepared = [self._prep_pool.submit(self._prepare, b) for b in batches]
         intents = [
             TopicPartition(b.topic, b.partition, b.first_offset, metadata=b.intent) for b in batches
         ]
@@ -383,43 +422,60 @@ class ClickHouseSink:
         except KafkaException as exc:
             # Lost the partitions (rebalance): the next owner re-reads them; insert nothing.
             log.warning("intent commit failed, dropping %d batches: %s", len(batches), exc)
+            for future in prepared:
+                future.cancel()
+            return None
+        return prepared
+
+    def _flush_async(self) -> None:
+        """Finish the previous flush, cut, record intents, insert on the flush thread."""
+        self._wait_inflight()
+        batches = self.acc.cut()
+        if not batches:
             return
-        for batch in batches:
-            self._insert(batch)
+        prepared = self._commit_intents(batches)
+        if prepared is not None:
+            future = self._pool.submit(self._insert_batches, batches, prepared)
+            self._inflight = _Flight(batches, future)
+
+    def flush(self) -> None:
+        """Cut and flush everything flushable now, synchronously."""
+        self._wait_inflight()
+        batches = self.acc.cut()
+        if not batches:
+            return
+        prepared = self._commit_intents(batches)
+        if prepared is not None:
+            self._inflight = _Flight(batches, Future())
+            try:
+                self._insert_batches(batches, prepared)
+            except BaseException as exc:
+                self._inflight.future.set_exception(exc)
+            else:
+                self._inflight.future.set_result(None)
+            self._wait_inflight()
+
+    def _insert_batches(
+        self, batches: list[Batch], prepared: list[Future[list[NativePart]]]
+    ) -> None:
+        """Steps 2-3: every batch inserted (partitions in parallel), then the DLQ flushed."""
+        inserts = [
+            self._insert_pool.submit(self._insert_with_free_client, batch, future)
+            for batch, future in zip(batches, prepared, strict=True)
+        ]
+        errors = [err for f in inserts if (err := f.exception()) is not None]
+        if errors:
+            raise errors[0]
         if self.crash_after_insert:
             os._exit(CRASH_EXIT_CODE)
         if self.producer.flush(30) > 0:
             raise RuntimeError("DLQ producer could not deliver within 30 s; not committing")
-        done = [TopicPartition(b.topic, b.partition, b.next_offset, metadata="") for b in batches]
-        self.consumer.commit(offsets=done, asynchronous=False)
-        self.stats.last_flush_at = time.monotonic()
 
-    def _insert(self, batch: Batch) -> None:
-        self.stats.batches += 1
-        if not batch.rows:
-            return
-        route = self.routes[batch.topic]
-        if route.native is not None:
-            inserted = self._insert_native(route, route.native, batch)
-        else:
-            self._insert_rows(route, batch.rows, batch.token)
-            inserted = len(batch.rows)
-        self.stats.rows += inserted
-        self.stats.per_table[route.table] = self.stats.per_table.get(route.table, 0) + inserted
-
-    def _insert_rows(self, route: Route, rows: list[tuple[Any, ...]], token: str) -> None:
-        if not rows:
-            return
-        self.client.insert(
-            route.table,
-            list(zip(*rows, strict=True)),
-            column_names=list(route.columns),
-            column_oriented=True,
-            settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
-        )
-
-    def _insert_native(self, route: Route, native: NativeAvro, batch: Batch) -> int:
-        """One Avro insert per writer schema in the batch; returns the rows inserted."""
+    def _prepare(self, batch: Batch) -> list[NativePart]:
+        """The Avro payloads of a native batch (one per writer schema); [] for other routes."""
+        native = self.routes[batch.topic].native
+        if native is None or not batch.rows:
+            return []
         values: list[bytes] = batch.rows
         head = values[0][:5]
         groups: dict[bytes, tuple[list[bytes], list[int]]]
@@ -431,27 +487,86 @@ class ClickHouseSink:
                 group = groups.setdefault(value[:5], ([], []))
                 group[0].append(value)
                 group[1].append(offset)
-        inserted = 0
+        parts = []
         for header, (group_values, group_offsets) in sorted(groups.items()):
             schema_id = int.from_bytes(header[1:5], "big")
-            token = batch.token if len(groups) == 1 else f"{batch.token}#{schema_id}"
             data = native.records(batch.partition, group_values, group_offsets)
+            parts.append(
+                NativePart(
+                    batch.token if len(groups) == 1 else f"{batch.token}#{schema_id}",
+                    schema_id,
+                    group_values,
+                    group_offsets,
+                    native.container_of(schema_id, len(group_values), data),
+                )
+            )
+        return parts
+
+    def _insert_with_free_client(self, batch: Batch, prepared: Future[list[NativePart]]) -> None:
+        client = self._free_clients.get()
+        try:
+            self._insert(batch, prepared.result(), client)
+        finally:
+            self._free_clients.put(client)
+
+    def _insert(
+        self, batch: Batch, parts: list[NativePart] | None = None, client: Client | None = None
+    ) -> None:
+        client = client or self.client
+        inserted = 0
+        route = self.routes[batch.topic]
+        if not batch.rows:
+            pass
+        elif route.native is not None:
+            if parts is None:
+                parts = self._prepare(batch)
+            inserted = self._insert_native(client, route, batch, parts)
+        else:
+            self._insert_rows(client, route, batch.rows, batch.token)
+            inserted = len(batch.rows)
+        with self._stats_lock:
+            self.stats.batches += 1
+            self.stats.rows += inserted
+            table = self.stats.per_table
+            table[route.table] = table.get(route.table, 0) + inserted
+
+    def _insert_rows(
+        self, client: Client, route: Route, rows: list[tuple[Any, ...]], token: str
+    ) -> None:
+        if not rows:
+            return
+        client.insert(
+            route.table,
+            list(zip(*rows, strict=True)),
+            column_names=list(route.columns),
+            column_oriented=True,
+            settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
+        )
+
+    def _insert_native(
+        self, client: Client, route: Route, batch: Batch, parts: list[NativePart]
+    ) -> int:
+        """One Avro insert per writer schema in the batch; returns the rows inserted."""
+        inserted = 0
+        for part in parts:
             try:
-                self.client.raw_insert(
+                client.raw_insert(
                     route.table,
                     column_names=list(route.columns),
-                    insert_block=native.container_of(schema_id, len(group_values), data),
+                    insert_block=part.container,
                     fmt="Avro",
-                    settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
+                    settings={**INSERT_SETTINGS, "insert_deduplication_token": part.token},
                 )
-                inserted += len(group_values)
+                inserted += len(part.values)
             except DatabaseError as exc:
                 # Same records, same token, same outcome on a replay: still deterministic.
-                log.warning("native Avro insert of %s failed, decoding in Python: %s", token, exc)
-                rows = self._decode_native_rows(
-                    route, batch.topic, batch.partition, group_values, group_offsets
+                log.warning(
+                    "native Avro insert of %s failed, decoding in Python: %s", part.token, exc
                 )
-                self._insert_rows(route, rows, token)
+                rows = self._decode_native_rows(
+                    route, batch.topic, batch.partition, part.values, part.offsets
+                )
+                self._insert_rows(client, route, rows, part.token)
                 inserted += len(rows)
         return inserted
 
@@ -483,6 +598,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS)
     parser.add_argument("--max-wait-ms", type=int, default=1_000)
     parser.add_argument("--instance-id", help="static group membership id (fast restarts)")
+    parser.add_argument(
+        "--insert-threads", type=int, default=2, help="partitions inserted in parallel"
+    )
     parser.add_argument("--migrate", action="store_true", help="apply migrations first")
     parser.add_argument(
         "--exit-when-caught-up",
@@ -499,6 +617,10 @@ def main(argv: list[str]) -> int:
     sink = ClickHouseSink(
         bootstrap=settings.kafka_bootstrap,
         client=connect(settings.clickhouse_url, args.database),
+        insert_clients=[
+            connect(settings.clickhouse_url, args.database, slot=i)
+            for i in range(1, max(1, args.insert_threads))
+        ],
         topics=TopicNames(args.topic_prefix),
         group=args.group,
         max_rows=args.max_rows,

@@ -27,6 +27,7 @@ from projections.keys import (
 from projections.scripts import script
 
 MAX_TTL_S = 86_400.0
+_KEY_CACHE_SIZE = 100_000
 DEFAULT_SETTLE_TTL_S = 300.0
 """How long a committed hold stays reserved while the ledger debit is on its way."""
 
@@ -219,14 +220,24 @@ class _Base:
         self._commit = script("commit")
         self._release = script("release")
         self._balance = script("balance")
+        self._key_cache: dict[str, list[str]] = {}
 
     def _keys(self, account: str) -> list[str]:
+        """The account's 4 keys; cached (validated once), since every call on the hot path
+        needs them. The list is shared: callers must not modify it."""
         if not isinstance(account, str):
             raise EnforcementError("account must be a string")
+        keys = self._key_cache.get(account)
+        if keys is not None:
+            return keys
         try:
-            return account_keys(self.prefix, check_account(account)).as_list()
+            keys = account_keys(self.prefix, check_account(account)).as_list()
         except LayoutError as exc:
             raise EnforcementError(str(exc)) from exc
+        if len(self._key_cache) >= _KEY_CACHE_SIZE:
+            self._key_cache.clear()
+        self._key_cache[account] = keys
+        return keys
 
     @staticmethod
     def _feature(feature: str | None) -> str:

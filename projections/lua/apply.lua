@@ -1,69 +1,82 @@
 -- Apply ledger entries of ONE account, in seq order (idempotent, gap-detecting).
--- Standalone (no lib.lua): this is the hot path of the projection.
+-- Standalone (no lib.lua): this is the hot path of the projection. No JSON on the common
+-- path: every field arrives as its own ARGV string and pass-through numbers (balances,
+-- timestamps, seq) are written back exactly as Python formatted them (%d), unparsed.
 -- KEYS: bal, grants, holds, holdx.
--- ARGV[1]: JSON array of positional entries built by projections/apply.py:
---   {seq, type, amount, balance_after, overage_after, recorded_at, period_start,
---    period_end, allocations {{grant_id, signed amount}} | false, reservation_id | false,
---    grant {id, source, amount, priority, effective_at, expires_at | false} | false,
---    terms {plan, policy, overage_limit, monthly_credits, features ('*' or JSON)} | false}
+-- ARGV: the entries back to back, each built by projections/apply.py:entry_args as
+--   head: 'seq,type,balance_after,overage_after,recorded_at,period_start,period_end,n'
+--   reservation_id | ''
+--   grant JSON {id, source, amount, priority, effective_at, expires_at | false} | ''
+--   terms JSON {plan, policy, overage_limit, monthly_credits, features ('*' or JSON)} | ''
+--   then n allocation pairs: grant_id, signed amount
 -- Grants hash values are 'remaining|amount|priority|expires_at|effective_at|source'
 -- (expires_at empty = never), so a debit rewrites the leading number without JSON.
 -- seq <= stored: skipped. seq > stored + 1: a gap, nothing from there on is applied.
 -- Returns 'applied:skipped:stored_seq:gap_seq' (gap_seq 0 = no gap).
 local bal, grants, holds, holdx = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local HEAD = '^(%d+),([^,]+),(-?%d+),(-?%d+),(-?%d+),(-?%d+),(-?%d+),(%d+)$'
 
 local function int(n)
   return string.format('%d', n)
 end
 
-local entries = cjson.decode(ARGV[1])
-local stored = tonumber(redis.call('HGET', bal, 'seq') or '0')
+-- Fields that rarely change are read here so the final HSET can skip them: HSET on the
+-- listpack-encoded balance hash costs per field written, and most entries only move
+-- seq, available and updated_at.
+local cur = redis.call('HMGET', bal, 'seq', 'overage_used', 'period_start', 'period_end')
+local stored = tonumber(cur[1] or '0')
 local fresh = stored == 0
 local applied, skipped, settled, gap = 0, 0, 0, 0
 local last, terms = nil, nil
+local l_available, l_overage, l_updated, l_pstart, l_pend
 
-for _, e in ipairs(entries) do
-  local seq = e[1]
+local i, n = 1, #ARGV
+while i <= n do
+  local seq_s, kind, available, overage, updated, pstart, pend, nalloc =
+    string.match(ARGV[i], HEAD)
+  if not seq_s then
+    return redis.error_reply('apply: malformed entry head ' .. ARGV[i])
+  end
+  local seq = tonumber(seq_s)
+  local first_alloc = i + 4
+  local next_entry = first_alloc + 2 * tonumber(nalloc)
   if seq <= stored then
     skipped = skipped + 1
   elseif seq ~= stored + 1 then
     gap = seq
     break
   else
-    local kind, allocations, grant = e[2], e[9], e[11]
+    local grant = ARGV[i + 2]
     if kind == 'GRANT_EXPIRED' or kind == 'GRANT_VOIDED' then
-      if allocations then
-        for _, al in ipairs(allocations) do
-          redis.call('HDEL', grants, al[1])
-        end
+      for j = first_alloc, next_entry - 1, 2 do
+        redis.call('HDEL', grants, ARGV[j])
       end
-      if grant then
-        redis.call('HDEL', grants, grant[1])
+      if grant ~= '' then
+        redis.call('HDEL', grants, cjson.decode(grant)[1])
       end
     else
-      if allocations then
-        -- Signed changes of remaining (drawn < 0, created > 0). The creating allocation
-        -- of a new grant finds no grant yet: `grant` below creates it.
-        for _, al in ipairs(allocations) do
-          local raw = redis.call('HGET', grants, al[1])
-          if raw then
-            local cut = string.find(raw, '|', 1, true)
-            local remaining = tonumber(string.sub(raw, 1, cut - 1)) + al[2]
-            redis.call('HSET', grants, al[1], int(remaining) .. string.sub(raw, cut))
-          end
+      -- Signed changes of remaining (drawn < 0, created > 0). The creating allocation
+      -- of a new grant finds no grant yet: `grant` below creates it.
+      for j = first_alloc, next_entry - 1, 2 do
+        local raw = redis.call('HGET', grants, ARGV[j])
+        if raw then
+          local cut = string.find(raw, '|', 1, true)
+          local remaining = tonumber(string.sub(raw, 1, cut - 1)) + tonumber(ARGV[j + 1])
+          redis.call('HSET', grants, ARGV[j], int(remaining) .. string.sub(raw, cut))
         end
       end
-      if grant then
+      if grant ~= '' then
+        local g = cjson.decode(grant)
         local expires = ''
-        if grant[6] then
-          expires = int(grant[6])
+        if g[6] then
+          expires = int(g[6])
         end
-        redis.call('HSET', grants, grant[1], int(grant[3]) .. '|' .. int(grant[3]) .. '|' ..
-          int(grant[4]) .. '|' .. expires .. '|' .. int(grant[5]) .. '|' .. grant[2])
+        redis.call('HSET', grants, g[1], int(g[3]) .. '|' .. int(g[3]) .. '|' ..
+          int(g[4]) .. '|' .. expires .. '|' .. int(g[5]) .. '|' .. g[2])
       end
     end
-    local reservation = e[10]
-    if reservation then
+    local reservation = ARGV[i + 1]
+    if reservation ~= '' then
       local held = redis.call('HGET', holds, reservation)
       if held then
         redis.call('HDEL', holds, reservation)
@@ -71,13 +84,16 @@ for _, e in ipairs(entries) do
         settled = settled + tonumber(held)
       end
     end
-    if e[12] then
-      terms = e[12]
+    if ARGV[i + 3] ~= '' then
+      terms = ARGV[i + 3]
     end
-    last = e
+    last = seq_s
+    l_available, l_overage, l_updated = available, overage, updated
+    l_pstart, l_pend = pstart, pend
     stored = seq
     applied = applied + 1
   end
+  i = next_entry
 end
 
 if last then
@@ -86,12 +102,16 @@ if last then
     redis.call('HSET', bal, 'reserved', '0', 'policy', 'block', 'plan', '', 'features', '*',
       'overage_limit', '0', 'monthly_credits', '0')
   end
-  redis.call('HSET', bal, 'seq', int(last[1]), 'available', int(last[4]),
-    'overage_used', int(last[5]), 'updated_at', int(last[6]),
-    'period_start', int(last[7]), 'period_end', int(last[8]))
+  if l_overage == cur[2] and l_pstart == cur[3] and l_pend == cur[4] then
+    redis.call('HSET', bal, 'seq', last, 'available', l_available, 'updated_at', l_updated)
+  else
+    redis.call('HSET', bal, 'seq', last, 'available', l_available, 'overage_used', l_overage,
+      'updated_at', l_updated, 'period_start', l_pstart, 'period_end', l_pend)
+  end
   if terms then
-    redis.call('HSET', bal, 'plan', terms[1], 'policy', terms[2],
-      'overage_limit', int(terms[3]), 'monthly_credits', int(terms[4]), 'features', terms[5])
+    local t = cjson.decode(terms)
+    redis.call('HSET', bal, 'plan', t[1], 'policy', t[2],
+      'overage_limit', int(t[3]), 'monthly_credits', int(t[4]), 'features', t[5])
   end
   if settled ~= 0 then
     redis.call('HINCRBY', bal, 'reserved', int(-settled))

@@ -12,12 +12,13 @@ local function now_ms()
 end
 
 -- Drop holds whose TTL passed and give their amount back to `reserved`.
--- Every check/reserve/commit/balance script calls this first, so an expired hold
--- never blocks spending even though Redis key expiry is not used for holds.
+-- Every check/reserve/commit/balance script calls this first (check only when something
+-- is reserved), so an expired hold never blocks spending even though Redis key expiry is
+-- not used for holds. Returns true when it removed anything.
 local function prune(bal, holds, holdx, now)
   local expired = redis.call('ZRANGEBYSCORE', holdx, '-inf', now, 'LIMIT', 0, 1000)
   if #expired == 0 then
-    return
+    return false
   end
   local total = 0
   for _, id in ipairs(expired) do
@@ -31,6 +32,7 @@ local function prune(bal, holds, holdx, now)
   if total ~= 0 then
     redis.call('HINCRBY', bal, 'reserved', int(-total))
   end
+  return true
 end
 
 -- Spendable amount: available - reserved + overage headroom.
@@ -66,12 +68,16 @@ local function feature_allowed(features, feature)
   return false
 end
 
--- Read the balance and decide whether `cost` fits. Returns the reply array
+-- The balance fields a decision needs, in one HMGET (v[3] is `reserved`).
+local function read_balance(bal)
+  return redis.call('HMGET', bal, 'seq', 'available', 'reserved', 'overage_used',
+    'overage_limit', 'policy', 'features', 'plan')
+end
+
+-- Decide whether `cost` fits the balance `v` (from read_balance). Returns the reply array
 -- {allowed, reason, available, reserved, overage_used, overage_limit, policy,
 --  spendable, unlimited, seq, plan}.
-local function decide(bal, feature, cost)
-  local v = redis.call('HMGET', bal, 'seq', 'available', 'reserved', 'overage_used',
-    'overage_limit', 'policy', 'features', 'plan')
+local function decide_from(v, feature, cost)
   if not v[1] then
     return {0, 'unknown_account', 0, 0, 0, 0, '', 0, 0, 0, ''}
   end
@@ -94,4 +100,9 @@ local function decide(bal, feature, cost)
     reply[2] = 'insufficient_credits'
   end
   return reply
+end
+
+-- Read the balance and decide whether `cost` fits (see decide_from).
+local function decide(bal, feature, cost)
+  return decide_from(read_balance(bal), feature, cost)
 end

@@ -97,3 +97,22 @@ def test_drop_forgets_revoked_partitions() -> None:
     acc.drop([TP])
     assert not acc.replaying(TP)
     assert [b.topic for b in acc.cut()] == ["credit-ledger"]
+
+
+def test_extend_matches_add_and_honours_replay() -> None:
+    """The sink's bulk path gives the same batches as per-record adds, replay cuts included."""
+    acc = BatchAccumulator(max_rows=100)
+    acc.extend(TP, [3, 4, 6], [b"a", b"b", b"c"])
+    acc.extend(TP, [7], [b"d"])
+    assert acc.due() is False
+    (batch,) = acc.cut()
+    assert (batch.first_offset, batch.last_offset) == (3, 7)
+    assert batch.rows == [b"a", b"b", b"c", b"d"] and batch.offsets == [3, 4, 6, 7]
+
+    acc.set_replay(TP, 8, 9)
+    acc.extend(TP, [8, 9, 10], [b"x", b"y", b"z"])
+    assert acc.due()  # the replayed range is complete
+    replayed, following = acc.cut()
+    assert (replayed.first_offset, replayed.last_offset, replayed.offsets) == (8, 9, [8, 9])
+    assert (following.first_offset, following.offsets) == (10, [10])
+    assert acc.empty

@@ -1,12 +1,13 @@
-"""Pure parts of the projection: key layout, entry compaction, fail modes, config parsing."""
+"""Pure parts of the projection: key layout, entry encoding, fail modes, config parsing."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from projections.apply import _plan, compact
+from projections.apply import _plan, entry_args
 from projections.enforcement import Decision, new_hold_id, parse_grant
 from projections.failmode import FailMode, PolicyCache, degraded_decision
 from projections.keys import (
@@ -46,13 +47,26 @@ def test_hold_ids_name_their_account() -> None:
             hold_account(bad)
 
 
-def test_compact_is_positional_and_json_safe() -> None:
-    entry = {
+def _resp_args(packed: bytes) -> list[bytes]:
+    """Decode a sequence of RESP bulk strings."""
+    out, i = [], 0
+    while i < len(packed):
+        assert packed[i : i + 1] == b"$"
+        j = packed.index(b"\r\n", i)
+        n = int(packed[i + 1 : j])
+        out.append(packed[j + 2 : j + 2 + n])
+        assert packed[j + 2 + n : j + 4 + n] == b"\r\n"
+        i = j + 4 + n
+    return out
+
+
+def test_entry_args_are_flat_and_positional() -> None:
+    entry: dict[str, Any] = {
         "account_id": "a",
         "seq": 3,
         "type": "GRANT_CREATED",
         "amount": 5,
-        "allocations": [{"grant_id": "g", "amount": 5}],
+        "allocations": [{"grant_id": "g|1", "amount": 5}, {"grant_id": "h", "amount": -2}],
         "balance_after": 5,
         "overage_after": 0,
         "recorded_at": 10,
@@ -60,7 +74,7 @@ def test_compact_is_positional_and_json_safe() -> None:
         "period_end": 2,
         "reservation_id": None,
         "grant": {
-            "grant_id": "g",
+            "grant_id": "g|1",
             "source": "promotion",
             "amount": 5,
             "priority": 3,
@@ -75,14 +89,24 @@ def test_compact_is_positional_and_json_safe() -> None:
             "monthly_credits": 100,
         },
     }
-    row = compact(entry)
-    assert row[:8] == [3, "GRANT_CREATED", 5, 5, 0, 10, 1, 2]
-    assert row[8] == [["g", 5]] and row[9] is False
-    assert row[10] == ["g", "promotion", 5, 3, 9, False]
-    assert row[11] == ["p", "allow", 7, 100, '["x","y"]']
-    assert json.loads(json.dumps(row)) == row
+    count, packed = entry_args(entry)
+    args = _resp_args(packed)
+    assert count == len(args) == 8
+    assert args[0] == b"3,GRANT_CREATED,5,0,10,1,2,2"
+    assert args[1] == b""
+    assert json.loads(args[2]) == ["g|1", "promotion", 5, 3, 9, False]
+    assert json.loads(args[3]) == ["p", "allow", 7, 100, '["x","y"]']
+    assert args[4:] == [b"g|1", b"5", b"h", b"-2"]
     entry["terms"]["features"] = None
-    assert compact(entry)[11][4] == "*"
+    assert json.loads(_resp_args(entry_args(entry)[1])[3])[4] == "*"
+
+    debit = dict(entry, type="USAGE_DEBIT", grant=None, terms=None, reservation_id="r1")
+    debit.update(balance_after=-7, allocations=[])
+    count, packed = entry_args(debit)
+    assert count == 4
+    assert _resp_args(packed) == [b"3,USAGE_DEBIT,-7,0,10,1,2,0", b"r1", b"", b""]
+    debit["reservation_id"] = None
+    assert _resp_args(entry_args(debit)[1]) == [b"3,USAGE_DEBIT,-7,0,10,1,2,0", b"", b"", b""]
 
 
 def test_plan_groups_by_account_in_seq_order() -> None:
