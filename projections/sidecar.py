@@ -272,27 +272,23 @@ class Sidecar:
         hold_id = request.path_params["hold_id"]
         data = await self._body(request)
         actual = self._field(data, "actual", int)
-        try:
-            found = await self._enforcer().commit(hold_id, actual)
-        except (RedisError, OSError) as exc:
-            if isinstance(exc, ResponseError):
-                raise
-            return self._unavailable(exc)
-        if not found:
-            return _error(404, "hold_not_found", "hold expired or already settled")
-        return JSONResponse({"hold_id": hold_id, "status": "committed"})
+        return await self._settle(hold_id, "committed", self._enforcer().commit(hold_id, actual))
 
     async def release(self, request: Request) -> Response:
         hold_id = request.path_params["hold_id"]
+        return await self._settle(hold_id, "released", self._enforcer().release(hold_id))
+
+    async def _settle(self, hold_id: str, status: str, settling: Awaitable[bool]) -> Response:
+        """Await a commit or release; a vanished hold is 404, an unreachable Redis 503."""
         try:
-            found = await self._enforcer().release(hold_id)
+            found = await settling
         except (RedisError, OSError) as exc:
             if isinstance(exc, ResponseError):
                 raise
             return self._unavailable(exc)
         if not found:
             return _error(404, "hold_not_found", "hold expired or already settled")
-        return JSONResponse({"hold_id": hold_id, "status": "released"})
+        return JSONResponse({"hold_id": hold_id, "status": status})
 
     async def balance(self, request: Request) -> Response:
         account = request.path_params["account_id"]
