@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hmac
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from metering.auth import key_owner
 from projections.enforcement import AsyncEnforcer, Decision, EnforcementError
 from projections.failmode import FailMode, PolicyCache, degraded_decision
 from projections.keys import prefix_from_env
@@ -154,14 +154,7 @@ class Sidecar:
         if presented is None:
             scheme, _, token = (authorization or "").partition(" ")
             presented = token.strip() if scheme.lower() == "bearer" else None
-        if not presented:
-            return None
-        candidate = presented.encode("utf-8")
-        found: str | None = None
-        for service, key in self._keys:
-            if hmac.compare_digest(candidate, key) and found is None:
-                found = service
-        return found
+        return key_owner(presented, self._keys)
 
     def _authed(self, handler: Handler) -> Handler:
         async def wrapped(request: Request) -> Response:

@@ -7,10 +7,11 @@ compared with every configured key in constant time, so timing does not reveal a
 
 from __future__ import annotations
 
-import hmac
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from metering.auth import key_owner
 
 
 class AccessConfigError(ValueError):
@@ -49,11 +50,11 @@ class AccessControl:
     """Maps a presented key to a :class:`Viewer` (or None)."""
 
     def __init__(self, account_keys: Mapping[str, str], admin_key: str | None) -> None:
-        self._keys: list[tuple[str | None, bytes]] = [
-            (account, key.encode("utf-8")) for account, key in account_keys.items()
+        self._keys: list[tuple[Viewer, bytes]] = [
+            (Viewer(account), key.encode("utf-8")) for account, key in account_keys.items()
         ]
         if admin_key:
-            self._keys.append((None, admin_key.encode("utf-8")))
+            self._keys.append((Viewer(None), admin_key.encode("utf-8")))
         if not self._keys:
             raise AccessConfigError(
                 "the account page needs METERING_ADMIN_KEY and/or METERING_ACCOUNT_KEYS"
@@ -68,12 +69,4 @@ class AccessControl:
         )
 
     def viewer(self, presented: str | None) -> Viewer | None:
-        if not presented:
-            return None
-        candidate = presented.encode("utf-8")
-        found: Viewer | None = None
-        for account, key in self._keys:
-            # No early exit: every key is compared whatever matched before.
-            if hmac.compare_digest(candidate, key) and found is None:
-                found = Viewer(account)
-        return found
+        return key_owner(presented, self._keys)
