@@ -90,9 +90,9 @@ def test_two_workers_in_one_group_give_the_same_ledger_as_one(
     first = Worker(kafka_bootstrap, topics, "pair", tmp_path).start()
     second = Worker(kafka_bootstrap, topics, "pair", tmp_path).start()
     try:
-        _setup(kafka_bootstrap, topics, inp)
-        # The processor is fast enough to finish the input during the second worker's join:
-        # wait for the split, so that both really share the run.
+        # Wait for the split before any input: the processor is fast enough to finish the input
+        # during the second worker's join, and a batch fetched across the join's rebalance can
+        # stall until a restart (a known liveness bug: docs/processor.md, "Known issues").
         deadline = time.monotonic() + 60
         while True:
             owned = [w.assigned(topics.usage_events) for w in (first, second)]
@@ -100,6 +100,7 @@ def test_two_workers_in_one_group_give_the_same_ledger_as_one(
                 break
             assert time.monotonic() < deadline, f"no stable split of the partitions: {owned}"
             time.sleep(0.2)
+        _setup(kafka_bootstrap, topics, inp)
         produce(kafka_bootstrap, inp.usage)
         ledger = decode_ledger(read_topic(kafka_bootstrap, topics.credit_ledger, n_expected))
         shares = [w.metrics() for w in (first, second)]
