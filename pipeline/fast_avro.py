@@ -12,7 +12,7 @@ bytes) goes to the generic :class:`~metering.avro.AvroCodec`, which also raises 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from metering.avro import AvroCodec
 from metering.avro.schemas import strip_int_logical_types
@@ -117,6 +117,26 @@ def _ledger_shape_ok(schema: Mapping[str, Any]) -> bool:
     )
 
 
+K = TypeVar("K", str, int)
+
+
+def _bounded_memo(encode: Callable[[K], bytes], cap: int = 50_000) -> Callable[[K], bytes]:
+    """``encode`` memoised in a dict that is cleared when it reaches ``cap`` entries."""
+    cache: dict[K, bytes] = {}
+    get = cache.get
+
+    def memo(value: K) -> bytes:
+        enc = get(value)
+        if enc is None:
+            enc = encode(value)
+            if len(cache) >= cap:
+                cache.clear()
+            cache[value] = enc
+        return enc
+
+    return memo
+
+
 def make_ledger_entry_encoder(codec: AvroCodec) -> Callable[[Mapping[str, Any]], bytes]:
     """``encode(entry) -> framed bytes``: fast for the v1 shape, else ``codec.encode``."""
     schema = strip_int_logical_types(codec.writer.schema)
@@ -124,30 +144,9 @@ def make_ledger_entry_encoder(codec: AvroCodec) -> Callable[[Mapping[str, Any]],
         return codec.encode
     symbols = {s: encode_long(i) for i, s in enumerate(schema["fields"][3]["type"]["symbols"])}
     header = codec.header
-    str_cache: dict[str, bytes] = {}
-    cache_get = str_cache.get
-
-    def cached(s: str) -> bytes:
-        enc = cache_get(s)
-        if enc is None:
-            enc = _string(s)
-            if len(str_cache) >= 50_000:
-                str_cache.clear()
-            str_cache[s] = enc
-        return enc
-
-    long_cache: dict[int, bytes] = {}
-    long_get = long_cache.get
-
-    def lng(n: int) -> bytes:
-        # Timestamps, period bounds and balances repeat: a varint loop in Python is the cost.
-        enc = long_get(n)
-        if enc is None:
-            enc = encode_long(n)
-            if len(long_cache) >= 50_000:
-                long_cache.clear()
-            long_cache[n] = enc
-        return enc
+    cached = _bounded_memo(_string)
+    # Timestamps, period bounds and balances repeat: a varint loop in Python is the cost.
+    lng = _bounded_memo(encode_long)
 
     def opt_cached(s: str | None) -> bytes:
         return _NULL if s is None else _SOME + cached(s)

@@ -125,17 +125,7 @@ class PriceBook:
     ) -> tuple[int, str]:
         """(micro-credits, price version) for one event occurring at ``at``."""
         version = self._latest if at >= self._latest_from else self.version_at(at)
-        # Inlined PriceVersion.price: this runs once per usage event.
-        rates = version._scaled.get((feature, model)) or version.scaled_rates(feature, model)
-        total = 0
-        for unit, quantity in units.items():
-            rate = rates.get(unit)
-            if rate is None:
-                raise UnknownUnitError(f"unit {unit!r} has no rate for feature {feature!r}")
-            if quantity < 0:
-                raise NegativeQuantityError(f"unit {unit!r} has negative quantity {quantity}")
-            total += quantity * rate
-        return -(-total // version.denominator), version.version
+        return version.price(feature, model, units), version.version
 
 
 # -- parsing (pure: takes already-loaded data) --------------------------------------------------
