@@ -92,7 +92,7 @@ def test_two_workers_in_one_group_give_the_same_ledger_as_one(
     try:
         # Wait for the split before any input: the processor is fast enough to finish the input
         # during the second worker's join, and a batch fetched across the join's rebalance can
-        # stall until a restart (a known liveness bug: docs/processor.md, "Known issues").
+        # make its partition skip records (a known bug: docs/processor.md, "Known issues").
         deadline = time.monotonic() + 60
         while True:
             owned = [w.assigned(topics.usage_events) for w in (first, second)]
