@@ -23,7 +23,6 @@ from typing import Any
 
 import faust
 from aiokafka.structs import TopicPartition as TP
-from faust.tables import recovery as faust_recovery
 from rocksdict import WriteBatch
 
 from metering.avro import (
@@ -35,34 +34,17 @@ from metering.avro import (
     load_registry,
 )
 from metering.topics import TopicNames
+from pipeline import faust_fixes
 from pipeline.config_reload import EngineSource, LiveEngine
 from pipeline.core import BatchProcessor, Codecs, InMessage, PartitionOutput
 from pipeline.fast_consumer import batch_consumer_class
 from pipeline.metrics import Metrics
 from pipeline.settings import ProcessorConfig
+from pipeline.table_store import SCHEME as TABLE_STORE_SCHEME
 
 log = logging.getLogger("pipeline.app")
 
-RECOVERY_POLL_S = 0.5
-"""faust's changelog recovery waits 2 x 5 s when a changelog partition ends in an aborted
-transaction (its position reaches the high-water mark but no event ever arrives), which is
-exactly the state after every crash. We shorten that poll; see docs/processor.md."""
-
-
-class _FastRecoveryAsyncio:
-    """``asyncio`` as faust.tables.recovery sees it, with a shorter ``wait_for`` timeout."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(asyncio, name)
-
-    @staticmethod
-    def wait_for(aw: Any, timeout: float | None = None) -> Any:
-        if timeout is not None:
-            timeout = min(timeout, RECOVERY_POLL_S)
-        return asyncio.wait_for(aw, timeout)
-
-
-faust_recovery.asyncio = _FastRecoveryAsyncio()  # type: ignore[assignment]
+faust_fixes.apply()
 
 TABLE_NAME = "accounts"
 _FAUST_KEY_PREFIX = b"__faust"
@@ -99,7 +81,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
     app = faust.App(
         config.app_id,
         broker=f"kafka://{config.bootstrap}",
-        store="rocksdb://",
+        store=f"{TABLE_STORE_SCHEME}://",  # RocksDB, rebuilt from the changelog on assignment
         processing_guarantee="exactly_once",
         datadir=str(config.data_dir),
         autodiscover=False,
@@ -173,6 +155,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
     app.task(commit_loop)
 
     async def on_revoked(*args: Any, **kwargs: Any) -> None:
+        processor.clear_cache()  # the next owner's writes (and our restore) bypass the cache
         await sink.commit()
 
     app.on_partitions_revoked.connect(on_revoked)
@@ -225,6 +208,10 @@ class _TransactionalSink:
         self.load: Callable[[int, str], bytes | None] = lambda p, a: None
         self._pending: dict[int, tuple[Any, dict[TP, int]]] = {}
         """partition -> (the producer whose open transaction holds the output, next offsets)"""
+        self._dropped: dict[TP, int] = {}
+        """source partition -> the first offset of records fetched but dropped (rewound later)"""
+        self._cache_generation: int | None = None
+        """consumer generation of the last batch: the state cache is cleared when it changes"""
 
     def _transaction(self, partition: int) -> tuple[Any, Any]:
         group = self.app.assignor.group_for_topic(self.topics.usage_events)
@@ -243,16 +230,26 @@ class _TransactionalSink:
                 part.append(msg)
         app = self.app
         consumer = app.consumer
+        if generation != self._cache_generation:
+            self.processor.clear_cache()  # a rebalance: tables may have been restored since
+            self._cache_generation = generation
         for partition, msgs in by_partition.items():
             try:
                 lock, txp = self._transaction(partition)
             except KeyError:
-                continue  # not (or no longer) ours: the owner will read it from committed offsets
+                self._drop(msgs, "no transactional producer")
+                continue
             async with lock:
-                # A rebalance since the fetch: faust seeks to the committed offsets, drop these.
+                # A rebalance since the fetch: faust seeks to the committed offsets; the rewind
+                # below covers the case where that seek already happened before this drop.
                 if app.consumer_generation_id != generation or not consumer.flow_active:
-                    return
+                    self._drop(msgs, "rebalanced since the fetch")
+                    continue
                 if self._transaction(partition)[1] is not txp:
+                    self._drop(msgs, "transactional producer replaced")
+                    continue
+                msgs = self._unprocessed(txp, partition, msgs)
+                if not msgs:
                     continue
                 out = self.processor.process(msgs, self.load)[partition]
                 await self._send(txp, partition, out)
@@ -262,6 +259,75 @@ class _TransactionalSink:
                 offsets = pending[1]
                 for msg in msgs:
                     offsets[TP(msg.topic, partition)] = msg.offset + 1
+        if self._dropped:
+            await self._rewind()
+
+    def _next_offset(self, tp: TP) -> int | None:
+        """The offset of ``tp``'s next unprocessed record: pending in the open transaction, else
+        committed; None when neither is known (a new group before its first commit)."""
+        pending = self._pending.get(tp.partition)
+        if pending is not None:
+            try:
+                txp = self._transaction(tp.partition)[1]
+            except KeyError:
+                txp = None
+            if pending[0] is txp and tp in pending[1]:
+                return pending[1][tp]
+        committed: int | None = self.app.consumer._committed_offset.get(tp)
+        return committed
+
+    def _unprocessed(self, txp: Any, partition: int, msgs: list[InMessage]) -> list[InMessage]:
+        """``msgs`` minus records already processed (a re-fetch after a seek must never apply a
+        record twice); almost always ``msgs`` itself."""
+        first: dict[str, int] = {}
+        for msg in msgs:
+            first.setdefault(msg.topic, msg.offset)
+        floors = {
+            topic: floor
+            for topic in first
+            if (floor := self._next_offset(TP(topic, partition))) is not None
+            and first[topic] < floor
+        }
+        if not floors:
+            return msgs
+        kept = [m for m in msgs if m.offset >= floors.get(m.topic, -1)]
+        self.metrics.refetched_skipped += len(msgs) - len(kept)
+        log.info(
+            "skipped %d already processed records of partition %d", len(msgs) - len(kept), partition
+        )
+        return kept
+
+    def _drop(self, msgs: list[InMessage], why: str) -> None:
+        """Leave ``msgs`` unprocessed and remember where their partitions must be re-read."""
+        dropped = self._dropped
+        for msg in msgs:
+            tp = TP(msg.topic, msg.partition)
+            if dropped.get(tp, msg.offset) >= msg.offset:
+                dropped[tp] = msg.offset
+        self.metrics.dropped_fetched += len(msgs)
+        log.warning(
+            "dropped %d fetched records of partition %d: %s", len(msgs), msgs[0].partition, why
+        )
+
+    async def _rewind(self) -> None:
+        """Seek partitions we still own back to their next unprocessed record after a drop.
+
+        faust seeks every assigned partition to its committed offset when a rebalance ends, but
+        a batch fetched before that seek and dropped after it has already moved the consumer's
+        read offset past its records: without this the partition would skip them until a
+        restart. Waits (keeps the list) while a rebalance is in progress.
+        """
+        app = self.app
+        consumer = app.consumer
+        if not consumer.flow_active or app.rebalancing:
+            return
+        assigned = consumer.assignment()
+        dropped, self._dropped = self._dropped, {}
+        for tp, first in dropped.items():
+            if tp not in assigned:
+                continue
+            target = self._next_offset(tp)
+            await consumer.seek(tp, first if target is None else target)
 
     async def commit(self) -> None:
         """Commit every partition's open transaction that holds processed batches."""
@@ -343,6 +409,7 @@ class _TransactionalSink:
                     processor.sweep_account(partition, key.decode(), value, now, out)
                 if not out.records and not out.states:
                     continue
+                processor.clear_cache(partition, list(out.states))
                 await self._send(txp, partition, out)
                 await self._commit_locked(partition)
 

@@ -61,6 +61,9 @@ class Codecs:
 StateLoader = Callable[[int, str], bytes | None]
 """(partition, account_id) -> the stored state bytes, or None for a new account."""
 
+STATE_CACHE_MAX = 100_000
+"""Decoded account states kept between batches (least recently used go first)."""
+
 
 class BatchProcessor:
     """Decode, group by account, apply in order, encode: the processor's whole logic."""
@@ -78,10 +81,32 @@ class BatchProcessor:
         self.metrics = metrics
         self._decode_usage = make_usage_event_decoder(codecs.usage)
         self._encode_ledger = make_ledger_entry_encoder(codecs.ledger)
+        self._cache: dict[tuple[int, str], Any] = {}
+        """(partition, account) -> the decoded state whose bytes were last written for it.
+
+        Decoding a stored state (and rebuilding its dedupe window) was ~20 % of the worker's CPU
+        at a steady 5,000 events/s, where nearly every record of a small batch is the only one
+        of its account. An entry is taken *out* while a batch applies to it (the engine mutates
+        in place) and put back only with the state that batch wrote, so a record that fails
+        half-way never leaves a state that differs from the stored bytes. The caller clears it
+        whenever the stored state can change behind our back (rebalance, sweep, new engine)."""
+        self._cache_engine: EnginePort | None = None
+
+    def clear_cache(self, partition: int | None = None, account_ids: Sequence[str] = ()) -> None:
+        """Forget cached states: all, or those of ``account_ids`` in ``partition``."""
+        if partition is None:
+            self._cache.clear()
+        else:
+            for account_id in account_ids:
+                self._cache.pop((partition, account_id), None)
 
     def process(self, batch: Sequence[InMessage], load: StateLoader) -> dict[int, PartitionOutput]:
         """Apply ``batch`` (in order) and return the outputs keyed by source partition."""
         engine = self._engine_ref()  # one price book for the whole batch
+        cache = self._cache
+        if engine is not self._cache_engine:
+            cache.clear()  # states are the engine's objects: never mix two engines' states
+            self._cache_engine = engine
         outputs: dict[int, PartitionOutput] = {}
         states: dict[tuple[int, str], Any] = {}
         usage_topic = self.topics.usage_events
@@ -107,6 +132,8 @@ class BatchProcessor:
                 slot = (msg.partition, account_id)
                 state = states.get(slot)
                 if state is None:
+                    state = cache.pop(slot, None)
+                if state is None:
                     raw = load(msg.partition, account_id)
                     state = engine.new_state(account_id) if raw is None else engine.load_state(raw)
                 if is_usage:
@@ -125,8 +152,11 @@ class BatchProcessor:
             out.entries += len(step.entries)
             self.metrics.alerts += len(step.alerts)
             processed += 1
-        for (partition, account_id), state in states.items():
-            outputs[partition].states[account_id] = engine.dump_state(state)
+        for slot, state in states.items():
+            outputs[slot[0]].states[slot[1]] = engine.dump_state(state)
+            cache[slot] = state
+        while len(cache) > STATE_CACHE_MAX:
+            del cache[next(iter(cache))]
         self.metrics.processed += processed
         self.metrics.observe_batch(len(batch))
         return outputs

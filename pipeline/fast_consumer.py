@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
@@ -59,7 +60,7 @@ def batch_consumer_class(source_topics: frozenset[str], handler: BatchHandler) -
                     if not records or self.should_stop:
                         continue
                     if not self.flow_active:
-                        await self.perform_seek()
+                        await self._seek_back_unless_reassigned()
                         continue
                     generation = app.consumer_generation_id
                     batch: list[InMessage] = []
@@ -77,8 +78,6 @@ def batch_consumer_class(source_topics: frozenset[str], handler: BatchHandler) -
                             last = read_offset.get(tp)
                             if last is not None and offset < last:
                                 continue  # already seen (faust drops these too)
-                            if last and offset - last > 1 and acks_enabled_for(tp.topic):
-                                await self._add_gap(tp, last + 1, offset)
                             if fast:
                                 batch.append(
                                     InMessage(
@@ -91,6 +90,8 @@ def batch_consumer_class(source_topics: frozenset[str], handler: BatchHandler) -
                                     )
                                 )
                             else:
+                                if last and offset - last > 1 and acks_enabled_for(tp.topic):
+                                    await self._add_gap(tp, last + 1, offset)
                                 await self.wait_first(
                                     callback(self._to_message(tp, rec)),
                                     self.suspend_flow.wait(),
@@ -106,5 +107,14 @@ def batch_consumer_class(source_topics: frozenset[str], handler: BatchHandler) -
             except Exception as exc:
                 self.log.exception("Drain messages raised: %r", exc)
                 raise
+
+        async def _seek_back_unless_reassigned(self) -> None:
+            # faust seeks to the committed offsets here; when a rebalance has already changed
+            # the assignment, aiokafka raises for a partition we lost and faust's fetcher
+            # crashes the worker. The rebalance's own recovery seeks every partition anyway.
+            try:
+                await self.perform_seek()
+            except IllegalStateError as exc:
+                self.log.info("seek skipped, the assignment changed: %r", exc)
 
     return BatchConsumer

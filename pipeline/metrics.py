@@ -19,6 +19,10 @@ class Metrics:
     alerts: int = 0
     swept_entries: int = 0
     transactions: int = 0
+    dropped_fetched: int = 0
+    """Fetched records left unprocessed because a rebalance overtook them (re-read later)."""
+    refetched_skipped: int = 0
+    """Re-fetched records skipped because they were already processed."""
     dead_lettered: dict[str, int] = field(default_factory=dict)
     batch_count: int = 0
     batch_sum: int = 0
@@ -48,6 +52,14 @@ class Metrics:
             f"metering_processor_sweep_entries_total {self.swept_entries}",
             "# TYPE metering_processor_transactions_total counter",
             f"metering_processor_transactions_total {self.transactions}",
+            "# HELP metering_processor_dropped_fetched_total Fetched records a rebalance"
+            " overtook (re-read, not lost).",
+            "# TYPE metering_processor_dropped_fetched_total counter",
+            f"metering_processor_dropped_fetched_total {self.dropped_fetched}",
+            "# HELP metering_processor_refetched_skipped_total Re-fetched records skipped as"
+            " already processed.",
+            "# TYPE metering_processor_refetched_skipped_total counter",
+            f"metering_processor_refetched_skipped_total {self.refetched_skipped}",
             "# HELP metering_processor_dlq_total Records sent to a dead-letter topic.",
             "# TYPE metering_processor_dlq_total counter",
         ]

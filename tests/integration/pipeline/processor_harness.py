@@ -97,8 +97,8 @@ def make_input(topics: TopicNames, accounts: int, events: int, seed: int = 7) ->
     return inp
 
 
-def produce(bootstrap: str, records: Iterable[tuple[str, str, bytes, int]]) -> int:
-    producer = Producer(
+def _producer(bootstrap: str) -> Producer:
+    return Producer(
         {
             "bootstrap.servers": bootstrap,
             "linger.ms": 20,
@@ -107,6 +107,9 @@ def produce(bootstrap: str, records: Iterable[tuple[str, str, bytes, int]]) -> i
             "queue.buffering.max.messages": 1_000_000,
         }
     )
+
+
+def _send(producer: Producer, records: Iterable[tuple[str, str, bytes, int]]) -> int:
     n = 0
     for topic, key, value, ts in records:
         while True:
@@ -118,8 +121,27 @@ def produce(bootstrap: str, records: Iterable[tuple[str, str, bytes, int]]) -> i
         n += 1
         if n % 10000 == 0:
             producer.poll(0)
+    return n
+
+
+def produce(bootstrap: str, records: Iterable[tuple[str, str, bytes, int]]) -> int:
+    producer = _producer(bootstrap)
+    n = _send(producer, records)
     assert producer.flush(30) == 0
     return n
+
+
+def produce_paced(
+    bootstrap: str, records: list[tuple[str, str, bytes, int]], per_s: int, step: int = 250
+) -> None:
+    """Produce ``records`` at about ``per_s`` a second: one producer, ``step`` at a time."""
+    producer = _producer(bootstrap)
+    start = time.monotonic()
+    for i in range(0, len(records), step):
+        _send(producer, records[i : i + step])
+        producer.poll(0)
+        time.sleep(max(0.0, start + (i + step) / per_s - time.monotonic()))
+    assert producer.flush(30) == 0
 
 
 def produce_raw(bootstrap: str, topic: str, key: bytes, value: bytes, ts: int) -> None:

@@ -1,13 +1,15 @@
 """Crash safety and scale-out of the processor on a real broker.
 
-kill -9 at random moments during a 50,000-event run, restart each time; the read_committed
-ledger must equal the engine's pure fold exactly (so debits per account match, and every
-account's seq is gap-free and duplicate-free).
+kill -9 at random moments during a 50,000-event run, restart each time; workers joining and
+leaving the group while input flows. Each time the read_committed ledger must equal the
+engine's pure fold exactly (so debits per account match, and every account's seq is gap-free
+and duplicate-free).
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from processor_harness import (
     make_input,
     normalise,
     produce,
+    produce_paced,
     pure_fold,
     read_topic,
 )
@@ -91,8 +94,8 @@ def test_two_workers_in_one_group_give_the_same_ledger_as_one(
     second = Worker(kafka_bootstrap, topics, "pair", tmp_path).start()
     try:
         # Wait for the split before any input: the processor is fast enough to finish the input
-        # during the second worker's join, and a batch fetched across the join's rebalance can
-        # make its partition skip records (a known bug: docs/processor.md, "Known issues").
+        # during the second worker's join, and then the second worker would have nothing to do.
+        # Input during rebalances is the churn test's job.
         deadline = time.monotonic() + 60
         while True:
             owned = [w.assigned(topics.usage_events) for w in (first, second)]
@@ -119,3 +122,43 @@ def test_two_workers_in_one_group_give_the_same_ledger_as_one(
         for m in shares
     ]
     assert all(n > 0 for n in processed), f"one worker did nothing: {processed}"
+
+
+@pytest.mark.slow
+def test_workers_joining_and_leaving_under_load_give_the_same_ledger_as_one(
+    kafka_bootstrap: str, topics: TopicNames, tmp_path: Path
+) -> None:
+    """Partitions move while batches are in flight, and come back to a worker that owned them.
+
+    This is what broke twice: a batch fetched across a rebalance made its partition skip
+    records, and a worker that got a partition back restored it from a stale local RocksDB
+    (see docs/processor.md, "faust findings").
+    """
+    inp = make_input(topics, accounts=200, events=40_000, seed=5)
+    expected = normalise(pure_fold(inp))
+    n_expected = sum(len(v) for v in expected.values())
+    workers = [Worker(kafka_bootstrap, topics, "churn", tmp_path).start()]
+    try:
+        _setup(kafka_bootstrap, topics, inp)
+        workers[0].wait_processing()
+        feed = threading.Thread(
+            target=produce_paced, args=(kafka_bootstrap, inp.usage, 4_000), daemon=True
+        )
+        feed.start()
+        time.sleep(1)
+        workers.append(Worker(kafka_bootstrap, topics, "churn", tmp_path).start())
+        time.sleep(4)
+        workers.append(Worker(kafka_bootstrap, topics, "churn", tmp_path).start())
+        time.sleep(4)
+        workers[1].stop()
+        feed.join(60)
+        assert not feed.is_alive(), "the input was not produced in time"
+        ledger = decode_ledger(
+            read_topic(kafka_bootstrap, topics.credit_ledger, n_expected, timeout=90, settle=3.0)
+        )
+        alive = [w.proc is not None and w.proc.poll() is None for w in (workers[0], workers[2])]
+    finally:
+        for worker in workers:
+            worker.stop()
+    _check(ledger, expected)
+    assert all(alive), "a worker crashed during the rebalances; see its log in tmp_path"

@@ -1,0 +1,47 @@
+"""The account table's RocksDB store: a partition we are (re)assigned is rebuilt from its changelog.
+
+faust keeps a partition's RocksDB when the partition moves away and reuses it, with its
+persisted changelog offset, when the partition comes back. For us that local copy is not
+trustworthy: it may hold writes of a transaction that was aborted (the processor writes RocksDB
+before the transaction commits) for accounts the next owner never touched, and its persisted
+offset may be ahead of what a ``read_committed`` reader sees, which crashes faust's recovery with
+a ``ConsistencyError``. So every newly assigned active partition starts empty and faust restores
+it from the committed changelog, the only truth. Partitions kept across a rebalance keep their
+DB: the revocation handler commits their open transaction before the rebalance goes on.
+"""
+
+from __future__ import annotations
+
+import shutil
+from typing import Any
+
+from faust.stores import STORES
+from faust.stores.rocksdb import Store
+
+SCHEME = "metering-rocksdb"
+"""The table's store URL scheme (``metering-rocksdb://``)."""
+
+
+class ChangelogRebuiltStore(Store):  # type: ignore[misc]  # faust is untyped
+    """A rocksdict store that drops a partition's local DB whenever it is newly assigned."""
+
+    async def assign_partitions(self, table: Any, tps: Any, generation_id: int = 0) -> None:
+        standbys = self.app.assignor.assigned_standbys()
+        changelogs = table.changelog_topic.topics
+        for tp in tps:
+            if tp.topic in changelogs and tp not in standbys:
+                self.drop_partition(tp.partition)
+        await super().assign_partitions(table, tps, generation_id)
+
+    def drop_partition(self, partition: int) -> None:
+        """Close and delete ``partition``'s local DB, so it is restored from offset 0."""
+        db = self._dbs.pop(partition, None)
+        if db is not None:
+            db.close()
+        shutil.rmtree(self.partition_path(partition), ignore_errors=True)
+        self.log.info(
+            "dropped local db of partition %d: it is restored from the changelog", partition
+        )
+
+
+STORES.aliases[SCHEME] = f"{__name__}:ChangelogRebuiltStore"
