@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.errors import IllegalStateError
 from aiokafka.structs import TopicPartition as TP
 from rocksdict import WriteBatch
 
@@ -248,7 +249,7 @@ class _TransactionalSink:
                 if self._transaction(partition)[1] is not txp:
                     self._drop(msgs, "transactional producer replaced")
                     continue
-                msgs = self._unprocessed(txp, partition, msgs)
+                msgs = self._unprocessed(partition, msgs)
                 if not msgs:
                     continue
                 out = self.processor.process(msgs, self.load)[partition]
@@ -276,7 +277,7 @@ class _TransactionalSink:
         committed: int | None = self.app.consumer._committed_offset.get(tp)
         return committed
 
-    def _unprocessed(self, txp: Any, partition: int, msgs: list[InMessage]) -> list[InMessage]:
+    def _unprocessed(self, partition: int, msgs: list[InMessage]) -> list[InMessage]:
         """``msgs`` minus records already processed (a re-fetch after a seek must never apply a
         record twice); almost always ``msgs`` itself."""
         first: dict[str, int] = {}
@@ -325,9 +326,12 @@ class _TransactionalSink:
         dropped, self._dropped = self._dropped, {}
         for tp, first in dropped.items():
             if tp not in assigned:
-                continue
+                continue  # the new owner reads it from the committed offset
             target = self._next_offset(tp)
-            await consumer.seek(tp, first if target is None else target)
+            try:
+                await consumer.seek(tp, first if target is None else target)
+            except IllegalStateError:
+                log.info("no rewind of %s: it was revoked meanwhile", tp)
 
     async def commit(self) -> None:
         """Commit every partition's open transaction that holds processed batches."""

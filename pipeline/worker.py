@@ -1,8 +1,9 @@
 """``metering run processor``: run one processor worker (several form one consumer group).
 
 The worker wipes its local RocksDB directory at start and restores the account table from the
-changelog (read_committed). Local RocksDB may hold writes of a transaction that a crash
-aborted; faust would keep them (see docs/processor.md), so the changelog is the only truth.
+changelog (read_committed); later assignments do the same per partition (``table_store``).
+Local RocksDB may hold writes of a transaction that a crash aborted; faust would keep them
+(see docs/processor.md), so the changelog is the only truth.
 """
 
 from __future__ import annotations

@@ -132,7 +132,7 @@ def test_workers_joining_and_leaving_under_load_give_the_same_ledger_as_one(
 
     This is what broke twice: a batch fetched across a rebalance made its partition skip
     records, and a worker that got a partition back restored it from a stale local RocksDB
-    (see docs/processor.md, "faust findings").
+    (docs/processor.md, "Exactly once", items 6-9).
     """
     inp = make_input(topics, accounts=200, events=40_000, seed=5)
     expected = normalise(pure_fold(inp))
