@@ -160,6 +160,11 @@ class BatchAccumulator:
                 Batch(tp[0], tp[1], buf.first, buf.last, buf.rows, buf.dead, buf.offsets)
             )
 
+    @property
+    def rows(self) -> int:
+        """Rows buffered in open (not yet cut) batches."""
+        return self._rows
+
     def due(self) -> bool:
         if self._ready:
             return True

@@ -116,3 +116,14 @@ def test_extend_matches_add_and_honours_replay() -> None:
     assert (replayed.first_offset, replayed.last_offset, replayed.offsets) == (8, 9, [8, 9])
     assert (following.first_offset, following.offsets) == (10, [10])
     assert acc.empty
+
+
+def test_rows_counts_what_the_next_cut_would_take() -> None:
+    """The sink flushes early on this count when no insert is in flight (``EAGER_ROWS``)."""
+    acc = BatchAccumulator(max_rows=100, max_wait_s=1.0, clock=Clock())
+    acc.add(TP, 0, ("a",))
+    acc.extend(OTHER, [7, 8, 9], [("b",), ("c",), ("d",)])
+    assert acc.rows == 4
+    assert not acc.due()
+    assert sum(len(b.rows) for b in acc.cut()) == 4
+    assert acc.rows == 0
