@@ -33,6 +33,7 @@ from metering.avro import CREDIT_COMMAND, LEDGER_ENTRY, USAGE_EVENT, AvroCodec, 
 from metering.config import load_settings
 from metering.topics import TopicNames, create_topics, delete_topics
 from pipeline.engine_adapter import DomainEngine
+from pipeline.worker import worker_command
 
 MODELS = ["gpt-4o-mini", "gpt-4o", "claude-3-haiku", None]
 
@@ -208,20 +209,12 @@ def main(argv: list[str]) -> int:
 
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        args = [
-            sys.executable,
-            "-m",
-            "pipeline.worker",
-            "--bootstrap",
+        args = worker_command(
             bootstrap,
-            "--prefix",
             topics.prefix,
-            "--partitions",
-            str(a.partitions),
-            "--web-port",
-            str(port),
-            "--data-dir",
-            str(Path(tmp) / "data"),
+            a.partitions,
+            port,
+            Path(tmp) / "data",
             "--sweep-interval",
             "0",
             "--loglevel",
@@ -232,7 +225,7 @@ def main(argv: list[str]) -> int:
             str(a.commit_interval),
             "--batch-within",
             str(a.batch_within),
-        ]
+        )
         log = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115
         worker = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ))
         try:

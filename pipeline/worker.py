@@ -77,6 +77,28 @@ def parse_config(argv: list[str]) -> tuple[ProcessorConfig, str]:
     return config, a.loglevel
 
 
+def worker_command(
+    bootstrap: str, prefix: str, partitions: int, web_port: int, data_dir: Path, *options: str
+) -> list[str]:
+    """The command line of one worker process, for whatever starts workers (bench, tests)."""
+    return [
+        sys.executable,
+        "-m",
+        "pipeline.worker",
+        "--bootstrap",
+        bootstrap,
+        "--prefix",
+        prefix,
+        "--partitions",
+        str(partitions),
+        "--web-port",
+        str(web_port),
+        "--data-dir",
+        str(data_dir),
+        *options,
+    ]
+
+
 def engine_source(config: ProcessorConfig) -> EngineSource:
     """The real engine from the (watched) data files, or a test factory ``module:callable``."""
     target = config.engine_factory or "pipeline.engine_adapter:file_source"

@@ -7,7 +7,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from metering.avro import CREDIT_COMMAND, LEDGER_ENTRY, USAGE_EVENT, AvroCodec, load_registry
 from metering.topics import TopicNames
 from pipeline.engine_adapter import DomainEngine
+from pipeline.worker import worker_command
 
 REPO = Path(__file__).resolve().parents[3]
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z: mid-period for every anchor-day-1 plan
@@ -239,22 +239,14 @@ class Worker:
     ) -> None:
         self.port = free_port()
         self.log_path = workdir / f"worker-{app_id}-{self.port}.log"
-        self.args = [
-            sys.executable,
-            "-m",
-            "pipeline.worker",
-            "--bootstrap",
+        self.args = worker_command(
             bootstrap,
-            "--prefix",
             topics.prefix,
+            6,
+            self.port,
+            workdir / f"data-{self.port}",
             "--app-id",
             f"{topics.prefix}{app_id}",
-            "--partitions",
-            "6",
-            "--web-port",
-            str(self.port),
-            "--data-dir",
-            str(workdir / f"data-{self.port}"),
             "--session-timeout",
             "6",
             "--sweep-interval",
@@ -264,7 +256,7 @@ class Worker:
             "--loglevel",
             "warning",
             *extra,
-        ]
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
