@@ -194,7 +194,7 @@ def bench_sink(bootstrap: str, url: str, n: int, max_rows: int, rounds: int) -> 
         "raw_insert_rows_per_s": round(
             statistics.median(r["raw_insert_rows_per_s"] for r in per_round)
         ),
-        "ratio": statistics.median(r["ratio"] for r in per_round),
+        "ratio": round(statistics.median(r["ratio"] for r in per_round), 3),
         "per_round": per_round,
     }
 
