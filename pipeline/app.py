@@ -156,7 +156,6 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
     app.task(commit_loop)
 
     async def on_revoked(*args: Any, **kwargs: Any) -> None:
-        processor.clear_cache()  # the next owner's writes (and our restore) bypass the cache
         await sink.commit()
 
     app.on_partitions_revoked.connect(on_revoked)
@@ -232,7 +231,8 @@ class _TransactionalSink:
         app = self.app
         consumer = app.consumer
         if generation != self._cache_generation:
-            self.processor.clear_cache()  # a rebalance: tables may have been restored since
+            # A rebalance: partitions may have moved and been restored from the changelog since.
+            self.processor.clear_cache()
             self._cache_generation = generation
         for partition, msgs in by_partition.items():
             try:
