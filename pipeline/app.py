@@ -34,12 +34,15 @@ from metering.avro import (
     AvroCodec,
     load_registry,
 )
+from metering.topic_reader import read_to_end
 from metering.topics import TopicNames
 from pipeline import faust_fixes
 from pipeline.config_reload import EngineSource, LiveEngine
 from pipeline.core import BatchProcessor, Codecs, InMessage, PartitionOutput
+from pipeline.fast_avro import ledger_entry_head
 from pipeline.fast_consumer import batch_consumer_class
 from pipeline.metrics import Metrics
+from pipeline.restore_check import last_seqs, mismatches
 from pipeline.settings import ProcessorConfig
 from pipeline.table_store import SCHEME as TABLE_STORE_SCHEME
 
@@ -112,7 +115,9 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
 
     # Must be set before faust creates its consumer (lazily, at worker start).
     app.transport.Consumer = batch_consumer_class(
-        frozenset({topics.usage_events, topics.credit_commands}), handle
+        frozenset({topics.usage_events, topics.credit_commands}),
+        handle,
+        delivery_delay_s=config.fault_delivery_delay_s,
     )
     table = app.Table(
         TABLE_NAME,
@@ -159,6 +164,17 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
         await sink.commit()
 
     app.on_partitions_revoked.connect(on_revoked)
+
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        sink.keep_verified({tp.partition for tp in assigned if tp.topic == topics.usage_events})
+
+    app.on_partitions_assigned.connect(on_assigned)
+
+    async def on_restored(*args: Any, **kwargs: Any) -> None:
+        # Sent by faust's recovery once the changelog is read, before the streams resume.
+        await sink.verify_restored(config.bootstrap)
+
+    app.on_rebalance_complete.connect(on_restored)
 
     if config.sweep_interval_s:
 
@@ -212,6 +228,8 @@ class _TransactionalSink:
         """source partition -> the first offset of records fetched but dropped (rewound later)"""
         self._cache_generation: int | None = None
         """consumer generation of the last batch: the state cache is cleared when it changes"""
+        self._verified: set[int] = set()
+        """partitions whose restored state agreed with the ledger; only these are processed"""
 
     def _transaction(self, partition: int) -> tuple[Any, Any]:
         group = self.app.assignor.group_for_topic(self.topics.usage_events)
@@ -249,6 +267,9 @@ class _TransactionalSink:
                 if self._transaction(partition)[1] is not txp:
                     self._drop(msgs, "transactional producer replaced")
                     continue
+                if partition not in self._verified:
+                    self._drop(msgs, "state not verified against the ledger")
+                    continue
                 msgs = self._unprocessed(partition, msgs)
                 if not msgs:
                     continue
@@ -262,6 +283,59 @@ class _TransactionalSink:
                     offsets[TP(msg.topic, partition)] = msg.offset + 1
         if self._dropped:
             await self._rewind()
+
+    def keep_verified(self, partitions: set[int]) -> None:
+        """A new assignment: partitions we keep stay verified, new ones must be checked."""
+        self._verified &= partitions
+        self.metrics.verified_partitions = len(self._verified)
+
+    async def verify_restored(self, bootstrap: str) -> None:
+        """Check every newly restored partition's account table against the ledger topic.
+
+        The table is a cache of the ledger (design invariant 6). Each account's restored ``seq``
+        must equal the last ``seq`` the ledger holds for it; until it does, the partition is not
+        processed. A mismatch means the restore lost or invented state: the worker stops with
+        the accounts named, rather than write one ledger entry from wrong state, and its next
+        start restores the partition again from the committed changelog.
+        """
+        partitions = sorted(
+            tp.partition
+            for tp in self.app.assignor.assigned_actives()
+            if tp.topic == self.topics.usage_events and tp.partition not in self._verified
+        )
+        if not partitions:
+            return
+        started = time.monotonic()
+        ledger = await asyncio.to_thread(
+            _ledger_last_seqs, bootstrap, self.topics.credit_ledger, partitions
+        )
+        engine = self.processor.engine
+        for partition in partitions:
+            restored = {
+                key.decode(): engine.state_seq(value)
+                for key, value in self.table.data._db_for_partition(partition).items()
+                if not key.startswith(_FAUST_KEY_PREFIX)
+            }
+            wrong = mismatches(restored, ledger.get(partition, {}))
+            if wrong:
+                self.metrics.restore_mismatches += 1
+                shown = "; ".join(str(m) for m in wrong[:10])
+                error = RestoreMismatchError(
+                    f"partition {partition}: the restored state of {len(wrong)} accounts "
+                    f"disagrees with the ledger ({shown}); nothing was processed, restart to "
+                    "restore it again"
+                )
+                log.error("%s", error)
+                await self.app.crash(error)
+                raise error
+            self._verified.add(partition)
+        self.metrics.verified_partitions = len(self._verified)
+        log.info(
+            "restored state of partitions %s agrees with the ledger (%d accounts, %.2f s)",
+            partitions,
+            sum(len(ledger.get(p, {})) for p in partitions),
+            time.monotonic() - started,
+        )
 
     def _next_offset(self, tp: TP) -> int | None:
         """The offset of ``tp``'s next unprocessed record: pending in the open transaction, else
@@ -416,6 +490,21 @@ class _TransactionalSink:
                 processor.clear_cache(partition, list(out.states))
                 await self._send(txp, partition, out)
                 await self._commit_locked(partition)
+
+
+class RestoreMismatchError(RuntimeError):
+    """A restored partition's account table disagrees with the ledger."""
+
+
+def _ledger_last_seqs(
+    bootstrap: str, topic: str, partitions: list[int]
+) -> dict[int, dict[str, int]]:
+    """partition -> account -> the last ``seq`` the committed ledger holds (blocking I/O)."""
+    heads: dict[int, list[tuple[str, int]]] = {p: [] for p in partitions}
+    for batch in read_to_end(bootstrap, topic, partitions):
+        for msg in batch:
+            heads[msg.partition()].append(ledger_entry_head(msg.value()))
+    return {p: last_seqs(h) for p, h in heads.items()}
 
 
 def _lag(app: faust.App) -> dict[tuple[str, int], int]:

@@ -92,6 +92,11 @@ class BatchProcessor:
         whenever the stored state can change behind our back (rebalance, sweep, new engine)."""
         self._cache_engine: EnginePort | None = None
 
+    @property
+    def engine(self) -> EnginePort:
+        """The engine in force now (it changes when the price book or plans are reloaded)."""
+        return self._engine_ref()
+
     def clear_cache(self, partition: int | None = None, account_ids: Sequence[str] = ()) -> None:
         """Forget cached states: all, or those of ``account_ids`` in ``partition``."""
         if partition is None:

@@ -22,6 +22,7 @@ from metering.domain import (
     load_price_book,
 )
 from metering.domain.config import DEFAULT_CONFIG, EngineConfig
+from metering.domain.state import AccountState
 from pipeline.config_reload import FileEngineSource
 from pipeline.ports import InputError, Step
 from pipeline.settings import ProcessorConfig
@@ -66,6 +67,9 @@ class DomainEngine:
     def dump_state(self, state: Any) -> bytes:
         data: bytes = state.to_bytes()
         return data
+
+    def state_seq(self, data: bytes) -> int:
+        return AccountState.seq_of(data)
 
     def apply_usage(self, state: Any, record: Mapping[str, Any], recorded_at: int) -> Step:
         try:

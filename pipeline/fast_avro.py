@@ -360,3 +360,16 @@ def _cached_string(b: bytes, pos: int, cache: dict[bytes, str]) -> tuple[str, in
         if len(cache) < 100_000:
             cache[raw] = s
     return s, pos + n
+
+
+def ledger_entry_head(value: bytes) -> tuple[str, int]:
+    """``(account_id, seq)`` of a framed LedgerEntry, without decoding the rest.
+
+    The restore check reads a whole ledger partition for these two fields; they are the
+    schema's 2nd and 3rd fields (after ``entry_id``), pinned by ``test_ledger_entry_head``.
+    """
+    n, pos = _long(value, 5)  # after the magic byte and the 4-byte schema id
+    n, pos = _long(value, pos + n)
+    account_id = value[pos : pos + n].decode()
+    seq, _ = _long(value, pos + n)
+    return account_id, seq

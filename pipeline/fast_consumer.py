@@ -12,6 +12,7 @@ transactional producers, the tables) stays faust's.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,67 +39,66 @@ class _ConsumerThread(AIOKafkaConsumerThread):  # type: ignore[misc]
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by AIOKafkaConsumer.start()
         return consumer
 
+    async def _fetch_records(self, consumer: Any, *args: Any, **kwargs: Any) -> Any:
+        records = await super()._fetch_records(consumer, *args, **kwargs)
+        # aiokafka moved each partition's position past these records just now; until the
+        # drain loop has handed them on they are "fetched but undelivered" (see
+        # BatchConsumer.position). Recorded before any await, so no reader sees the gap.
+        undelivered = self.consumer.undelivered
+        for tp, recs in records.items():
+            if recs:
+                undelivered[tp] = recs[0].offset
+        return records
 
-def batch_consumer_class(source_topics: frozenset[str], handler: BatchHandler) -> type[Any]:
-    """A faust aiokafka ``Consumer`` subclass that batches ``source_topics`` to ``handler``."""
+
+def batch_consumer_class(
+    source_topics: frozenset[str], handler: BatchHandler, delivery_delay_s: float = 0.0
+) -> type[Any]:
+    """A faust aiokafka ``Consumer`` subclass that batches ``source_topics`` to ``handler``.
+
+    ``delivery_delay_s`` is fault injection for tests: a pause between each fetch and its
+    delivery, the window in which faust's recovery used to lose a partition's state.
+    """
 
     class BatchConsumer(AIOKafkaConsumer):  # type: ignore[misc]
+        undelivered: dict[Any, int]
+        """partition -> first offset of records fetched but not yet handed on"""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.undelivered = {}
+            super().__init__(*args, **kwargs)
+
         def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
             return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+        async def position(self, tp: Any) -> int | None:
+            """The position of ``tp`` as far as its records have been *delivered*.
+
+            aiokafka's position moves when a fetch returns, before the drain loop hands the
+            records on. faust's changelog recovery reads it to decide that a partition "ends
+            in an aborted transaction" (position at the high-water mark, no event in the
+            queue) and then marks the partition restored: when its poll timed out inside
+            that gap, recovery ended with the partition's state unread, and every account
+            of the partition started again at seq 1 (docs/processor.md, item 10).
+            """
+            pos: int | None = await super().position(tp)
+            first = self.undelivered.get(tp)
+            if first is None or pos is None:
+                return pos
+            return min(pos, first)
+
         async def _drain_messages(self, fetcher: Any) -> None:
-            callback = self.callback
             consumer_stopped = self._stopped.is_set
             fetcher_stopped = fetcher._stopped.is_set
-            read_offset = self._read_offset
-            acks_enabled_for = self.app.topics.acks_enabled_for
-            app = self.app
+            undelivered = self.undelivered
             try:
                 while not (consumer_stopped() or fetcher_stopped()):
                     records, active = await self._wait_next_records(1.0)
-                    await self.sleep(0)
-                    if not records or self.should_stop:
-                        continue
-                    if not self.flow_active:
-                        await self._seek_back_unless_reassigned()
-                        continue
-                    generation = app.consumer_generation_id
-                    batch: list[InMessage] = []
-                    for tp, recs in records.items():
-                        if (
-                            active is not None
-                            and tp not in active
-                            and tp not in self._buffered_partitions
-                        ):
-                            continue
-                        app.monitor.track_tp_end_offset(tp, self.highwater(tp))
-                        fast = tp.topic in source_topics
-                        for rec in recs:
-                            offset = rec.offset
-                            last = read_offset.get(tp)
-                            if last is not None and offset < last:
-                                continue  # already seen (faust drops these too)
-                            if fast:
-                                batch.append(
-                                    InMessage(
-                                        rec.topic,
-                                        rec.partition,
-                                        offset,
-                                        rec.timestamp,
-                                        rec.key,
-                                        rec.value,
-                                    )
-                                )
-                            else:
-                                if last and offset - last > 1 and acks_enabled_for(tp.topic):
-                                    await self._add_gap(tp, last + 1, offset)
-                                await self.wait_first(
-                                    callback(self._to_message(tp, rec)),
-                                    self.suspend_flow.wait(),
-                                )
-                            read_offset[tp] = offset
-                    if batch:
-                        await handler(batch, generation)
+                    try:
+                        await self._deliver(records, active)
+                    finally:
+                        for tp in records or ():
+                            undelivered.pop(tp, None)
             except self.consumer_stopped_errors:
                 if self.transport.app.should_stop:
                     self.log.info("Broker stopped consumer, shutting down...")
@@ -107,6 +107,48 @@ def batch_consumer_class(source_topics: frozenset[str], handler: BatchHandler) -
             except Exception as exc:
                 self.log.exception("Drain messages raised: %r", exc)
                 raise
+
+        async def _deliver(self, records: Any, active: set[Any] | None) -> None:
+            """Hand one fetch on: source topics as one batch, other topics record by record."""
+            if delivery_delay_s:
+                await asyncio.sleep(delivery_delay_s)
+            await self.sleep(0)
+            if not records or self.should_stop:
+                return
+            if not self.flow_active:
+                await self._seek_back_unless_reassigned()
+                return
+            app = self.app
+            callback = self.callback
+            read_offset = self._read_offset
+            acks_enabled_for = app.topics.acks_enabled_for
+            generation = app.consumer_generation_id
+            batch: list[InMessage] = []
+            for tp, recs in records.items():
+                if active is not None and tp not in active and tp not in self._buffered_partitions:
+                    continue
+                app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                fast = tp.topic in source_topics
+                for rec in recs:
+                    offset = rec.offset
+                    last = read_offset.get(tp)
+                    if last is not None and offset < last:
+                        continue  # already seen (faust drops these too)
+                    if fast:
+                        batch.append(
+                            InMessage(
+                                rec.topic, rec.partition, offset, rec.timestamp, rec.key, rec.value
+                            )
+                        )
+                    else:
+                        if last and offset - last > 1 and acks_enabled_for(tp.topic):
+                            await self._add_gap(tp, last + 1, offset)
+                        await self.wait_first(
+                            callback(self._to_message(tp, rec)), self.suspend_flow.wait()
+                        )
+                    read_offset[tp] = offset
+            if batch:
+                await handler(batch, generation)
 
         async def _seek_back_unless_reassigned(self) -> None:
             # faust seeks to the committed offsets here; when a rebalance has already changed

@@ -23,6 +23,10 @@ class Metrics:
     """Fetched records left unprocessed because a rebalance overtook them (re-read later)."""
     refetched_skipped: int = 0
     """Re-fetched records skipped because they were already processed."""
+    restore_mismatches: int = 0
+    """Restored partitions whose account table disagreed with the ledger (the worker stops)."""
+    verified_partitions: int = 0
+    """Partitions owned now whose restored state agreed with the ledger (processed)."""
     dead_lettered: dict[str, int] = field(default_factory=dict)
     batch_count: int = 0
     batch_sum: int = 0
@@ -60,6 +64,14 @@ class Metrics:
             " already processed.",
             "# TYPE metering_processor_refetched_skipped_total counter",
             f"metering_processor_refetched_skipped_total {self.refetched_skipped}",
+            "# HELP metering_processor_restore_mismatches_total Restored partitions whose"
+            " state disagreed with the ledger.",
+            "# TYPE metering_processor_restore_mismatches_total counter",
+            f"metering_processor_restore_mismatches_total {self.restore_mismatches}",
+            "# HELP metering_processor_verified_partitions Owned partitions whose restored"
+            " state agrees with the ledger.",
+            "# TYPE metering_processor_verified_partitions gauge",
+            f"metering_processor_verified_partitions {self.verified_partitions}",
             "# HELP metering_processor_dlq_total Records sent to a dead-letter topic.",
             "# TYPE metering_processor_dlq_total counter",
         ]

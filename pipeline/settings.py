@@ -35,3 +35,5 @@ class ProcessorConfig:
     schema_dir: Path | None = None
     engine_factory: str | None = None
     """``module:callable`` returning a :class:`pipeline.config_reload.EngineSource`; for tests."""
+    fault_delivery_delay_s: float = 0.0
+    """Fault injection for tests: a pause between each fetch and its delivery."""

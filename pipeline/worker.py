@@ -50,6 +50,7 @@ def parse_config(argv: list[str]) -> tuple[ProcessorConfig, str]:
     p.add_argument("--pricebook", type=Path, default=None)
     p.add_argument("--plans", type=Path, default=None)
     p.add_argument("--engine-factory", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--fault-delivery-delay", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--loglevel", default="info")
     a = p.parse_args(argv)
     a.app_id = a.app_id or f"{a.prefix}metering-processor"
@@ -73,6 +74,7 @@ def parse_config(argv: list[str]) -> tuple[ProcessorConfig, str]:
         pricebook_path=a.pricebook,
         plans_path=a.plans,
         engine_factory=a.engine_factory,
+        fault_delivery_delay_s=a.fault_delivery_delay,
     )
     return config, a.loglevel
 

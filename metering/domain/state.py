@@ -157,6 +157,15 @@ class AccountState:
         head = _HEAD.pack(_MAGIC, len(body), self.dedupe.window_ms, self.dedupe.max_ids)
         return head + body + self.dedupe.to_bytes()
 
+    @staticmethod
+    def seq_of(data: bytes) -> int:
+        """The ``seq`` of a :meth:`to_bytes` blob, without loading the rest (restore checks)."""
+        if data[:3] != _MAGIC:
+            raise ValidationError("not an AccountState blob")
+        _, length, _, _ = _HEAD.unpack_from(data)
+        seq: int = json.loads(data[_HEAD.size : _HEAD.size + length])["s"]
+        return seq
+
     @classmethod
     def from_bytes(cls, data: bytes, config: EngineConfig = DEFAULT_CONFIG) -> AccountState:
         """Inverse of :meth:`to_bytes`; ``config`` supplies the derived-field rules."""

@@ -290,6 +290,28 @@ class Worker:
                 return int(line.split()[-1])
         return 0
 
+    def gauge(self, name: str) -> int:
+        """A metric of this worker process (0 while starting or unreachable)."""
+        try:
+            text = self.metrics()
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            if line.startswith(f"{name} "):
+                return int(float(line.split()[-1]))
+        return 0
+
+    def wait_restored(self, partitions: int = 6, timeout: float = 60.0) -> None:
+        """Until this worker owns ``partitions`` partitions restored and checked against the
+        ledger (so it is ready to process)."""
+        deadline = time.monotonic() + timeout
+        while self.gauge("metering_processor_verified_partitions") < partitions:
+            assert time.monotonic() < deadline, f"worker never restored; see {self.log_path}"
+            assert self.proc is not None and self.proc.poll() is None, (
+                f"worker died: {self.log_path}"
+            )
+            time.sleep(0.05)
+
     def wait_processing(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while self.processed() == 0:

@@ -50,6 +50,10 @@ class StubEngine:
     def dump_state(self, state: dict[str, Any]) -> bytes:
         return json.dumps(state).encode()
 
+    def state_seq(self, data: bytes) -> int:
+        seq: int = json.loads(data)["seq"]
+        return seq
+
     def apply_usage(self, state: Any, record: Mapping[str, Any], recorded_at: int) -> Step:
         if record["feature"] == "unpriceable":
             raise InputError("unknown_feature", f"no rate for {record['feature']}")

@@ -1,0 +1,66 @@
+"""Read committed records of a topic's partitions up to their end: one way, for every caller.
+
+"The end" is what a ``read_committed`` reader can see when it gets there (the last stable
+offset, past any trailing transaction markers and aborted records), reported by librdkafka's
+partition-EOF event. A partition with nothing in it ends at once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+
+class TopicReadError(RuntimeError):
+    """The topic is missing, or its partitions were not read to their end in time."""
+
+
+def read_to_end(
+    bootstrap: str,
+    topic: str,
+    partitions: Iterable[int] | None = None,
+    *,
+    timeout_s: float = 120.0,
+    batch_size: int = 10_000,
+) -> Iterator[list[Any]]:
+    """Batches of confluent-kafka messages (each partition in offset order) until every one of
+    ``partitions`` (default: all) is read to its end."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"metering-read-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "log_level": 3,
+        }
+    )
+    try:
+        info = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if info is None or info.error is not None:
+            raise TopicReadError(f"topic {topic} not found")
+        pending = set(info.partitions if partitions is None else partitions)
+        if not pending:
+            return
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise TopicReadError(f"{topic} not read to its end in {timeout_s}s: {pending}")
+            out = []
+            for msg in consumer.consume(batch_size, 0.5):
+                err = msg.error()
+                if err is None:
+                    out.append(msg)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                else:
+                    raise TopicReadError(f"reading {topic}: {err}")
+            if out:
+                yield out
+    finally:
+        consumer.close()
