@@ -296,7 +296,7 @@ class CreditEngine:
     def apply_command(self, state: AccountState, cmd: CreditCommand, recorded_at: int) -> Outcome:
         """Apply a billing/admin command. Business refusals come back as ``rejection``."""
         key = _command_key(cmd.command_id)
-        if key in state.dedupe:
+        if key in state.commands or key in state.dedupe:  # dedupe: states written before
             return Outcome(duplicate=True)
         if cmd.account_id != state.account_id:
             raise ValidationError(f"command {cmd.command_id} is for another account")
@@ -310,7 +310,7 @@ class CreditEngine:
             state.clock = at
             if at >= state.next_wakeup:
                 self._advance(state, at, recorded_at, entries, alerts)
-        state.dedupe.add(key, state.clock)
+        state.commands.add(key)
 
         rejection = self._dispatch(state, cmd, at, recorded_at, entries)
         if rejection is not None:

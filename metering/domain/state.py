@@ -42,6 +42,7 @@ class AccountState:
         "alerted",
         "balance",
         "clock",
+        "commands",
         "dedupe",
         "grants",
         "next_threshold",
@@ -92,6 +93,10 @@ class AccountState:
         self.topup_backoff_until = -(2**63)
         self.topup_declines = 0
         self.dedupe = dedupe
+        self.commands: set[int] = set()
+        """Hashes of every command id applied to the account, kept for as long as the ledger
+        (a re-sent command must never apply twice, however late). Commands are few per
+        account (plans, purchases, grants), so this stays small."""
         # Derived, recomputed by refresh(): never serialized.
         self.next_wakeup = NEVER
         self.next_threshold = NEVER
@@ -146,6 +151,7 @@ class AccountState:
             "g": [g.to_json() for g in self.grants],
             "u": [self.period_used, self.alerted, self.plan_carry, self.plan_grant_id],
             "tu": None if self.topup is None else list(self.topup),
+            "cm": sorted(self.commands),
             "tp": [
                 self.topup_pending_since,
                 self.topup_requests,
@@ -187,6 +193,7 @@ class AccountState:
             state.override = AccountOverride(ov[0], ov[1], ov[2], tuple(ov[3]), ov[4])
         state.grants = [Grant.from_json(g) for g in doc["g"]]
         state.period_used, state.alerted, state.plan_carry, state.plan_grant_id = doc["u"]
+        state.commands = set(doc.get("cm", ()))
         tu = doc["tu"]
         state.topup = None if tu is None else AutoTopupConfig(*tu)
         pending, requests, backoff, declines = doc["tp"]
