@@ -96,18 +96,20 @@ def _terms_json(terms: Mapping[str, Any]) -> bytes:
 def entry_args(entry: Mapping[str, Any]) -> tuple[int, bytes]:
     """One entry as ``apply.lua`` reads it: (argument count, the arguments RESP-encoded).
 
-    ``head`` is 'seq,type,balance_after,overage_after,recorded_at,period_start,period_end,n'
-    (numbers and an enum name: no commas inside), then reservation id, grant JSON and terms
+    ``head`` is 'seq,type,balance_after,overage_after,recorded_at,occurred_at,period_start,
+    period_end,n' (numbers and an enum name: no commas inside; ``occurred_at`` is the event
+    time that prunes spent grants), then reservation id, grant JSON and terms
     JSON (each '' when absent: rare, so JSON there costs nothing in the hot path), then n
     (grant_id, signed amount) allocation pairs.
     """
     allocations = entry.get("allocations") or ()
-    head = b"%d,%s,%d,%d,%d,%d,%d,%d" % (
+    head = b"%d,%s,%d,%d,%d,%d,%d,%d,%d" % (
         entry["seq"],
         entry["type"].encode("utf-8"),
         entry["balance_after"],
         entry["overage_after"],
         entry["recorded_at"],
+        entry["occurred_at"],
         entry["period_start"],
         entry["period_end"],
         len(allocations),

@@ -59,6 +59,7 @@ def _entry(
         "balance_after": balance,
         "overage_after": 0,
         "recorded_at": now,
+        "occurred_at": now,
         "period_start": 1_700_000_000_000,
         "period_end": 1_702_592_000_000,
         "reservation_id": None,

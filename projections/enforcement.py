@@ -180,6 +180,17 @@ def parse_grant(grant_id: str, raw: str) -> GrantView:
     )
 
 
+def grant_listed(grant: GrantView, now_ms: int) -> bool:
+    """Whether a reader shows ``grant`` at wall-clock ``now_ms``.
+
+    A grant with nothing left that has expired is hidden: it gets no GRANT_EXPIRED entry, and
+    the apply script deletes it only once a later entry's event time passes its expiry (an
+    idle account may have none for a while). Grants with something left stay listed until
+    their GRANT_EXPIRED entry arrives, so the listed grants always add up to ``available``.
+    """
+    return grant.remaining > 0 or grant.expires_at is None or grant.expires_at > now_ms
+
+
 def _pairs(flat: Sequence[Any]) -> dict[str, str]:
     items = [_text(x) for x in flat]
     return dict(zip(items[0::2], items[1::2], strict=True))
@@ -189,8 +200,13 @@ def _balance(account: str, reply: Sequence[Any]) -> Balance | None:
     bal = _pairs(reply[0])
     if "seq" not in bal:
         return None
+    now = int(reply[2])  # Redis TIME (ms), the clock every script uses
     grants = sorted(
-        (parse_grant(gid, raw) for gid, raw in _pairs(reply[1]).items()),
+        (
+            grant
+            for gid, raw in _pairs(reply[1]).items()
+            if grant_listed(grant := parse_grant(gid, raw), now)
+        ),
         key=lambda g: (g.priority, g.expires_at is None, g.expires_at or 0, g.grant_id),
     )
     features = bal.get("features", "*")

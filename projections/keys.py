@@ -28,8 +28,11 @@ BALANCE_FIELDS: tuple[str, ...] = (
     "period_end",
     "seq",
     "updated_at",
+    "spent_expiry",
 )
-"""Fields of the balance hash (``features`` is ``*`` for all, else a JSON array)."""
+"""Fields of the balance hash (``features`` is ``*`` for all, else a JSON array;
+``spent_expiry`` is the apply script's bookkeeping: the earliest ``expires_at`` among grants with
+nothing left, ``''`` for none)."""
 
 
 class LayoutError(ValueError):

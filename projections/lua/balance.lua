@@ -1,5 +1,9 @@
--- balance(account): prune expired holds, then return the balance hash and the grants
--- hash as flat field/value arrays, in one round trip.
+-- balance(account): prune expired holds, then return the balance hash, the grants hash
+-- (flat field/value arrays) and Redis's clock in ms, in one round trip. The caller hides
+-- spent grants (remaining 0) whose expires_at <= that clock: they are deleted by the apply
+-- script only once an entry's event time passes their expiry, which for an idle account
+-- may be much later. Reading never deletes: the projection stays a function of the ledger.
 -- KEYS: bal, grants, holds, holdx.
-prune(KEYS[1], KEYS[3], KEYS[4], now_ms())
-return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+local now = now_ms()
+prune(KEYS[1], KEYS[3], KEYS[4], now)
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2]), now}

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from projections.apply import _plan, entry_args
-from projections.enforcement import Decision, new_hold_id, parse_grant
+from projections.enforcement import Decision, _balance, grant_listed, new_hold_id, parse_grant
 from projections.failmode import FailMode, PolicyCache, degraded_decision
 from projections.keys import (
     LayoutError,
@@ -70,6 +70,7 @@ def test_entry_args_are_flat_and_positional() -> None:
         "balance_after": 5,
         "overage_after": 0,
         "recorded_at": 10,
+        "occurred_at": 8,
         "period_start": 1,
         "period_end": 2,
         "reservation_id": None,
@@ -92,7 +93,7 @@ def test_entry_args_are_flat_and_positional() -> None:
     count, packed = entry_args(entry)
     args = _resp_args(packed)
     assert count == len(args) == 8
-    assert args[0] == b"3,GRANT_CREATED,5,0,10,1,2,2"
+    assert args[0] == b"3,GRANT_CREATED,5,0,10,8,1,2,2"
     assert args[1] == b""
     assert json.loads(args[2]) == ["g|1", "promotion", 5, 3, 9, False]
     assert json.loads(args[3]) == ["p", "allow", 7, 100, '["x","y"]']
@@ -104,9 +105,9 @@ def test_entry_args_are_flat_and_positional() -> None:
     debit.update(balance_after=-7, allocations=[])
     count, packed = entry_args(debit)
     assert count == 4
-    assert _resp_args(packed) == [b"3,USAGE_DEBIT,-7,0,10,1,2,0", b"r1", b"", b""]
+    assert _resp_args(packed) == [b"3,USAGE_DEBIT,-7,0,10,8,1,2,0", b"r1", b"", b""]
     debit["reservation_id"] = None
-    assert _resp_args(entry_args(debit)[1]) == [b"3,USAGE_DEBIT,-7,0,10,1,2,0", b"", b"", b""]
+    assert _resp_args(entry_args(debit)[1]) == [b"3,USAGE_DEBIT,-7,0,10,8,1,2,0", b"", b"", b""]
 
 
 def test_plan_groups_by_account_in_seq_order() -> None:
@@ -124,6 +125,35 @@ def test_grant_values_round_trip() -> None:
     assert (grant.remaining, grant.amount, grant.priority, grant.expires_at) == (7, 10, 2, None)
     assert grant.source == "purchase|x"
     assert parse_grant("g", "0|1|0|99|5|plan").expires_at == 99
+
+
+def test_readers_hide_spent_grants_once_expired() -> None:
+    now = 1_000
+    spent_expired = parse_grant("a", "0|10|1|1000|5|promotion")
+    spent_later = parse_grant("b", "0|10|1|1001|5|promotion")
+    spent_never = parse_grant("c", "0|10|1||5|purchase")
+    left_expired = parse_grant("d", "3|10|1|999|5|promotion")  # its GRANT_EXPIRED is due
+    assert not grant_listed(spent_expired, now)
+    assert grant_listed(spent_later, now)
+    assert grant_listed(spent_never, now)
+    assert grant_listed(left_expired, now)
+
+    # The balance script's reply: balance hash, grants hash, Redis time (ms).
+    bal = [b"seq", b"4", b"available", b"3", b"policy", b"block", b"spent_expiry", b"1000"]
+    grants = [
+        b"a",
+        b"0|10|1|1000|5|promotion",
+        b"b",
+        b"0|10|1|1001|5|promotion",
+        b"d",
+        b"3|10|1|999|5|promotion",
+    ]
+    balance = _balance("acct", [bal, grants, now])
+    assert balance is not None
+    assert [g.grant_id for g in balance.grants] == ["d", "b"]
+    assert sum(g.remaining for g in balance.grants) == balance.available
+    assert "spent_expiry" not in balance.to_json()
+    assert [g.grant_id for g in _balance("acct", [bal, grants, 999]).grants] == ["d", "a", "b"]  # type: ignore[union-attr]
 
 
 def test_fail_modes() -> None:
@@ -168,3 +198,44 @@ def test_scripts_load_from_package() -> None:
         assert len(lua.sha) == 40 and "redis.call" in lua.source
     assert "local function prune" not in script("apply").source  # standalone hot path
     assert "local function prune" in script("check").source
+
+
+def test_instance_id_maps_to_static_group_membership(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from metering.topics import TopicNames
+    from projections import consumer
+
+    args = consumer.build_parser().parse_args(["--instance-id", "projection-0"])
+    assert args.instance_id == "projection-0"
+    assert consumer.build_parser().parse_args([]).instance_id is None
+
+    configs: list[dict[str, Any]] = []
+
+    class FakeConsumer:
+        def __init__(self, config: dict[str, Any]) -> None:
+            configs.append(config)
+
+        def subscribe(self, topics: list[str], on_revoke: Any = None) -> None:
+            pass
+
+    monkeypatch.setattr(consumer, "Consumer", FakeConsumer)
+    monkeypatch.setattr(consumer, "Producer", lambda config: None)
+    for instance_id in ("projection-0", None):
+        consumer.ProjectionConsumer(
+            bootstrap="127.0.0.1:1",
+            topics=TopicNames(),
+            client=None,  # type: ignore[arg-type]
+            prefix="mt:",
+            decode=json.loads,
+            instance_id=instance_id,
+        )
+    assert configs[0]["group.instance.id"] == "projection-0"
+    assert "group.instance.id" not in configs[1]
+
+    from consumers import sink
+
+    for main in (consumer.main, sink.main):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        assert "group.instance.id" in " ".join(capsys.readouterr().out.split())
