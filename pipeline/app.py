@@ -41,9 +41,11 @@ from pipeline.config_reload import EngineSource, LiveEngine
 from pipeline.core import BatchProcessor, Codecs, InMessage, PartitionOutput
 from pipeline.fast_avro import ledger_entry_head
 from pipeline.fast_consumer import batch_consumer_class
+from pipeline.id_store import IdStore, apply_chunks
 from pipeline.metrics import Metrics
 from pipeline.restore_check import last_seqs, mismatches
 from pipeline.settings import ProcessorConfig
+from pipeline.table_store import IDS_SCHEME as IDS_TABLE_STORE_SCHEME
 from pipeline.table_store import SCHEME as TABLE_STORE_SCHEME
 
 log = logging.getLogger("pipeline.app")
@@ -51,6 +53,7 @@ log = logging.getLogger("pipeline.app")
 faust_fixes.apply()
 
 TABLE_NAME = "accounts"
+IDS_TABLE_NAME = "event_ids"
 _FAUST_KEY_PREFIX = b"__faust"
 
 
@@ -81,7 +84,9 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
     topics = TopicNames(config.prefix)
     metrics = Metrics()
     live = LiveEngine(source, metrics)
-    processor = BatchProcessor(topics, live.current, make_codecs(config), metrics)
+    ids_ref: list[Any] = []
+    id_store = IdStore(lambda partition: ids_ref[0].data._db_for_partition(partition))
+    processor = BatchProcessor(topics, live.current, make_codecs(config), metrics, id_store)
     app = faust.App(
         config.app_id,
         broker=f"kafka://{config.bootstrap}",
@@ -126,6 +131,15 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
         value_type=bytes,
         options={"driver": "rocksdict"},
     )
+    ids_table = app.Table(
+        IDS_TABLE_NAME,
+        partitions=config.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        options={"driver": "rocksdict"},
+        store=f"{IDS_TABLE_STORE_SCHEME}://",
+    )
+    ids_ref.append(ids_table)
     source_topic = app.topic(
         topics.usage_events,
         topics.credit_commands,
@@ -134,7 +148,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
         partitions=config.partitions,
         internal=False,
     )
-    sink = _TransactionalSink(app, table, topics, metrics, processor)
+    sink = _TransactionalSink(app, table, ids_table, topics, metrics, processor)
 
     def load(partition: int, account_id: str) -> bytes | None:
         value: bytes | None = table.data._db_for_partition(partition).get(account_id.encode())
@@ -212,12 +226,14 @@ class _TransactionalSink:
         self,
         app: faust.App,
         table: Any,
+        ids_table: Any,
         topics: TopicNames,
         metrics: Metrics,
         processor: BatchProcessor,
     ) -> None:
         self.app = app
         self.table = table
+        self.ids_table = ids_table
         self.topics = topics
         self.metrics = metrics
         self.processor = processor
@@ -462,6 +478,14 @@ class _TransactionalSink:
                 await send(changelog, value=state, key=key, partition=partition)
                 batch.put(key, state)
             self.table.data._db_for_partition(partition).write(batch)
+        if out.id_chunks:
+            changelog = self.ids_table.changelog_topic.get_topic_name()
+            for key, value in out.id_chunks:
+                await send(changelog, value=value, key=key, partition=partition)
+            db = self.ids_table.data._db_for_partition(partition)
+            batch = WriteBatch(raw_mode=True)
+            apply_chunks(db, out.id_chunks, batch)
+            db.write(batch)
         self.metrics.entries += out.entries
 
     async def sweep(self, processor: BatchProcessor, now: int) -> None:

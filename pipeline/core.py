@@ -16,6 +16,7 @@ from metering.avro import AvroCodec, CodecError
 from metering.topics import TopicNames
 from pipeline.dlq import dead_letter
 from pipeline.fast_avro import make_ledger_entry_encoder, make_usage_event_decoder
+from pipeline.id_store import ChunkRecord, IdStore
 from pipeline.metrics import Metrics
 from pipeline.ports import EnginePort, InputError
 
@@ -47,6 +48,8 @@ class PartitionOutput:
     partition: int
     records: list[OutRecord] = field(default_factory=list)
     states: dict[str, bytes] = field(default_factory=dict)
+    id_chunks: list[ChunkRecord] = field(default_factory=list)
+    """Changelog records of the ``event_ids`` table (``pipeline.id_store``)."""
     entries: int = 0
 
 
@@ -74,8 +77,11 @@ class BatchProcessor:
         engine_ref: Callable[[], EnginePort],
         codecs: Codecs,
         metrics: Metrics,
+        ids: IdStore | None = None,
     ) -> None:
         self.topics = topics
+        self.ids = ids
+        """Where states remember event ids; None keeps them in each state (tests, benches)."""
         self._engine_ref = engine_ref
         self.codecs = codecs
         self.metrics = metrics
@@ -101,6 +107,8 @@ class BatchProcessor:
         """Forget cached states: all, or those of ``account_ids`` in ``partition``."""
         if partition is None:
             self._cache.clear()
+            if self.ids is not None:
+                self.ids.clear()
         else:
             for account_id in account_ids:
                 self._cache.pop((partition, account_id), None)
@@ -122,6 +130,7 @@ class BatchProcessor:
         ledger_topic = self.topics.credit_ledger
         alerts_topic = self.topics.credit_alerts
         processed = 0
+        ids = self.ids
         for msg in batch:
             out = outputs.get(msg.partition)
             if out is None:
@@ -141,6 +150,8 @@ class BatchProcessor:
                 if state is None:
                     raw = load(msg.partition, account_id)
                     state = engine.new_state(account_id) if raw is None else engine.load_state(raw)
+                    if ids is not None:
+                        engine.attach_ids(state, ids.view(msg.partition, account_id))
                 if is_usage:
                     step = engine.apply_usage(state, record, msg.timestamp_ms)
                 else:
@@ -162,6 +173,9 @@ class BatchProcessor:
             cache[slot] = state
         while len(cache) > STATE_CACHE_MAX:
             del cache[next(iter(cache))]
+        if ids is not None:
+            for partition, out in outputs.items():
+                out.id_chunks = ids.flush(partition)
         self.metrics.processed += processed
         self.metrics.observe_batch(len(batch))
         return outputs

@@ -68,6 +68,10 @@ class DomainEngine:
         data: bytes = state.to_bytes()
         return data
 
+    def attach_ids(self, state: Any, ids: Any) -> None:
+        ids.legacy = state.window  # ids a state carried before the store keep counting
+        state.attach_ids(ids)
+
     def state_seq(self, data: bytes) -> int:
         return AccountState.seq_of(data)
 

@@ -42,6 +42,10 @@ class EnginePort(Protocol):
 
     def dump_state(self, state: Any) -> bytes: ...
 
+    def attach_ids(self, state: Any, ids: Any) -> None:
+        """Make ``state`` remember usage event ids in ``ids`` (an id store's view of it)."""
+        ...
+
     def state_seq(self, data: bytes) -> int:
         """The ``seq`` of a dumped state (the restore check compares it with the ledger)."""
         ...

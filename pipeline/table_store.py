@@ -13,13 +13,20 @@ DB: the revocation handler commits their open transaction before the rebalance g
 from __future__ import annotations
 
 import shutil
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from faust.stores import STORES
 from faust.stores.rocksdb import Store
+from rocksdict import WriteBatch
+
+from pipeline.id_store import apply_chunks
 
 SCHEME = "metering-rocksdb"
-"""The table's store URL scheme (``metering-rocksdb://``)."""
+"""The account table's store URL scheme (``metering-rocksdb://``)."""
+IDS_SCHEME = "metering-ids-rocksdb"
+"""The event-id table's store URL scheme: its changelog carries chunks (``id_store``)."""
 
 
 class ChangelogRebuiltStore(Store):  # type: ignore[misc]  # faust is untyped
@@ -44,4 +51,26 @@ class ChangelogRebuiltStore(Store):  # type: ignore[misc]  # faust is untyped
         )
 
 
+class EventIdStore(ChangelogRebuiltStore):
+    """The ``event_ids`` table's store: a restored chunk becomes its ids' lookup keys too."""
+
+    def apply_changelog_batch(
+        self, batch: Iterable[Any], to_key: Callable[[Any], Any], to_value: Callable[[Any], Any]
+    ) -> None:
+        records: dict[int, list[tuple[bytes, bytes | None]]] = defaultdict(list)
+        offsets: dict[Any, int] = {}
+        for event in batch:
+            msg = event.message
+            offsets[msg.tp] = max(msg.offset, offsets.get(msg.tp, msg.offset))
+            records[msg.partition].append((msg.key, msg.value))
+        for partition, chunks in records.items():
+            db = self._db_for_partition(partition)
+            write = WriteBatch(raw_mode=True)
+            apply_chunks(db, chunks, write)
+            db.write(write)
+        for tp, offset in offsets.items():
+            self.set_persisted_offset(tp, offset)
+
+
 STORES.aliases[SCHEME] = f"{__name__}:ChangelogRebuiltStore"
+STORES.aliases[IDS_SCHEME] = f"{__name__}:EventIdStore"

@@ -23,10 +23,12 @@ class EngineConfig:
 
     late_grace_ms: int = HOUR_MS
     """A closed period still takes late usage for this long after it ends."""
-    dedupe_window_ms: int = DAY_MS
-    """How long processed event/command ids are remembered."""
-    dedupe_max_ids: int = 20_000
-    """Per-account cap on remembered ids (memory bound; see docs/engine.md)."""
+    dedupe_window_ms: int = 35 * DAY_MS
+    """How long processed usage event ids are remembered (account event time): the longest
+    backdating Stripe accepts. An event older than this is recorded, never charged."""
+    dedupe_max_ids: int | None = None
+    """An optional per-account cap on remembered ids, for the in-process window only; none by
+    default (a cap makes the window shrink as an account gets busier)."""
     expiring_notice_ms: int = 7 * DAY_MS
     """GRANT_EXPIRING goes out this long before a grant expires."""
     expiring_notice_sources: frozenset[str] = frozenset({"purchase", "promotion", "adjustment"})
@@ -40,7 +42,7 @@ class EngineConfig:
     priorities: Mapping[str, int] = field(default_factory=lambda: DEFAULT_PRIORITIES)
 
     def __post_init__(self) -> None:
-        if self.dedupe_max_ids < 1:
+        if self.dedupe_max_ids is not None and self.dedupe_max_ids < 1:
             raise ValidationError("dedupe_max_ids must be at least 1")
         if self.dedupe_window_ms < self.late_grace_ms:
             raise ValidationError("dedupe_window_ms must cover late_grace_ms")

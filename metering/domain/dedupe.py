@@ -1,4 +1,8 @@
-"""Bounded idempotency memory: which event/command ids an account has already processed.
+"""Idempotency memory: which usage event ids an account has already processed.
+
+The engine talks to an :class:`IdMemory`. :class:`DedupeWindow` is the in-process one, kept
+inside the account's state (the pure engine, tests, benchmarks); the processor gives each state
+a view of its own id store instead (``pipeline/id_store.py``), so the state blob stays small.
 
 Ids are stored as 8-byte BLAKE2b hashes (a false "duplicate" needs a 64-bit collision inside
 one account's window). Three flat ``array`` buffers, no per-id Python objects:
@@ -9,10 +13,12 @@ one account's window). Three flat ``array`` buffers, no per-id Python objects:
 That is 16 bytes per id in the FIFO plus 16-32 bytes in the table (load factor 1/4..1/2) in
 memory, and 16 bytes per id serialized.
 
-Ids leave the window when they are older than ``window_ms`` (account event time) or when the
-count cap is hit. ``watermark`` is the newest remembered-at time ever evicted: an event that
-occurred at or before it might have been forgotten, so the engine refuses to charge it
-(invariant 2, "debits at most once", wins over charging a very late event).
+Ids leave the window when they are older than ``window_ms`` (account event time) or, only when
+a cap is set, when the count cap is hit. ``watermark`` is the newest remembered-at time ever
+evicted: an event that occurred at or before it might have been forgotten, so the engine refuses
+to charge it (invariant 2, "debits at most once", wins over charging a very late event). Without
+a cap nothing is forgotten inside the window, and the engine's own rule (an event older than
+the window is never charged) is the only one.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import sys
 from array import array
 from hashlib import blake2b
+from typing import Protocol
 
 _NEVER = -(2**63)
 _MIN_TABLE = 8
@@ -29,6 +36,30 @@ def id_hash(value: str) -> int:
     """Stable (process-independent) non-zero 64-bit hash of an id."""
     h = int.from_bytes(blake2b(value.encode(), digest_size=8).digest(), "little")
     return h or 1
+
+
+class IdMemory(Protocol):
+    """What the engine needs of an account's remembered usage event ids."""
+
+    watermark: int
+    """The newest remembered-at time of an id forgotten before the window let it go (a count
+    cap): events at or before it are never charged. ``-2**63`` when nothing was."""
+
+    def seen(self, event_id: str) -> bool:
+        """True when ``event_id`` was remembered and not forgotten since."""
+        ...
+
+    def remember(self, event_id: str, at: int) -> None:
+        """Remember ``event_id`` (not yet seen) at account time ``at``."""
+        ...
+
+    def expire(self, horizon: int) -> None:
+        """Ids remembered before ``horizon`` may be forgotten from now on."""
+        ...
+
+    def __contains__(self, key: int) -> bool:
+        """Membership of a raw 64-bit hash (states written before command ids moved out)."""
+        ...
 
 
 class DedupeWindow:
@@ -46,7 +77,7 @@ class DedupeWindow:
         "window_ms",
     )
 
-    def __init__(self, window_ms: int, max_ids: int) -> None:
+    def __init__(self, window_ms: int, max_ids: int | None) -> None:
         self.window_ms = window_ms
         self.max_ids = max_ids
         self.watermark = _NEVER
@@ -72,6 +103,15 @@ class DedupeWindow:
                 return False
             i = (i + 1) & mask
 
+    def seen(self, event_id: str) -> bool:
+        return id_hash(event_id) in self
+
+    def remember(self, event_id: str, at: int) -> None:
+        self.add(id_hash(event_id), at)
+
+    def expire(self, horizon: int) -> None:
+        """Nothing to do: :meth:`add` evicts what the window let go."""
+
     def add(self, key: int, at: int) -> None:
         """Remember ``key`` (not yet present) at account time ``at``, then evict what expired."""
         self._keys.append(key)
@@ -86,7 +126,8 @@ class DedupeWindow:
             while table[i]:
                 i = (i + 1) & mask
             table[i] = key
-        if count > self.max_ids or self._times[self._head] < at - self.window_ms:
+        cap = self.max_ids
+        if (cap is not None and count > cap) or self._times[self._head] < at - self.window_ms:
             self._evict(at - self.window_ms)
 
     def _evict(self, horizon: int) -> None:
@@ -94,7 +135,8 @@ class DedupeWindow:
         times = self._times
         head = self._head
         last = len(times) - 1
-        while self._count > self.max_ids or (head < last and times[head] < horizon):
+        cap = self._count if self.max_ids is None else self.max_ids
+        while self._count > cap or (head < last and times[head] < horizon):
             if times[head] > self.watermark:
                 self.watermark = times[head]
             self._delete(keys[head])
@@ -160,7 +202,9 @@ class DedupeWindow:
         return head.tobytes() + keys.tobytes() + times.tobytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes | memoryview, window_ms: int, max_ids: int) -> DedupeWindow:
+    def from_bytes(
+        cls, data: bytes | memoryview, window_ms: int, max_ids: int | None
+    ) -> DedupeWindow:
         head = array("q")
         head.frombytes(data[:16])
         if sys.byteorder != "little":

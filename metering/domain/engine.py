@@ -11,7 +11,6 @@ See docs/engine.md for the rules (burn order, periods, overage, late events, ide
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from hashlib import blake2b as _blake2b
 
 from metering.domain.config import DEFAULT_CONFIG, EngineConfig
 from metering.domain.dedupe import id_hash
@@ -107,9 +106,8 @@ class CreditEngine:
         the overage policy. A duplicate ``event_id`` returns ``Outcome(duplicate=True)``.
         """
         event_id = event.event_id
-        key = int.from_bytes(_blake2b(event_id.encode(), digest_size=8).digest(), "little") or 1
         dedupe = state.dedupe
-        if key in dedupe:
+        if dedupe.seen(event_id):
             return Outcome(duplicate=True)
         if event.account_id != state.account_id:
             raise ValidationError(
@@ -127,8 +125,11 @@ class CreditEngine:
             if at >= state.next_wakeup:
                 self._advance(state, at, recorded_at, entries, alerts)
         clock = state.clock
-        stale = at <= dedupe.watermark
-        dedupe.add(key, clock)
+        # Outside the window: an earlier copy may be forgotten already, so never charge it.
+        horizon = clock - self.config.dedupe_window_ms
+        stale = at < horizon or at <= dedupe.watermark
+        dedupe.remember(event_id, clock)
+        dedupe.expire(horizon)
 
         # The period the usage belongs to (late events within the grace window: their own).
         period_start = state.period_start

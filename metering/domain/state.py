@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from metering.domain.config import DEFAULT_CONFIG, EngineConfig
-from metering.domain.dedupe import DedupeWindow
+from metering.domain.dedupe import DedupeWindow, IdMemory
 from metering.domain.errors import ValidationError
 from metering.domain.grants import NEVER, Grant
 from metering.domain.plans import NO_PLAN_TERMS_PLAN, Terms, resolve_terms
@@ -62,6 +62,7 @@ class AccountState:
         "topup_declines",
         "topup_pending_since",
         "topup_requests",
+        "window",
     )
 
     def __init__(self, account_id: str, dedupe: DedupeWindow) -> None:
@@ -92,7 +93,10 @@ class AccountState:
         self.topup_requests: list[int] = []
         self.topup_backoff_until = -(2**63)
         self.topup_declines = 0
-        self.dedupe = dedupe
+        self.dedupe: IdMemory = dedupe
+        """Remembered usage event ids: the window in this state, or a view of an id store that
+        the processor attaches (:meth:`attach_ids`); only the former is serialized."""
+        self.window = dedupe
         self.commands: set[int] = set()
         """Hashes of every command id applied to the account, kept for as long as the ledger
         (a re-sent command must never apply twice, however late). Commands are few per
@@ -104,6 +108,11 @@ class AccountState:
     @classmethod
     def new(cls, account_id: str, config: EngineConfig = DEFAULT_CONFIG) -> AccountState:
         return cls(account_id, DedupeWindow(config.dedupe_window_ms, config.dedupe_max_ids))
+
+    def attach_ids(self, ids: IdMemory) -> None:
+        """Remember event ids in ``ids`` from now on, not in this state's own window (which is
+        still serialized as it is: ids of states written before keep deduplicating)."""
+        self.dedupe = ids
 
     @property
     def started(self) -> bool:
@@ -160,8 +169,9 @@ class AccountState:
             ],
         }
         body = json.dumps(doc, separators=(",", ":")).encode()
-        head = _HEAD.pack(_MAGIC, len(body), self.dedupe.window_ms, self.dedupe.max_ids)
-        return head + body + self.dedupe.to_bytes()
+        window = self.window
+        head = _HEAD.pack(_MAGIC, len(body), window.window_ms, window.max_ids or 0)
+        return head + body + window.to_bytes()
 
     @staticmethod
     def seq_of(data: bytes) -> int:
@@ -177,11 +187,12 @@ class AccountState:
         """Inverse of :meth:`to_bytes`; ``config`` supplies the derived-field rules."""
         if data[:3] != _MAGIC:
             raise ValidationError("not an AccountState blob")
-        _, length, window_ms, max_ids = _HEAD.unpack_from(data)
+        _, length, _, _ = _HEAD.unpack_from(data)  # window and cap: the config's, not the blob's
         start = _HEAD.size
         doc = json.loads(data[start : start + length])
         view = memoryview(data)[start + length :]
-        state = cls(doc["a"], DedupeWindow.from_bytes(view, window_ms, max_ids))
+        window = DedupeWindow.from_bytes(view, config.dedupe_window_ms, config.dedupe_max_ids)
+        state = cls(doc["a"], window)
         state.seq = doc["s"]
         state.balance = doc["b"]
         state.overage = doc["o"]

@@ -50,6 +50,9 @@ class StubEngine:
     def dump_state(self, state: dict[str, Any]) -> bytes:
         return json.dumps(state).encode()
 
+    def attach_ids(self, state: dict[str, Any], ids: Any) -> None:
+        pass  # the stub keeps its own list of seen ids
+
     def state_seq(self, data: bytes) -> int:
         seq: int = json.loads(data)["seq"]
         return seq

@@ -1,0 +1,200 @@
+"""The processor's memory of usage event ids: per partition, outside the account states.
+
+Design invariant 2: an event id is charged exactly once while it is inside the idempotency
+window (35 days of account event time by default), however busy its account. Keeping the ids in
+the account's state made that state grow with traffic and be rewritten on every batch, and a cap
+on its size made the window shrink for the busiest accounts. Here each partition has its own
+RocksDB of ids (the faust table ``event_ids``), written in the same Kafka transaction as the
+ledger through that table's changelog.
+
+Layout (``P`` = 2-byte length + account id, ``h`` = 12-byte BLAKE2b of the event id):
+
+* ``P + b"i" + h`` -> ``b""``: the lookup key, one per remembered id (local only);
+* ``P + b"c" + newest + h0`` -> ``h h h ...``: a *chunk*, the ids one batch remembered for the
+  account (``newest`` = their latest remembered-at time, 8 bytes, order-preserving; ``h0`` = the
+  first id's hash, which makes the key unique). Chunks are what the changelog carries: one
+  record per account and batch, not one per event.
+
+Expiry: when an account's window horizon passes a chunk's ``newest``, the chunk and its ids are
+deleted and the chunk's key is tombstoned in the changelog. Chunks sort by ``newest`` within an
+account, so each is visited once. :func:`apply_chunks` is the one way both the live path and
+faust's restore turn changelog records into local keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from hashlib import blake2b
+from typing import Any
+
+HASH_BYTES = 12
+"""96 bits: a false duplicate inside one account's window needs a 96-bit collision."""
+_OFFSET = 1 << 63
+_NEVER = -(2**63)
+
+ChunkRecord = tuple[bytes, bytes | None]
+"""(chunk key, packed hashes) to write, or (chunk key, None) to delete: a changelog record."""
+
+
+def account_prefix(account_id: str) -> bytes:
+    raw = account_id.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def id_hash(event_id: str) -> bytes:
+    return blake2b(event_id.encode(), digest_size=HASH_BYTES).digest()
+
+
+def chunk_key(prefix: bytes, newest: int, first: bytes) -> bytes:
+    return prefix + b"c" + (newest + _OFFSET).to_bytes(8, "big") + first
+
+
+def chunk_newest(key: bytes, prefix_len: int) -> int:
+    start = prefix_len + 1
+    return int.from_bytes(key[start : start + 8], "big") - _OFFSET
+
+
+def _prefix_of(key: bytes) -> bytes:
+    return key[: 2 + int.from_bytes(key[:2], "big")]
+
+
+def apply_chunks(db: Any, records: Iterable[ChunkRecord], batch: Any) -> None:
+    """Add ``records`` (chunks and chunk tombstones) to ``batch``, a RocksDB write batch of
+    ``db``: a chunk and the lookup key of every id in it, or the removal of both."""
+    written: dict[bytes, bytes] = {}  # chunks put by this call: the batch is not readable
+    for key, value in records:
+        prefix = _prefix_of(key)
+        ids = prefix + b"i"
+        if value is None:
+            value = written.pop(key, None) or db.get(key)
+            batch.delete(key)
+            if value is None:
+                continue
+            for i in range(0, len(value), HASH_BYTES):
+                batch.delete(ids + value[i : i + HASH_BYTES])
+        else:
+            written[key] = value
+            batch.put(key, value)
+            for i in range(0, len(value), HASH_BYTES):
+                batch.put(ids + value[i : i + HASH_BYTES], b"")
+
+
+class IdStore:
+    """Ids of the partitions this worker owns: RocksDB plus the current batch's new ids."""
+
+    def __init__(self, db_for_partition: Callable[[int], Any]) -> None:
+        self._db_for = db_for_partition
+        self._new: dict[int, dict[bytes, list[bytes]]] = {}
+        """partition -> account prefix -> hashes remembered in the current batch"""
+        self._newest: dict[int, dict[bytes, int]] = {}
+        self._horizon: dict[int, dict[bytes, int]] = {}
+        self._oldest: dict[tuple[int, bytes], int] = {}
+        """(partition, prefix) -> the oldest chunk's ``newest`` still stored (purge skips)"""
+
+    def view(self, partition: int, account_id: str) -> StoreIds:
+        return StoreIds(self, partition, account_prefix(account_id))
+
+    def clear(self) -> None:
+        """Forget the current batch and cached bounds (a rebalance, or a batch given up)."""
+        self._new.clear()
+        self._newest.clear()
+        self._horizon.clear()
+        self._oldest.clear()
+
+    def contains(self, partition: int, prefix: bytes, h: bytes) -> bool:
+        new = self._new.get(partition)
+        if new is not None:
+            pending = new.get(prefix)
+            if pending is not None and h in pending:
+                return True
+        return self._db_for(partition).get(prefix + b"i" + h) is not None
+
+    def add(self, partition: int, prefix: bytes, h: bytes, at: int) -> None:
+        self._new.setdefault(partition, {}).setdefault(prefix, []).append(h)
+        newest = self._newest.setdefault(partition, {})
+        if newest.get(prefix, _NEVER) < at:
+            newest[prefix] = at
+
+    def expire(self, partition: int, prefix: bytes, horizon: int) -> None:
+        horizons = self._horizon.setdefault(partition, {})
+        if horizons.get(prefix, _NEVER) < horizon:
+            horizons[prefix] = horizon
+
+    def flush(self, partition: int) -> list[ChunkRecord]:
+        """The changelog records of the batch just processed in ``partition``: a chunk per
+        account that remembered ids, and a tombstone per chunk that left its window."""
+        records: list[ChunkRecord] = []
+        horizons = self._horizon.pop(partition, None)
+        if horizons:
+            db = self._db_for(partition)
+            for prefix, horizon in horizons.items():
+                records.extend(self._expired(db, partition, prefix, horizon))
+        new = self._new.pop(partition, None)
+        newest = self._newest.pop(partition, {})
+        if new:
+            for prefix, hashes in new.items():
+                at = newest[prefix]
+                records.append((chunk_key(prefix, at, hashes[0]), b"".join(hashes)))
+                slot = (partition, prefix)
+                if at < self._oldest.get(slot, at + 1):
+                    self._oldest[slot] = at
+        return records
+
+    def _expired(self, db: Any, partition: int, prefix: bytes, horizon: int) -> list[ChunkRecord]:
+        slot = (partition, prefix)
+        oldest = self._oldest.get(slot)
+        if oldest is not None and oldest >= horizon:
+            return []
+        start = prefix + b"c"
+        out: list[ChunkRecord] = []
+        self._oldest.pop(slot, None)
+        for key in db.keys(from_key=start):
+            if not key.startswith(start):
+                break
+            newest = chunk_newest(key, len(prefix))
+            if newest >= horizon:
+                self._oldest[slot] = newest
+                break
+            out.append((key, None))
+        return out
+
+
+class StoreIds:
+    """One account's remembered ids as the engine sees them (``metering.domain.IdMemory``).
+
+    ``legacy`` is the window the account's state carried before this store existed: its ids
+    are still honoured, so an upgrade never charges a redelivered event twice."""
+
+    __slots__ = ("_last", "_partition", "_prefix", "_store", "legacy", "watermark")
+
+    def __init__(self, store: IdStore, partition: int, prefix: bytes) -> None:
+        self._store = store
+        self._partition = partition
+        self._prefix = prefix
+        self._last: tuple[str, bytes] = ("", b"")
+        self.legacy: Any = None
+        self.watermark = _NEVER
+
+    def _hash(self, event_id: str) -> bytes:
+        last = self._last
+        if last[0] == event_id and last[1]:
+            return last[1]
+        h = id_hash(event_id)
+        self._last = (event_id, h)
+        return h
+
+    def seen(self, event_id: str) -> bool:
+        legacy = self.legacy
+        if legacy is not None and len(legacy) and legacy.seen(event_id):
+            return True
+        return self._store.contains(self._partition, self._prefix, self._hash(event_id))
+
+    def remember(self, event_id: str, at: int) -> None:
+        self._store.add(self._partition, self._prefix, self._hash(event_id), at)
+
+    def expire(self, horizon: int) -> None:
+        self._store.expire(self._partition, self._prefix, horizon)
+
+    def __contains__(self, key: int) -> bool:
+        legacy = self.legacy
+        return legacy is not None and key in legacy

@@ -1,0 +1,90 @@
+"""The processor's event-id store: chunks in the changelog, lookup keys locally, expiry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rocksdict import Options, Rdict, WriteBatch
+
+from pipeline.id_store import IdStore, apply_chunks
+
+HOUR = 3_600_000
+
+
+class Partitions:
+    """One RocksDB per partition, as the faust table keeps them; ``write`` is the live path."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.dbs: dict[int, Rdict] = {}
+
+    def db(self, partition: int) -> Rdict:
+        if partition not in self.dbs:
+            path = str(self.root / f"p{partition}")
+            self.dbs[partition] = Rdict(path, options=Options(raw_mode=True))
+        return self.dbs[partition]
+
+    def write(self, partition: int, records: list[Any]) -> None:
+        db = self.db(partition)
+        batch = WriteBatch(raw_mode=True)
+        apply_chunks(db, records, batch)
+        db.write(batch)
+
+
+def test_an_id_is_seen_in_its_batch_after_its_flush_and_after_a_restore(tmp_path: Path) -> None:
+    parts = Partitions(tmp_path / "live")
+    store = IdStore(parts.db)
+    view = store.view(0, "acct-1")
+    assert not view.seen("e1")
+    view.remember("e1", 1000)
+    assert view.seen("e1")  # the same batch
+    assert not store.view(0, "acct-2").seen("e1")  # ids are per account
+    records = store.flush(0)
+    assert len(records) == 1  # one chunk per account and batch
+    parts.write(0, records)
+    assert store.view(0, "acct-1").seen("e1")
+    restored = Partitions(tmp_path / "restored")
+    restored.write(0, records)  # what faust's restore does with the changelog
+    assert IdStore(restored.db).view(0, "acct-1").seen("e1")
+
+
+def test_ids_leave_once_the_horizon_passes_their_chunk(tmp_path: Path) -> None:
+    parts = Partitions(tmp_path / "live")
+    changelog: list[Any] = []
+    store = IdStore(parts.db)
+
+    def batch(at: int, *event_ids: str, horizon: int | None = None) -> None:
+        view = store.view(0, "a")
+        for event_id in event_ids:
+            assert not view.seen(event_id)
+            view.remember(event_id, at)
+        if horizon is not None:
+            view.expire(horizon)
+        records = store.flush(0)
+        parts.write(0, records)
+        changelog.extend(records)
+
+    batch(1 * HOUR, "old-1", "old-2")
+    batch(2 * HOUR, "mid")
+    batch(3 * HOUR, "new", horizon=2 * HOUR)  # the first chunk's newest (1 h) is before it
+    view = store.view(0, "a")
+    assert not view.seen("old-1") and not view.seen("old-2")
+    assert view.seen("mid") and view.seen("new")
+    tombstones = [key for key, value in changelog if value is None]
+    assert len(tombstones) == 1
+    # A restore of the whole changelog (chunk, then its tombstone) ends in the same place.
+    restored = Partitions(tmp_path / "restored")
+    restored.write(0, changelog)
+    again = IdStore(restored.db).view(0, "a")
+    assert not again.seen("old-1") and again.seen("mid") and again.seen("new")
+    assert sorted(restored.db(0).keys()) == sorted(parts.db(0).keys())
+
+
+def test_a_restore_batch_holding_a_chunk_and_its_tombstone_leaves_nothing(tmp_path: Path) -> None:
+    parts = Partitions(tmp_path)
+    store = IdStore(parts.db)
+    store.view(1, "a").remember("x", 5)
+    (chunk,) = store.flush(1)
+    parts.write(1, [chunk, (chunk[0], None)])
+    assert list(parts.db(1).keys()) == []
