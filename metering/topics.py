@@ -70,9 +70,20 @@ class TopicError(RuntimeError):
     """A topic could not be created, or exists with a shape the pipeline cannot use."""
 
 
+UNPROCESSED_INPUT_CONFIG: dict[str, str] = {"retention.ms": "-1"}
+"""Input and dead-letter topics are not deleted by time. Kafka's time retention goes by each
+record's own timestamp, which a producer may set to the event time: a backfill, a late
+re-send or a test input dated weeks ago would be deleted (the whole segment, the active one
+included) before the processor read it, and lost without a trace. Bound these topics with
+``retention.bytes`` instead when disk matters."""
+
+
 def topic_configs(names: TopicNames) -> dict[str, dict[str, str]]:
     """Per-topic configs beyond the broker defaults."""
-    return {names.credit_ledger: dict(LEDGER_CONFIG)}
+    configs = {names.credit_ledger: dict(LEDGER_CONFIG)}
+    for name in (names.usage_events, names.credit_commands, *names.dead_letter()):
+        configs[name] = dict(UNPROCESSED_INPUT_CONFIG)
+    return configs
 
 
 def create_topics(

@@ -137,7 +137,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
         key_type=bytes,
         value_type=bytes,
         options={"driver": "rocksdict"},
-        store=f"{IDS_TABLE_STORE_SCHEME}://",
+        store=f"{IDS_TABLE_STORE_SCHEME}:{IDS_TABLE_NAME}",  # "x://" alone is a false URL
     )
     ids_ref.append(ids_table)
     source_topic = app.topic(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -161,27 +162,31 @@ def _raw_baseline(bootstrap: str, topic: str, partitions: int, n: int) -> float:
     return n / elapsed
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="metering bench processor")
-    p.add_argument("--events", type=int, default=200_000)
-    p.add_argument("--accounts", type=int, default=1000)
-    p.add_argument("--partitions", type=int, default=6)
-    p.add_argument("--rate", type=int, default=5000, help="events/s for the latency phase")
-    p.add_argument("--latency-seconds", type=float, default=8.0)
-    p.add_argument("--batch-max", type=int, default=2000)
-    p.add_argument("--commit-interval", type=float, default=0.1, help="seconds")
-    p.add_argument("--batch-within", type=float, default=0.05, help="seconds")
-    p.add_argument("--json", action="store_true")
-    a = p.parse_args(argv)
-    settings = load_settings()
-    bootstrap = settings.kafka_bootstrap
+ZIPF_S = 1.4
+"""Zipf exponent of ``--skew zipf`` over 1,000 accounts: the busiest carries about a third."""
+EVENT_TIME_SPAN_MS = 3_600_000
+"""The throughput input's event times span one hour (id windows, clocks and expiry move)."""
+
+
+def _account_picker(rnd: random.Random, accounts: list[str], skew: str) -> Any:
+    if skew == "uniform":
+        return lambda: accounts[rnd.randrange(len(accounts))]
+    weights = [1.0 / (k + 1) ** ZIPF_S for k in range(len(accounts))]
+    cumulative = list(itertools.accumulate(weights))
+    return lambda: rnd.choices(accounts, cum_weights=cumulative)[0]
+
+
+def _phase(a: argparse.Namespace, bootstrap: str, skew: str, latency: bool) -> dict[str, Any]:
+    """One worker over fresh topics: throughput over ``a.events`` produced up front, the raw
+    baseline over the same topic, and (``latency``) latency at a fixed rate."""
     topics = TopicNames(f"bench{uuid.uuid4().hex[:8]}.")
     create_topics(bootstrap, topics, a.partitions)
     registry = load_registry()
     ucodec, ccodec = AvroCodec(registry, USAGE_EVENT), AvroCodec(registry, CREDIT_COMMAND)
     rnd = random.Random(1)
-    t0 = int(time.time() * 1000) - 60_000
+    t0 = int(time.time() * 1000) - 2 * EVENT_TIME_SPAN_MS
     accounts = [f"acct-{i:05d}" for i in range(a.accounts)]
+    pick = _account_picker(rnd, accounts, skew)
 
     # -- input, up front, and the fold's count of the entries it must produce --------------------
     engine = DomainEngine.from_files()
@@ -200,14 +205,18 @@ def main(argv: list[str]) -> int:
         expected += len(engine.apply_command(states[acct], cmd, t0).entries)
         _produce(producer, topics.credit_commands, acct, ccodec.encode(cmd), t0)
     producer.flush(60)
+    per_account: dict[str, int] = {}
     for i in range(a.events):
-        acct = accounts[rnd.randrange(len(accounts))]
-        record = _usage(rnd, i, acct, t0 + 1 + i // 1000)
-        expected += len(engine.apply_usage(states[acct], record, t0 + 1).entries)
-        _produce(producer, topics.usage_events, acct, ucodec.encode(record), t0 + 1)
+        acct = pick()
+        per_account[acct] = per_account.get(acct, 0) + 1
+        at = t0 + 1 + i * EVENT_TIME_SPAN_MS // a.events
+        record = _usage(rnd, i, acct, at)
+        expected += len(engine.apply_usage(states[acct], record, at).entries)
+        _produce(producer, topics.usage_events, acct, ucodec.encode(record), at)
     producer.flush(120)
 
     port = _free_port()
+    latencies: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         args = worker_command(
             bootstrap,
@@ -223,8 +232,6 @@ def main(argv: list[str]) -> int:
             str(a.batch_max),
             "--commit-interval",
             str(a.commit_interval),
-            "--batch-within",
-            str(a.batch_within),
         )
         log = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115
         worker = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ))
@@ -247,33 +254,8 @@ def main(argv: list[str]) -> int:
             events_per_s = a.events / elapsed
 
             raw = _raw_baseline(bootstrap, topics.usage_events, a.partitions, a.events)
-
-            # -- latency at a fixed rate --------------------------------------------------------
-            lat = _LedgerCounter(bootstrap, topics.credit_ledger, a.partitions, True)
-            lat.start()
-            total = int(a.rate * a.latency_seconds)
-            begin = time.perf_counter()
-            for i in range(total):
-                target = begin + i / a.rate
-                delay = target - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-                acct = accounts[rnd.randrange(len(accounts))]
-                now = int(time.time() * 1000)
-                _produce(
-                    producer,
-                    topics.usage_events,
-                    acct,
-                    ucodec.encode(_usage(rnd, i, acct, now, "lat")),
-                    now,
-                )
-                producer.poll(0)
-            producer.flush(30)
-            deadline = time.monotonic() + 30
-            while len(lat.latencies) < total and time.monotonic() < deadline:
-                time.sleep(0.05)
-            lat.stop.set()
-            lat.join()
+            if latency:
+                latencies = _latency(a, bootstrap, topics, producer, ucodec, rnd, accounts)
         finally:
             worker.send_signal(signal.SIGTERM)
             try:
@@ -283,7 +265,78 @@ def main(argv: list[str]) -> int:
             log.close()
     with contextlib.suppress(Exception):
         delete_topics(bootstrap, topics)
-    latencies = sorted(lat.latencies)
+    return {
+        "events": a.events,
+        "ledger_entries": expected,
+        "seconds": round(elapsed, 3),
+        "events_per_s": round(events_per_s),
+        "raw_events_per_s": round(raw),
+        "ratio": round(events_per_s / raw, 3),
+        "busiest_account_share": round(max(per_account.values()) / a.events, 3),
+        "event_time_span_s": EVENT_TIME_SPAN_MS // 1000,
+        "latencies": sorted(latencies),
+    }
+
+
+def _latency(
+    a: argparse.Namespace,
+    bootstrap: str,
+    topics: TopicNames,
+    producer: Producer,
+    ucodec: AvroCodec,
+    rnd: random.Random,
+    accounts: list[str],
+) -> list[float]:
+    """Ledger latency of events produced at ``a.rate`` a second (``occurred_at`` = send time)."""
+    lat = _LedgerCounter(bootstrap, topics.credit_ledger, a.partitions, True)
+    lat.start()
+    total = int(a.rate * a.latency_seconds)
+    begin = time.perf_counter()
+    for i in range(total):
+        target = begin + i / a.rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        acct = accounts[rnd.randrange(len(accounts))]
+        now = int(time.time() * 1000)
+        _produce(
+            producer,
+            topics.usage_events,
+            acct,
+            ucodec.encode(_usage(rnd, i, acct, now, "lat")),
+            now,
+        )
+        producer.poll(0)
+    producer.flush(30)
+    deadline = time.monotonic() + 30
+    while len(lat.latencies) < total and time.monotonic() < deadline:
+        time.sleep(0.05)
+    lat.stop.set()
+    lat.join()
+    return lat.latencies
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="metering bench processor")
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--accounts", type=int, default=1000)
+    p.add_argument("--partitions", type=int, default=6)
+    p.add_argument("--rate", type=int, default=5000, help="events/s for the latency phase")
+    p.add_argument("--latency-seconds", type=float, default=8.0)
+    p.add_argument("--batch-max", type=int, default=2000)
+    p.add_argument("--commit-interval", type=float, default=0.1, help="seconds")
+    p.add_argument(
+        "--skew",
+        choices=["uniform", "zipf"],
+        default="uniform",
+        help="zipf: also a run where accounts are Zipf-distributed (the busiest carries about "
+        "a third of the events), reported beside the uniform run's figures",
+    )
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    bootstrap = load_settings().kafka_bootstrap
+    uniform = _phase(a, bootstrap, "uniform", latency=True)
+    latencies = uniform.pop("latencies")
 
     def pct(q: float) -> float:
         return (
@@ -293,18 +346,18 @@ def main(argv: list[str]) -> int:
         )
 
     result = {
-        "events": a.events,
-        "ledger_entries": expected,
-        "seconds": round(elapsed, 3),
-        "events_per_s": round(events_per_s),
-        "raw_events_per_s": round(raw),
-        "ratio": round(events_per_s / raw, 3),
+        **uniform,
         "latency_rate_per_s": a.rate,
         "latency_samples": len(latencies),
         "p50_ms": pct(0.50),
         "p99_ms": pct(0.99),
         "exactly_once": True,
     }
+    if a.skew == "zipf":
+        zipf = _phase(a, bootstrap, "zipf", latency=False)
+        zipf.pop("latencies")
+        zipf["vs_uniform"] = round(zipf["events_per_s"] / uniform["events_per_s"], 3)
+        result["zipf"] = zipf
     if not a.json:
         print(
             f"processor: {result['events_per_s']:,} events/s vs raw {result['raw_events_per_s']:,}"

@@ -102,10 +102,40 @@ def _setup(engine: CreditEngine, rng: random.Random, accounts: int) -> dict[str,
 
 def _dedupe_bytes(ids: int) -> tuple[float, float]:
     """(in-memory, serialized) bytes per remembered id for a window holding ``ids`` ids."""
-    window = DedupeWindow(window_ms=10**12, max_ids=ids)
+    window = DedupeWindow(window_ms=10**12, max_ids=None)
     for i in range(ids):
         window.add(id_hash(f"evt-{i:012d}"), _START + i)
     return window.memory_bytes() / len(window), len(window.to_bytes()) / len(window)
+
+
+def _id_store_bytes(ids: int, accounts: int = 100, batch: int = 20) -> tuple[float, float]:
+    """(on disk, in the changelog) bytes per id of the processor's event-id store
+    (``pipeline.id_store``): ``ids`` ids over ``accounts`` accounts, ``batch`` ids per account
+    and batch, RocksDB flushed and compacted as it settles."""
+    import tempfile
+    from pathlib import Path
+
+    from rocksdict import Options, Rdict, WriteBatch
+
+    from pipeline.id_store import IdStore, apply_chunks
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Rdict(tmp, options=Options(raw_mode=True))
+        store = IdStore(lambda partition: db)
+        changelog = 0
+        for start in range(0, ids, batch * accounts):
+            for n in range(start, min(ids, start + batch * accounts)):
+                store.view(0, f"acct-{n % accounts:06d}").remember(f"evt-{n:012d}", _START + n)
+            records = store.flush(0)
+            changelog += sum(len(k) + len(v or b"") for k, v in records)
+            write = WriteBatch(raw_mode=True)
+            apply_chunks(db, records, write)
+            db.write(write)
+        db.flush()
+        db.compact_range(None, None)
+        disk = sum(f.stat().st_size for f in Path(tmp).glob("*.sst"))
+        db.close()
+    return disk / ids, changelog / ids
 
 
 def run(events: int, accounts: int, seed: int) -> dict[str, Any]:
@@ -153,6 +183,7 @@ def run(events: int, accounts: int, seed: int) -> dict[str, Any]:
         AccountState.from_bytes(blob)
     roundtrip_us = (time.perf_counter() - t0) / accounts * 1e6
     mem_per_id, wire_per_id = _dedupe_bytes(100_000)
+    disk_per_id, changelog_per_id = _id_store_bytes(200_000)
 
     events_per_s = events / engine_s
     baseline_per_s = events / baseline_s
@@ -161,8 +192,12 @@ def run(events: int, accounts: int, seed: int) -> dict[str, Any]:
         "baseline_price_only_per_s": round(baseline_per_s),
         "ratio_vs_baseline": round(events_per_s / baseline_per_s, 3),
         "duplicates_per_s": round(events / dedupe_s),
-        "bytes_per_dedupe_id": round(mem_per_id, 1),
-        "bytes_per_dedupe_id_serialized": round(wire_per_id, 1),
+        "bytes_per_event_id_memory": round(mem_per_id, 1),
+        "bytes_per_event_id_memory_target": 64,
+        "bytes_per_event_id_serialized": round(wire_per_id, 1),
+        "bytes_per_event_id_disk": round(disk_per_id, 1),
+        "bytes_per_event_id_disk_target": 48,
+        "bytes_per_event_id_changelog": round(changelog_per_id, 1),
         "state_roundtrip_us": round(roundtrip_us, 1),
         "state_bytes_avg": round(sum(map(len, blobs)) / accounts),
         "events": events,

@@ -254,7 +254,7 @@ class Worker:
             "--commit-interval",
             "0.1",
             "--loglevel",
-            "warning",
+            os.environ.get("METERING_TEST_WORKER_LOGLEVEL", "warning"),
             *extra,
         )
         self.proc: subprocess.Popen[bytes] | None = None
