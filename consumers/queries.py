@@ -2,9 +2,12 @@
 
 Every filter value travels as a server-side bound parameter (``{name:Type}`` with
 clickhouse-connect ``parameters=``), never spliced into the SQL text; only the group-by
-column is chosen from a fixed whitelist. Reads go through the ``usage_daily`` rollup, whose
-rows are partial sums until merged, hence ``sum``/``sumMap`` with ``GROUP BY`` everywhere.
-Periods are half-open ``[start, end)`` days in UTC.
+column is chosen from a fixed whitelist. Reads go through the ``usage_daily`` view (migration
+0003), one row per (account, subject, feature, model, day), summed here with ``sum``/``sumMap``
+and ``GROUP BY``. ``events`` and ``units`` count accepted usage events once (the ledger
+decides); see docs/clickhouse.md. The view also has rows holding only records the ledger never
+accepted (``usage_records``, ``rejected_events``); these reads skip them
+(``events != 0 OR credits != 0``). Periods are half-open ``[start, end)`` days in UTC.
 """
 
 from __future__ import annotations
@@ -26,40 +29,60 @@ SELECT {dim} AS key,
        sumMap(units) AS units
 FROM usage_daily
 WHERE account_id = {{account:String}} AND day >= {{start:Date}} AND day < {{end:Date}}
+  AND (usage_daily.events != 0 OR usage_daily.credits != 0)
 GROUP BY key
 ORDER BY credits DESC, events DESC, key
 """
 
 _USAGE_BY_RAW = """
 SELECT key, sum(credits) AS credits, sum(overage_credits) AS overage_credits,
-       sum(events) AS events, sumMap(units) AS units
+       sum(events) AS events, mapFilter((k, v) -> v != 0, sumMap(units)) AS units
 FROM (
-    SELECT {dim} AS key, toInt64(0) AS credits, toInt64(0) AS overage_credits,
-           count() AS events, sumMap(units) AS units
-    FROM usage_events
-    WHERE account_id = {{account:String}}
-      AND occurred_at >= toDateTime64({{start:Date}}, 3, 'UTC')
-      AND occurred_at < toDateTime64({{end:Date}}, 3, 'UTC')
-    GROUP BY key
-    UNION ALL
     SELECT {dim} AS key, toInt64(-sum(amount)) AS credits,
            toInt64(-sumIf(amount, type = 'OVERAGE')) AS overage_credits,
-           toUInt64(0) AS events, CAST(map(), 'Map(String, Int64)') AS units
+           uniqExact(cause_id) AS events, CAST(map(), 'Map(String, Int64)') AS units
     FROM ledger_entries
     WHERE account_id = {{account:String}} AND type IN ('USAGE_DEBIT', 'OVERAGE')
       AND occurred_at >= toDateTime64({{start:Date}}, 3, 'UTC')
       AND occurred_at < toDateTime64({{end:Date}}, 3, 'UTC')
     GROUP BY key
+    UNION ALL
+    SELECT {dim} AS key, toInt64(0) AS credits, toInt64(0) AS overage_credits,
+           toUInt64(0) AS events, sumMap(units) AS units
+    FROM (
+        SELECT subject_key AS subject, feature, model, units
+        FROM (
+            SELECT if(subject = '', 'default', subject) AS subject_key, feature, model, units,
+                   cityHash64(subject_key, feature, model, occurred_at, event_id) AS event_key
+            FROM usage_events
+            WHERE account_id = {{account:String}}
+              AND occurred_at >= toDateTime64({{start:Date}}, 3, 'UTC')
+              AND occurred_at < toDateTime64({{end:Date}}, 3, 'UTC')
+        )
+        WHERE event_key IN (
+            SELECT cityHash64(subject, feature, model, occurred_at, cause_id)
+            FROM ledger_entries
+            WHERE account_id = {{account:String}} AND type IN ('USAGE_DEBIT', 'OVERAGE')
+              AND occurred_at >= toDateTime64({{start:Date}}, 3, 'UTC')
+              AND occurred_at < toDateTime64({{end:Date}}, 3, 'UTC'))
+        LIMIT 1 BY event_key
+    )
+    GROUP BY key
 )
 GROUP BY key
 ORDER BY credits DESC, events DESC, key
 """
+"""The same answer as ``_USAGE_BY`` from the history tables alone: credits from the ledger,
+events = distinct causes of USAGE_DEBIT/OVERAGE entries, units = one record of each accepted
+event (its usage record with the ledger entry's subject, feature, model, time and event id;
+re-sent copies count once, records the ledger never accepted not at all)."""
 
 _DAILY = """
 SELECT day, sum(credits) AS credits, sum(events) AS events, sumMap(units) AS units
 FROM usage_daily
 WHERE account_id = {account:String} AND day >= {start:Date} AND day < {end:Date}
   AND ({subject:Nullable(String)} IS NULL OR subject = {subject:Nullable(String)})
+  AND (usage_daily.events != 0 OR usage_daily.credits != 0)
 GROUP BY day
 ORDER BY day
 """
@@ -69,6 +92,7 @@ SELECT account_id AS key, sum(credits) AS credits, sum(overage_credits) AS overa
        sum(events) AS events, sumMap(units) AS units
 FROM usage_daily
 WHERE day >= {start:Date} AND day < {end:Date}
+  AND (usage_daily.events != 0 OR usage_daily.credits != 0)
 GROUP BY key
 ORDER BY credits DESC, events DESC, key
 LIMIT {limit:UInt32}
@@ -79,6 +103,7 @@ SELECT subject AS key, sum(credits) AS credits, sum(overage_credits) AS overage_
        sum(events) AS events, uniqExact(account_id) AS accounts
 FROM usage_daily
 WHERE day >= {start:Date} AND day < {end:Date}
+  AND (usage_daily.events != 0 OR usage_daily.credits != 0)
 GROUP BY key
 ORDER BY credits DESC, key
 """
@@ -112,7 +137,8 @@ def usage_by(
 ) -> list[dict[str, Any]]:
     """Credits (micro), overage, events and units per subject/feature/model of one account.
 
-    ``raw=True`` answers from the history tables instead of the rollup (same result).
+    ``events``/``units``: accepted usage events, each once. ``raw=True`` answers from the
+    history tables instead of the rollup (same result; it reads every event of the period).
     """
     sql = (_USAGE_BY_RAW if raw else _USAGE_BY).format(dim=_dimension(by))
     return _rows(client, sql, {"account": account, **period.params()})

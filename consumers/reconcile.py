@@ -1,13 +1,19 @@
 """``metering reconcile``: per-account totals must agree across the ledger topic (the event store),
-ClickHouse (raw ``ledger_entries`` and the ``usage_daily`` rollup) and Redis balances.
+ClickHouse (raw ``ledger_entries`` and the ``usage_daily`` rollup) and Redis balances, and the
+ledger itself must be sound.
 
 Checks, per account:
+- the ledger topic on its own (``consumers.ledger_audit``, in the same pass over the topic):
+  gap-free ``seq`` from 1, unique ``entry_id``, the ``balance_after`` / ``overage_after``
+  chains and each grant's remaining within ``[0, amount]``; stores that agree with each other
+  cannot vouch for a ledger that is wrong everywhere;
 - ClickHouse raw ledger vs the topic: entry count, net amount, usage credits, last seq and the
   balance after it (a duplicate, missing or altered row shows up here);
 - rollup vs raw: usage credits per (subject, day) (invariant 4);
 - Redis ``available`` vs the topic's last ``balance_after`` (skipped with ``--no-redis``).
 
-Exit status 1 and one line per mismatch when anything differs; 0 when all agree.
+``--ledger-only`` runs the ledger audit alone (no ClickHouse, no Redis).
+Exit status 1 and one line per violation or mismatch when anything is wrong; 0 when all agree.
 """
 
 from __future__ import annotations
@@ -15,13 +21,18 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clickhouse_connect.driver.client import Client
 
 from consumers.clickhouse import DEFAULT_DATABASE, connect
+from consumers.ledger_audit import LedgerAudit, Violation
+from metering.domain.records import LedgerEntry
+
+if TYPE_CHECKING:
+    from metering.avro.registry import SchemaRegistry
 
 SPEND_TYPES = frozenset({"USAGE_DEBIT", "OVERAGE"})
 BalanceReader = Callable[[Iterable[str]], Mapping[str, int | None]]
@@ -61,10 +72,13 @@ class Mismatch:
 class Report:
     accounts: int = 0
     mismatches: list[Mismatch] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    """Broken invariants of the ledger itself (``consumers.ledger_audit``)."""
+    ledger_entries: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.mismatches
+        return not self.mismatches and not self.violations
 
 
 def totals_from_entries(entries: Iterable[Mapping[str, Any]]) -> dict[str, AccountTotals]:
@@ -111,6 +125,37 @@ def read_ledger_topic(
                     ends.pop(p, None)
     finally:
         consumer.close()
+
+
+def audited(
+    records: Iterable[Mapping[str, Any]], audit: LedgerAudit
+) -> Iterator[Mapping[str, Any]]:
+    """Pass decoded ledger records through unchanged, feeding each to ``audit`` on the way."""
+    for record in records:
+        audit.add(LedgerEntry.from_record(record))
+        yield record
+
+
+def audit_ledger_topic(
+    bootstrap: str, topic: str, registry: SchemaRegistry | None = None
+) -> list[Violation]:
+    """Every violation of the ledger's own invariants in ``topic`` (empty: the ledger is sound).
+
+    Reads every partition to its end (read_committed). For tests, after a pipeline run::
+
+        violations = audit_ledger_topic(kafka_bootstrap, topics.credit_ledger)
+        assert not violations, "\\n".join(map(str, violations))
+
+    ``registry`` defaults to the configured one (``load_registry(load_settings())``).
+    """
+    from metering.avro import LEDGER_ENTRY, AvroCodec, load_registry
+    from metering.config import load_settings
+
+    codec = AvroCodec(registry or load_registry(load_settings()), LEDGER_ENTRY)
+    audit = LedgerAudit()
+    for _ in audited(read_ledger_topic(bootstrap, topic, codec.decode), audit):
+        pass
+    return audit.violations
 
 
 def clickhouse_totals(client: Client) -> dict[str, AccountTotals]:
@@ -204,16 +249,21 @@ def compare(
 
 
 def reconcile(
-    client: Client,
+    client: Client | None,
     ledger_entries: Iterable[Mapping[str, Any]],
     balances: BalanceReader | None = None,
 ) -> Report:
-    return compare(
-        totals_from_entries(ledger_entries),
-        clickhouse_totals(client),
-        rollup_vs_raw(client),
-        balances,
-    )
+    """Audit the ledger and compare it with ClickHouse (``client``; None: ledger audit only)
+    and Redis (``balances``; None: skipped). The topic is read once for both."""
+    audit = LedgerAudit()
+    ledger = totals_from_entries(audited(ledger_entries, audit))
+    if client is None:
+        report = Report(accounts=len(ledger))
+    else:
+        report = compare(ledger, clickhouse_totals(client), rollup_vs_raw(client), balances)
+    report.violations = audit.violations
+    report.ledger_entries = audit.entries
+    return report
 
 
 def main(argv: list[str]) -> int:
@@ -225,22 +275,35 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--database", default=DEFAULT_DATABASE)
     parser.add_argument("--topic-prefix", default="")
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis balance check")
+    parser.add_argument(
+        "--ledger-only",
+        action="store_true",
+        help="only audit the ledger topic itself (no ClickHouse, no Redis)",
+    )
     args = parser.parse_args(argv)
     settings = load_settings()
     codec = AvroCodec(load_registry(settings), LEDGER_ENTRY)
     topic = TopicNames(args.topic_prefix).credit_ledger
     report = reconcile(
-        connect(settings.clickhouse_url, args.database),
+        None if args.ledger_only else connect(settings.clickhouse_url, args.database),
         read_ledger_topic(settings.kafka_bootstrap, topic, codec.decode),
-        None if args.no_redis else redis_balances(settings.redis_url),
+        None if args.no_redis or args.ledger_only else redis_balances(settings.redis_url),
     )
-    for mismatch in report.mismatches:
-        print(f"MISMATCH {mismatch}")
-    bad = sorted({m.account for m in report.mismatches})
+    for violation in report.violations:
+        print(violation)
+    broken = sorted({v.account for v in report.violations})
     print(
-        f"reconcile: {report.accounts} accounts, {len(bad)} mismatched"
-        + (f": {', '.join(bad)}" if bad else "")
+        f"ledger audit: {report.ledger_entries} entries, {len(report.violations)} violations"
+        + (f" in {len(broken)} accounts: {', '.join(broken)}" if broken else "")
     )
+    if not args.ledger_only:
+        for mismatch in report.mismatches:
+            print(f"MISMATCH {mismatch}")
+        bad = sorted({m.account for m in report.mismatches})
+        print(
+            f"reconcile: {report.accounts} accounts, {len(bad)} mismatched"
+            + (f": {', '.join(bad)}" if bad else "")
+        )
     return 0 if report.ok else 1
 
 

@@ -1,7 +1,8 @@
 """Versioned ClickHouse schema: ``NNNN_name.sql`` files here, applied in order, recorded in
-``schema_migrations``. Every statement is ``IF NOT EXISTS`` so a migration interrupted halfway
-is simply re-run; the record only says it completed. The SQL is plain ClickHouse (no chDB-only
-features) and unqualified, so it lands in the client's database.
+``schema_migrations``. Every statement can run again (``CREATE ... IF NOT EXISTS``, ``DROP ... IF
+EXISTS``, and backfills into tables the same migration truncates first), so a migration
+interrupted halfway is simply re-run; the record only says it completed. The SQL is plain
+ClickHouse (no chDB-only features) and unqualified, so it lands in the client's database.
 
 CLI: ``metering clickhouse migrate [--database DB]`` and ``metering clickhouse status``.
 """

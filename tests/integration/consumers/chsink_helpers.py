@@ -37,9 +37,19 @@ def make_dataset(accounts: list[str], events_per_account: int) -> Dataset:
     for a_idx, account in enumerate(accounts):
         balance = 1_000 * 1_000_000
         seq = 1
-        data.ledger.append(
-            ledger_entry(account, seq, "GRANT_CREATED", balance, balance, f"grant-{account}", T0)
-        )
+        grant_id = f"grant-{account}"
+        created = ledger_entry(account, seq, "GRANT_CREATED", balance, balance, grant_id, T0)
+        created["allocations"] = [{"grant_id": grant_id, "amount": balance}]
+        created["grant"] = {
+            "grant_id": grant_id,
+            "source": "purchase",
+            "amount": balance,
+            "priority": 0,
+            "effective_at": T0,
+            "expires_at": None,
+            "cost_basis_micros": None,
+        }
+        data.ledger.append(created)  # a sound ledger: reconcile audits it
         for i in range(events_per_account):
             at = T0 + (i % 5) * DAY_MS + i
             subject = SUBJECTS[(i + a_idx) % len(SUBJECTS)]

@@ -67,7 +67,11 @@ def dlq_records(bootstrap: str, topic: str) -> list[dict[str, bytes]]:
 
 
 def assert_rollups_match_raw(client: Any) -> None:
-    """Every (account, subject, feature, model, day) of the rollup equals the raw aggregate."""
+    """Every (account, subject, feature, model, day) of the rollup equals the raw aggregate.
+
+    Every usage record of these datasets is sent once and debited once, so counting records
+    here counts accepted events (test_clickhouse_accepted_usage covers copies and refusals).
+    """
     rollup = client.query(
         "SELECT account_id, subject, feature, model, day, sum(credits), sum(events), "
         "sumMap(units) FROM usage_daily GROUP BY ALL ORDER BY ALL"

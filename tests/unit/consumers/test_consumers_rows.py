@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from consumers.migrations import load_migrations
@@ -71,12 +73,59 @@ def test_ledger_row_flattens_grant_terms_and_allocations() -> None:
     assert values["subject"] == "" and values["price_version"] == ""
 
 
+_CODE_START = re.compile(r"^(?:\s*--[^\n]*\n)*\s*", re.MULTILINE)
+_INSERT_INTO = re.compile(r"^INSERT INTO (\w+)")
+_TRUNCATE = re.compile(r"^TRUNCATE TABLE IF EXISTS (\w+)")
+_STREAM_TARGETS = re.compile(
+    r"^CREATE MATERIALIZED VIEW IF NOT EXISTS \w+ TO (\w+) AS\s+SELECT.*?FROM (\w+)", re.S
+)
+
+
 def test_migrations_are_ordered_and_split_into_statements() -> None:
     migrations = load_migrations()
     assert [m.version for m in migrations] == sorted(m.version for m in migrations)
-    statements = [s for m in migrations for s in m.statements()]
-    assert all("IF NOT EXISTS" in s for s in statements)
-    assert not any(s.rstrip().endswith(";") for s in statements)
+    for migration in migrations:
+        truncated: set[str] = set()
+        feeds: dict[str, set[str]] = {}  # source table -> tables its views write to
+        for statement in migration.statements():
+            assert not statement.rstrip().endswith(";")
+            code = _CODE_START.sub("", statement, count=1)
+            # Re-runnable, so a migration interrupted halfway is simply applied again.
+            if code.startswith("CREATE"):
+                assert "IF NOT EXISTS" in code.split("(", 1)[0].split(" AS", 1)[0], code[:80]
+            elif code.startswith("DROP"):
+                assert code.startswith(("DROP VIEW IF EXISTS", "DROP TABLE IF EXISTS")), code
+            elif (match := _TRUNCATE.match(code)) is not None:
+                truncated.add(match[1])
+            else:
+                # A backfill lands only in tables emptied earlier in the same migration.
+                match = _INSERT_INTO.match(code)
+                assert match is not None, code[:80]
+                targets = feeds.get(match[1], {match[1]})
+                assert targets <= truncated, (match[1], targets, truncated)
+            if (view := _STREAM_TARGETS.match(code)) is not None:
+                feeds.setdefault(view[2], set()).add(view[1])
+
+
+def test_migration_0003_backfill_matches_its_views() -> None:
+    """Each backfill runs the exact query of a view writing to the same table."""
+    migration = next(m for m in load_migrations() if m.version == 3)
+    views: set[tuple[str, str]] = set()
+    inserts: list[tuple[str, str]] = []
+    for statement in migration.statements():
+        code = _CODE_START.sub("", statement, count=1)
+        view = re.match(r"CREATE MATERIALIZED VIEW IF NOT EXISTS \w+ TO (\w+) AS\n", code)
+        insert = re.match(r"INSERT INTO (\w+)\n", code)
+        if view is not None:
+            views.add((view[1], code[view.end() :]))
+        elif insert is not None:
+            inserts.append((insert[1], code[insert.end() :]))
+    assert [t for t, _ in inserts] == [
+        "usage_daily_totals",
+        "usage_event_balance",
+        "ledger_usage_stream",
+    ]
+    assert all(insert in views for insert in inserts)
 
 
 def test_format_credits_is_exact() -> None:
