@@ -498,6 +498,8 @@ class _TransactionalSink:
             if tp.topic == self.topics.usage_events
         )
         for partition in actives:
+            if partition not in self._verified:
+                continue  # restored state not yet checked against the ledger
             try:
                 lock, txp = self._transaction(partition)
             except KeyError:

@@ -23,6 +23,7 @@ SELECT subject, feature,
 FROM usage_daily
 WHERE account_id = {account:String} AND day >= {start:Date} AND day < {end:Date}
 GROUP BY subject, feature
+HAVING events != 0 OR credits != 0
 ORDER BY subject, feature
 """
 
