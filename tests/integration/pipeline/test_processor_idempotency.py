@@ -104,3 +104,67 @@ def test_a_busy_account_is_charged_exactly_once_for_every_event(
     events = int(rate * 2 * 3600)
     assert len(charged) == events and set(charged.values()) == {1}
     assert not [e for e in entries if e["type"] == "USAGE_REJECTED"]
+
+
+def test_every_command_kind_re_sent_a_week_later_changes_nothing(
+    kafka_bootstrap: str, topics: TopicNames, tmp_path: Path
+) -> None:
+    """The black-box test re-sent a negative adjustment five days later and a purchase three
+    weeks later (after its grant was voided): both were applied again. Here every kind is
+    re-sent a week of event time later, with usage in between moving the account's clock."""
+    registry = load_registry()
+    ucodec, ccodec = AvroCodec(registry, USAGE_EVENT), AvroCodec(registry, CREDIT_COMMAND)
+    acct = "acct-resend"
+    week = 7 * 24 * HOUR
+    commands = [
+        {"kind": "assign_plan", "plan_id": "growth"},
+        {"kind": "purchase", "amount": 50_000_000, "cost_basis_micros": 10_000,
+         "currency": "USD", "grant_id": "g-buy"},
+        {"kind": "grant", "amount": 5_000_000, "grant_source": "promotion"},
+        {"kind": "promotion", "amount": 3_000_000},
+        {"kind": "adjustment", "amount": -2_000_000, "reason": "refund"},
+        {"kind": "adjustment", "amount": 2_000_000, "reason": "goodwill"},
+        {"kind": "void_grant", "grant_id": "g-buy"},
+        {"kind": "set_override", "override": {"monthly_credits": 1_234_000_000}},
+        {"kind": "configure_auto_topup",
+         "auto_topup": {"enabled": True, "threshold": 1_000_000, "amount": 10_000_000}},
+        {"kind": "topup_declined"},
+    ]  # fmt: skip
+    records: list[dict[str, object]] = [
+        {"command_id": f"cmd-{i}", "account_id": acct, "issued_at": T0 + i, **fields}
+        for i, fields in enumerate(commands)
+    ]
+    inp = Input(
+        commands=[
+            (topics.credit_commands, acct, ccodec.encode(r), T0 + i) for i, r in enumerate(records)
+        ]
+    )
+    usage = {
+        "event_id": "u-later",
+        "account_id": acct,
+        "subject": "research",
+        "feature": "text_generation",
+        "model": None,
+        "units": {"requests": 1},
+        "occurred_at": T0 + week,
+    }
+    later = [(topics.usage_events, acct, ucodec.encode(usage), T0 + week)]
+    resent = [
+        (topics.credit_commands, acct, ccodec.encode({**r, "issued_at": T0 + week + 1}), T0 + week)
+        for r in records
+    ]
+    expected = normalise(pure_fold(inp, [*later, *resent]))
+    assert expected == normalise(pure_fold(inp, later)), "the fold itself re-applied a command"
+    n_expected = sum(len(v) for v in expected.values())
+    worker = Worker(kafka_bootstrap, topics, "resend", tmp_path).start()
+    try:
+        _setup(kafka_bootstrap, topics, inp)
+        produce(kafka_bootstrap, later)
+        read_topic(kafka_bootstrap, topics.credit_ledger, n_expected, timeout=60, settle=0.5)
+        produce(kafka_bootstrap, resent)
+        ledger = decode_ledger(
+            read_topic(kafka_bootstrap, topics.credit_ledger, n_expected, timeout=60, settle=3)
+        )
+    finally:
+        worker.stop()
+    _check(ledger, expected)

@@ -47,7 +47,10 @@ def test_create_is_idempotent_with_equal_partitions_and_ledger_kept_forever(
         assert set(counts) == set(names.all())
         assert {counts[name] for name in names.keyed()} == {4}
         assert _describe(kafka_bootstrap, names.credit_ledger)["retention.ms"] == "-1"
-        assert _describe(kafka_bootstrap, names.usage_events)["retention.ms"] != "-1"
+        # Unprocessed input is never deleted by time (a record may carry an old timestamp).
+        for name in (names.usage_events, names.credit_commands, *names.dead_letter()):
+            assert _describe(kafka_bootstrap, name)["retention.ms"] == "-1", name
+        assert _describe(kafka_bootstrap, names.credit_alerts)["retention.ms"] != "-1"
 
         # A partition count that differs from the existing one is refused, naming the topic.
         with pytest.raises(TopicError, match=names.usage_events):
