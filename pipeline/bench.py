@@ -126,17 +126,22 @@ class _LedgerCounter(threading.Thread):
         self.consumer.close()
 
 
-def _metrics_processed(port: int) -> int:
+def _metric(port: int, name: str) -> int:
+    """A counter of the worker's ``/metrics`` (0 while it is not up)."""
     import urllib.request
 
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
             for line in r.read().decode().splitlines():
-                if line.startswith("metering_processor_events_processed_total "):
-                    return int(line.split()[-1])
+                if line.startswith(f"{name} "):
+                    return int(float(line.split()[-1]))
     except OSError:
         return 0
     return 0
+
+
+PROCESSED = "metering_processor_events_processed_total"
+LEDGER_ENTRIES = "metering_processor_ledger_entries_total"
 
 
 def _raw_baseline(bootstrap: str, topic: str, partitions: int, n: int) -> float:
@@ -239,16 +244,31 @@ def _phase(a: argparse.Namespace, bootstrap: str, skew: str, latency: bool) -> d
             counter = _LedgerCounter(bootstrap, topics.credit_ledger, a.partitions, False)
             counter.latencies = None  # type: ignore[assignment]
             counter.start()
-            while _metrics_processed(port) == 0:
+            while _metric(port, PROCESSED) == 0:
                 if worker.poll() is not None:
                     raise SystemExit(
                         "worker died: " + (Path(tmp) / "worker.log").read_text()[-2000:]
                     )
                 time.sleep(0.01)
             start = time.perf_counter()
-            while counter.count < expected:
-                time.sleep(0.005)
+            # Done when every input record is applied and every entry it wrote is committed.
+            # (The fold's count is only a cross-check: the two input topics are fetched in no
+            # fixed order, so a usage event may meet its account before the plan command does.)
+            records = len(accounts) + a.events
+            deadline = time.monotonic() + 600
+            while True:
+                # Near the fold's count, ask the worker (every few ms would slow it down).
+                if counter.count >= expected - 100:
+                    applied = _metric(port, PROCESSED) >= records
+                    if applied and counter.count >= _metric(port, LEDGER_ENTRIES):
+                        break
+                    time.sleep(0.02)
+                else:
+                    time.sleep(0.005)
+                if time.monotonic() > deadline or worker.poll() is not None:
+                    raise SystemExit(f"the worker did not finish; see {Path(tmp) / 'worker.log'}")
             elapsed = time.perf_counter() - start
+            expected = counter.count
             counter.stop.set()
             counter.join()
             events_per_s = a.events / elapsed

@@ -69,7 +69,8 @@ class DomainEngine:
         return data
 
     def attach_ids(self, state: Any, ids: Any) -> None:
-        ids.legacy = state.window  # ids a state carried before the store keep counting
+        if len(state.window):
+            ids.legacy = state.window  # ids a state carried before the store keep counting
         state.attach_ids(ids)
 
     def state_seq(self, data: bytes) -> int:

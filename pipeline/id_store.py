@@ -31,6 +31,9 @@ HASH_BYTES = 12
 """96 bits: a false duplicate inside one account's window needs a 96-bit collision."""
 _OFFSET = 1 << 63
 _NEVER = -(2**63)
+EXPIRE_STEP_MS = 3_600_000
+"""A view passes its horizon to the store at most once per hour of account time: forgetting a
+little later than allowed is always safe, and the engine asks on every event."""
 
 ChunkRecord = tuple[bytes, bytes | None]
 """(chunk key, packed hashes) to write, or (chunk key, None) to delete: a changelog record."""
@@ -84,8 +87,9 @@ class IdStore:
 
     def __init__(self, db_for_partition: Callable[[int], Any]) -> None:
         self._db_for = db_for_partition
-        self._new: dict[int, dict[bytes, list[bytes]]] = {}
-        """partition -> account prefix -> hashes remembered in the current batch"""
+        self._new: dict[int, dict[bytes, dict[bytes, None]]] = {}
+        """partition -> account prefix -> hashes remembered in the current batch (a dict: an
+        ordered set, so a busy account's lookups stay O(1) within its batch)"""
         self._newest: dict[int, dict[bytes, int]] = {}
         self._horizon: dict[int, dict[bytes, int]] = {}
         self._oldest: dict[tuple[int, bytes], int] = {}
@@ -110,7 +114,7 @@ class IdStore:
         return self._db_for(partition).get(prefix + b"i" + h) is not None
 
     def add(self, partition: int, prefix: bytes, h: bytes, at: int) -> None:
-        self._new.setdefault(partition, {}).setdefault(prefix, []).append(h)
+        self._new.setdefault(partition, {}).setdefault(prefix, {})[h] = None
         newest = self._newest.setdefault(partition, {})
         if newest.get(prefix, _NEVER) < at:
             newest[prefix] = at
@@ -134,7 +138,8 @@ class IdStore:
         if new:
             for prefix, hashes in new.items():
                 at = newest[prefix]
-                records.append((chunk_key(prefix, at, hashes[0]), b"".join(hashes)))
+                first = next(iter(hashes))
+                records.append((chunk_key(prefix, at, first), b"".join(hashes)))
                 slot = (partition, prefix)
                 if at < self._oldest.get(slot, at + 1):
                     self._oldest[slot] = at
@@ -165,7 +170,7 @@ class StoreIds:
     ``legacy`` is the window the account's state carried before this store existed: its ids
     are still honoured, so an upgrade never charges a redelivered event twice."""
 
-    __slots__ = ("_last", "_partition", "_prefix", "_store", "legacy", "watermark")
+    __slots__ = ("_last", "_next_expire", "_partition", "_prefix", "_store", "legacy", "watermark")
 
     def __init__(self, store: IdStore, partition: int, prefix: bytes) -> None:
         self._store = store
@@ -174,6 +179,7 @@ class StoreIds:
         self._last: tuple[str, bytes] = ("", b"")
         self.legacy: Any = None
         self.watermark = _NEVER
+        self._next_expire = _NEVER
 
     def _hash(self, event_id: str) -> bytes:
         last = self._last
@@ -185,7 +191,7 @@ class StoreIds:
 
     def seen(self, event_id: str) -> bool:
         legacy = self.legacy
-        if legacy is not None and len(legacy) and legacy.seen(event_id):
+        if legacy is not None and legacy.seen(event_id):
             return True
         return self._store.contains(self._partition, self._prefix, self._hash(event_id))
 
@@ -193,7 +199,9 @@ class StoreIds:
         self._store.add(self._partition, self._prefix, self._hash(event_id), at)
 
     def expire(self, horizon: int) -> None:
-        self._store.expire(self._partition, self._prefix, horizon)
+        if horizon >= self._next_expire:
+            self._next_expire = horizon + EXPIRE_STEP_MS
+            self._store.expire(self._partition, self._prefix, horizon)
 
     def __contains__(self, key: int) -> bool:
         legacy = self.legacy
