@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -24,11 +24,13 @@ def read_to_end(
     topic: str,
     partitions: Iterable[int] | None = None,
     *,
+    start: Mapping[int, int] | None = None,
     timeout_s: float = 120.0,
     batch_size: int = 10_000,
 ) -> Iterator[list[Any]]:
     """Batches of confluent-kafka messages (each partition in offset order) until every one of
-    ``partitions`` (default: all) is read to its end."""
+    ``partitions`` (default: all) is read to its end, each from its ``start`` offset (default:
+    the beginning)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -46,7 +48,10 @@ def read_to_end(
         pending = set(info.partitions if partitions is None else partitions)
         if not pending:
             return
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
+        offsets = start or {}
+        consumer.assign(
+            [TopicPartition(topic, p, offsets.get(p, OFFSET_BEGINNING)) for p in sorted(pending)]
+        )
         deadline = time.monotonic() + timeout_s
         while pending:
             if time.monotonic() > deadline:

@@ -123,6 +123,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
         frozenset({topics.usage_events, topics.credit_commands}),
         handle,
         delivery_delay_s=config.fault_delivery_delay_s,
+        fetch_position=config.fault_fetch_position,
     )
     table = app.Table(
         TABLE_NAME,
@@ -308,8 +309,10 @@ class _TransactionalSink:
     async def verify_restored(self, bootstrap: str) -> None:
         """Check every newly restored partition's account table against the ledger topic.
 
-        The table is a cache of the ledger (design invariant 6). Each account's restored ``seq``
-        must equal the last ``seq`` the ledger holds for it; until it does, the partition is not
+        First each table's restore is completed from its changelog's tail
+        (:meth:`_complete_restore`). Then, the table being a cache of the ledger (design
+        invariant 6), each account's restored ``seq`` must equal the last ``seq`` the ledger
+        holds for it; until it does, the partition is not
         processed. A mismatch means the restore lost or invented state: the worker stops with
         the accounts named, rather than write one ledger entry from wrong state, and its next
         start restores the partition again from the committed changelog.
@@ -322,9 +325,23 @@ class _TransactionalSink:
         if not partitions:
             return
         started = time.monotonic()
-        ledger = await asyncio.to_thread(
+        tables = self._tables()
+        reads = [
+            asyncio.to_thread(
+                _read_tails,
+                bootstrap,
+                table.changelog_topic.get_topic_name(),
+                partitions,
+                self._restore_tails_start(table, partitions),
+            )
+            for table, _ in tables
+        ]
+        ledger_read = asyncio.to_thread(
             _ledger_last_seqs, bootstrap, self.topics.credit_ledger, partitions
         )
+        tails, ledger = await asyncio.gather(asyncio.gather(*reads), ledger_read)
+        for (table, apply), table_tails in zip(tables, tails, strict=True):
+            self._complete_restore(table, apply, table_tails)
         engine = self.processor.engine
         for partition in partitions:
             restored = {
@@ -352,6 +369,46 @@ class _TransactionalSink:
             sum(len(ledger.get(p, {})) for p in partitions),
             time.monotonic() - started,
         )
+
+    def _tables(self) -> list[tuple[Any, Callable[[Any, Any, Any], None]]]:
+        """Each table with the way its changelog records go onto its RocksDB."""
+        return [(self.table, _apply_values), (self.ids_table, apply_chunks)]
+
+    def _restore_tails_start(self, table: Any, partitions: list[int]) -> dict[int, int]:
+        """partition -> the offset after the last changelog record the store applied."""
+        topic = table.changelog_topic.get_topic_name()
+        start = {}
+        for partition in partitions:
+            done = table.data.persisted_offset(TP(topic, partition))
+            start[partition] = 0 if done is None else done + 1
+        return start
+
+    def _complete_restore(self, table: Any, apply: Any, tails: dict[int, Any]) -> None:
+        """Apply the committed changelog records that faust's restore left out, if any.
+
+        Each table store records the offset of the last changelog record it applied. Reading
+        each changelog partition from there to its end (read_committed, ended by the broker's
+        end-of-partition, not by a consumer position) finds nothing after a complete restore,
+        and after a cut-short one (docs/processor.md, item 10) exactly the records it skipped:
+        the snapshot is completed from its own tail. Both tables, ids included.
+        """
+        store = table.data
+        topic = table.changelog_topic.get_topic_name()
+        for partition, (records, last) in tails.items():
+            if not records:
+                continue
+            db = store._db_for_partition(partition)
+            batch = WriteBatch(raw_mode=True)
+            apply(db, records, batch)
+            db.write(batch)
+            store.set_persisted_offset(TP(topic, partition), last)
+            self.metrics.restore_repaired += len(records)
+            log.warning(
+                "the restore of %s[%d] left out %d committed records: applied them",
+                topic,
+                partition,
+                len(records),
+            )
 
     def _next_offset(self, tp: TP) -> int | None:
         """The offset of ``tp``'s next unprocessed record: pending in the open transaction, else
@@ -520,6 +577,30 @@ class _TransactionalSink:
 
 class RestoreMismatchError(RuntimeError):
     """A restored partition's account table disagrees with the ledger."""
+
+
+def _apply_values(db: Any, records: list[tuple[bytes, bytes | None]], batch: Any) -> None:
+    """Changelog records of the account table onto its RocksDB write batch."""
+    for key, value in records:
+        if value is None:
+            batch.delete(key)
+        else:
+            batch.put(key, value)
+
+
+def _read_tails(
+    bootstrap: str, topic: str, partitions: list[int], start: dict[int, int]
+) -> dict[int, tuple[list[tuple[bytes, bytes | None]], int]]:
+    """partition -> (committed records from ``start`` to the end, the last one's offset)."""
+    tails: dict[int, tuple[list[tuple[bytes, bytes | None]], int]] = {
+        p: ([], -1) for p in partitions
+    }
+    for batch in read_to_end(bootstrap, topic, partitions, start=start):
+        for msg in batch:
+            records, _ = tails[msg.partition()]
+            records.append((msg.key(), msg.value()))
+            tails[msg.partition()] = (records, msg.offset())
+    return tails
 
 
 def _ledger_last_seqs(

@@ -52,12 +52,16 @@ class _ConsumerThread(AIOKafkaConsumerThread):  # type: ignore[misc]
 
 
 def batch_consumer_class(
-    source_topics: frozenset[str], handler: BatchHandler, delivery_delay_s: float = 0.0
+    source_topics: frozenset[str],
+    handler: BatchHandler,
+    delivery_delay_s: float = 0.0,
+    fetch_position: bool = False,
 ) -> type[Any]:
     """A faust aiokafka ``Consumer`` subclass that batches ``source_topics`` to ``handler``.
 
-    ``delivery_delay_s`` is fault injection for tests: a pause between each fetch and its
-    delivery, the window in which faust's recovery used to lose a partition's state.
+    Fault injection for tests: ``delivery_delay_s`` pauses between each fetch and its delivery,
+    the window in which faust's recovery used to lose a partition's state; ``fetch_position``
+    answers positions as aiokafka does (the bug), to test the restore check's repair alone.
     """
 
     class BatchConsumer(AIOKafkaConsumer):  # type: ignore[misc]
@@ -82,7 +86,7 @@ def batch_consumer_class(
             of the partition started again at seq 1 (docs/processor.md, item 10).
             """
             pos: int | None = await super().position(tp)
-            first = self.undelivered.get(tp)
+            first = None if fetch_position else self.undelivered.get(tp)
             if first is None or pos is None:
                 return pos
             return min(pos, first)

@@ -25,6 +25,8 @@ class Metrics:
     """Re-fetched records skipped because they were already processed."""
     restore_mismatches: int = 0
     """Restored partitions whose account table disagreed with the ledger (the worker stops)."""
+    restore_repaired: int = 0
+    """Committed changelog records a restore left out, applied by the completion check."""
     verified_partitions: int = 0
     """Partitions owned now whose restored state agreed with the ledger (processed)."""
     dead_lettered: dict[str, int] = field(default_factory=dict)
@@ -68,6 +70,10 @@ class Metrics:
             " state disagreed with the ledger.",
             "# TYPE metering_processor_restore_mismatches_total counter",
             f"metering_processor_restore_mismatches_total {self.restore_mismatches}",
+            "# HELP metering_processor_restore_repaired_records_total Committed changelog"
+            " records a restore left out, applied before processing.",
+            "# TYPE metering_processor_restore_repaired_records_total counter",
+            f"metering_processor_restore_repaired_records_total {self.restore_repaired}",
             "# HELP metering_processor_verified_partitions Owned partitions whose restored"
             " state agrees with the ledger.",
             "# TYPE metering_processor_verified_partitions gauge",

@@ -51,6 +51,7 @@ def parse_config(argv: list[str]) -> tuple[ProcessorConfig, str]:
     p.add_argument("--plans", type=Path, default=None)
     p.add_argument("--engine-factory", default=None, help=argparse.SUPPRESS)
     p.add_argument("--fault-delivery-delay", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--fault-fetch-position", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--loglevel", default="info")
     a = p.parse_args(argv)
     a.app_id = a.app_id or f"{a.prefix}metering-processor"
@@ -75,6 +76,7 @@ def parse_config(argv: list[str]) -> tuple[ProcessorConfig, str]:
         plans_path=a.plans,
         engine_factory=a.engine_factory,
         fault_delivery_delay_s=a.fault_delivery_delay,
+        fault_fetch_position=a.fault_fetch_position,
     )
     return config, a.loglevel
 

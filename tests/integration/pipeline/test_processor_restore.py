@@ -32,17 +32,26 @@ from metering.topics import TopicNames
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize(
+    "faults",
+    [
+        pytest.param((), id="position-fix"),
+        pytest.param(("--fault-fetch-position",), id="without-it-the-check-repairs"),
+    ],
+)
 def test_a_restore_whose_poll_times_out_mid_fetch_still_restores_every_account(
-    kafka_bootstrap: str, topics: TopicNames, tmp_path: Path
+    kafka_bootstrap: str, topics: TopicNames, tmp_path: Path, faults: tuple[str, ...]
 ) -> None:
     """A pause between each fetch and its delivery longer than recovery's poll: the poll then
     times out while the changelog's records are fetched but not yet queued, the window in
-    which faust used to decide that the partition ended in an aborted transaction."""
+    which faust used to decide that the partition ended in an aborted transaction. With the
+    position fix the restore is whole; without it, the restore check completes each table
+    from its changelog's tail before anything is processed."""
     inp = make_input(topics, accounts=30, events=600, seed=3)
     expected = normalise(pure_fold(inp))
     n_expected = sum(len(v) for v in expected.values())
     half = len(inp.usage) // 2
-    delay = ("--fault-delivery-delay", "2.0", "--loglevel", "info")
+    delay = ("--fault-delivery-delay", "2.0", *faults)
     worker = Worker(kafka_bootstrap, topics, "restore", tmp_path, "--instance-id", "r1", *delay)
     worker.start()
     try:
@@ -55,6 +64,7 @@ def test_a_restore_whose_poll_times_out_mid_fetch_still_restores_every_account(
         worker.kill()
         worker.start()
         worker.wait_restored()
+        repaired = worker.gauge("metering_processor_restore_repaired_records_total")
         produce(kafka_bootstrap, inp.usage[half:])
         ledger = decode_ledger(
             read_topic(kafka_bootstrap, topics.credit_ledger, n_expected, timeout=120, settle=2.0)
@@ -62,6 +72,10 @@ def test_a_restore_whose_poll_times_out_mid_fetch_still_restores_every_account(
     finally:
         worker.stop()
     _check(ledger, expected)
+    if faults:
+        assert repaired > 0, "the restore was whole: the fault did not hit the window"
+    else:
+        assert repaired == 0, "the position fix let the restore lose records"
 
 
 def _wait_ledger(
