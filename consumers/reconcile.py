@@ -30,6 +30,7 @@ from clickhouse_connect.driver.client import Client
 from consumers.clickhouse import DEFAULT_DATABASE, connect
 from consumers.ledger_audit import LedgerAudit, Violation
 from metering.domain.records import LedgerEntry
+from metering.topic_reader import read_to_end
 
 if TYPE_CHECKING:
     from metering.avro.registry import SchemaRegistry
@@ -91,40 +92,10 @@ def totals_from_entries(entries: Iterable[Mapping[str, Any]]) -> dict[str, Accou
 def read_ledger_topic(
     bootstrap: str, topic: str, decode: Callable[[bytes], Mapping[str, Any]]
 ) -> Iterable[Mapping[str, Any]]:
-    """Every committed record of ``topic`` from the beginning up to the end seen at start."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "metering-reconcile",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-        }
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=30).topics[topic]
-        ends: dict[int, int] = {}
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            if high > low:
-                ends[p] = high
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        while ends:
-            for msg in consumer.consume(num_messages=10_000, timeout=1.0):
-                p, err = msg.partition(), msg.error()
-                if err is not None:
-                    # EOF: the end, past any trailing transaction markers
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        ends.pop(p, None)
-                    continue
-                if msg.offset() < ends.get(p, -1):
-                    yield decode(msg.value())
-                if msg.offset() >= ends.get(p, 0) - 1:
-                    ends.pop(p, None)
-    finally:
-        consumer.close()
+    """Every committed record of ``topic`` from the beginning to its end, decoded."""
+    for batch in read_to_end(bootstrap, topic, timeout_s=None):
+        for msg in batch:
+            yield decode(msg.value())
 
 
 def audited(

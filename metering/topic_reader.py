@@ -25,12 +25,12 @@ def read_to_end(
     partitions: Iterable[int] | None = None,
     *,
     start: Mapping[int, int] | None = None,
-    timeout_s: float = 120.0,
+    timeout_s: float | None = 120.0,
     batch_size: int = 10_000,
 ) -> Iterator[list[Any]]:
     """Batches of confluent-kafka messages (each partition in offset order) until every one of
     ``partitions`` (default: all) is read to its end, each from its ``start`` offset (default:
-    the beginning)."""
+    the beginning), within ``timeout_s`` (None: no limit)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -52,9 +52,9 @@ def read_to_end(
         consumer.assign(
             [TopicPartition(topic, p, offsets.get(p, OFFSET_BEGINNING)) for p in sorted(pending)]
         )
-        deadline = time.monotonic() + timeout_s
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while pending:
-            if time.monotonic() > deadline:
+            if deadline is not None and time.monotonic() > deadline:
                 raise TopicReadError(f"{topic} not read to its end in {timeout_s}s: {pending}")
             out = []
             for msg in consumer.consume(batch_size, 0.5):
