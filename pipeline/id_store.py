@@ -202,7 +202,3 @@ class StoreIds:
         if horizon >= self._next_expire:
             self._next_expire = horizon + EXPIRE_STEP_MS
             self._store.expire(self._partition, self._prefix, horizon)
-
-    def __contains__(self, key: int) -> bool:
-        legacy = self.legacy
-        return legacy is not None and key in legacy

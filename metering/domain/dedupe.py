@@ -57,10 +57,6 @@ class IdMemory(Protocol):
         """Ids remembered before ``horizon`` may be forgotten from now on."""
         ...
 
-    def __contains__(self, key: int) -> bool:
-        """Membership of a raw 64-bit hash (states written before command ids moved out)."""
-        ...
-
 
 class DedupeWindow:
     """Remembered ids of one account. Mutated in place by the engine."""

@@ -297,7 +297,7 @@ class CreditEngine:
     def apply_command(self, state: AccountState, cmd: CreditCommand, recorded_at: int) -> Outcome:
         """Apply a billing/admin command. Business refusals come back as ``rejection``."""
         key = _command_key(cmd.command_id)
-        if key in state.commands or key in state.dedupe:  # dedupe: states written before
+        if key in state.commands or key in state.window:  # window: states written before
             return Outcome(duplicate=True)
         if cmd.account_id != state.account_id:
             raise ValidationError(f"command {cmd.command_id} is for another account")

@@ -174,23 +174,27 @@ class AccountState:
         return head + body + window.to_bytes()
 
     @staticmethod
-    def seq_of(data: bytes) -> int:
-        """The ``seq`` of a :meth:`to_bytes` blob, without loading the rest (restore checks)."""
+    def _document(data: bytes) -> tuple[dict[str, Any], int]:
+        """The JSON document of a :meth:`to_bytes` blob and the offset where its window starts
+        (the header's window and cap are not read: the config's apply)."""
         if data[:3] != _MAGIC:
             raise ValidationError("not an AccountState blob")
         _, length, _, _ = _HEAD.unpack_from(data)
-        seq: int = json.loads(data[_HEAD.size : _HEAD.size + length])["s"]
+        end = _HEAD.size + length
+        doc: dict[str, Any] = json.loads(data[_HEAD.size : end])
+        return doc, end
+
+    @staticmethod
+    def seq_of(data: bytes) -> int:
+        """The ``seq`` of a :meth:`to_bytes` blob, without loading the rest (restore checks)."""
+        seq: int = AccountState._document(data)[0]["s"]
         return seq
 
     @classmethod
     def from_bytes(cls, data: bytes, config: EngineConfig = DEFAULT_CONFIG) -> AccountState:
         """Inverse of :meth:`to_bytes`; ``config`` supplies the derived-field rules."""
-        if data[:3] != _MAGIC:
-            raise ValidationError("not an AccountState blob")
-        _, length, _, _ = _HEAD.unpack_from(data)  # window and cap: the config's, not the blob's
-        start = _HEAD.size
-        doc = json.loads(data[start : start + length])
-        view = memoryview(data)[start + length :]
+        doc, end = cls._document(data)
+        view = memoryview(data)[end:]
         window = DedupeWindow.from_bytes(view, config.dedupe_window_ms, config.dedupe_max_ids)
         state = cls(doc["a"], window)
         state.seq = doc["s"]
