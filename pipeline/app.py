@@ -41,7 +41,7 @@ from pipeline.config_reload import EngineSource, LiveEngine
 from pipeline.core import BatchProcessor, Codecs, InMessage, PartitionOutput
 from pipeline.fast_avro import ledger_entry_head
 from pipeline.fast_consumer import batch_consumer_class
-from pipeline.id_store import IdStore, apply_chunks
+from pipeline.id_store import ChunkRecord, IdStore, write_chunks
 from pipeline.metrics import Metrics
 from pipeline.restore_check import last_seqs, mismatches
 from pipeline.settings import ProcessorConfig
@@ -370,9 +370,9 @@ class _TransactionalSink:
             time.monotonic() - started,
         )
 
-    def _tables(self) -> list[tuple[Any, Callable[[Any, Any, Any], None]]]:
+    def _tables(self) -> list[tuple[Any, Callable[[Any, list[ChunkRecord]], None]]]:
         """Each table with the way its changelog records go onto its RocksDB."""
-        return [(self.table, _apply_values), (self.ids_table, apply_chunks)]
+        return [(self.table, _write_values), (self.ids_table, write_chunks)]
 
     def _restore_tails_start(self, table: Any, partitions: list[int]) -> dict[int, int]:
         """partition -> the offset after the last changelog record the store applied."""
@@ -383,7 +383,7 @@ class _TransactionalSink:
             start[partition] = 0 if done is None else done + 1
         return start
 
-    def _complete_restore(self, table: Any, apply: Any, tails: dict[int, Any]) -> None:
+    def _complete_restore(self, table: Any, write: Any, tails: dict[int, Any]) -> None:
         """Apply the committed changelog records that faust's restore left out, if any.
 
         Each table store records the offset of the last changelog record it applied. Reading
@@ -397,10 +397,7 @@ class _TransactionalSink:
         for partition, (records, last) in tails.items():
             if not records:
                 continue
-            db = store._db_for_partition(partition)
-            batch = WriteBatch(raw_mode=True)
-            apply(db, records, batch)
-            db.write(batch)
+            write(store._db_for_partition(partition), records)
             store.set_persisted_offset(TP(topic, partition), last)
             self.metrics.restore_repaired += len(records)
             log.warning(
@@ -539,10 +536,7 @@ class _TransactionalSink:
             changelog = self.ids_table.changelog_topic.get_topic_name()
             for key, value in out.id_chunks:
                 await send(changelog, value=value, key=key, partition=partition)
-            db = self.ids_table.data._db_for_partition(partition)
-            batch = WriteBatch(raw_mode=True)
-            apply_chunks(db, out.id_chunks, batch)
-            db.write(batch)
+            write_chunks(self.ids_table.data._db_for_partition(partition), out.id_chunks)
         self.metrics.entries += out.entries
 
     async def sweep(self, processor: BatchProcessor, now: int) -> None:
@@ -579,13 +573,15 @@ class RestoreMismatchError(RuntimeError):
     """A restored partition's account table disagrees with the ledger."""
 
 
-def _apply_values(db: Any, records: list[tuple[bytes, bytes | None]], batch: Any) -> None:
-    """Changelog records of the account table onto its RocksDB write batch."""
+def _write_values(db: Any, records: list[tuple[bytes, bytes | None]]) -> None:
+    """Changelog records of the account table onto its RocksDB, in one batch."""
+    batch = WriteBatch(raw_mode=True)
     for key, value in records:
         if value is None:
             batch.delete(key)
         else:
             batch.put(key, value)
+    db.write(batch)
 
 
 def _read_tails(

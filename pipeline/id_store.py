@@ -17,8 +17,8 @@ Layout (``P`` = 2-byte length + account id, ``h`` = 12-byte BLAKE2b of the event
 
 Expiry: when an account's window horizon passes a chunk's ``newest``, the chunk and its ids are
 deleted and the chunk's key is tombstoned in the changelog. Chunks sort by ``newest`` within an
-account, so each is visited once. :func:`apply_chunks` is the one way both the live path and
-faust's restore turn changelog records into local keys.
+account, so each is visited once. :func:`write_chunks` is the one way the live path, faust's
+restore and the restore's completion turn changelog records into local keys.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from hashlib import blake2b
 from typing import Any
+
+from rocksdict import WriteBatch
 
 HASH_BYTES = 12
 """96 bits: a false duplicate inside one account's window needs a 96-bit collision."""
@@ -61,9 +63,10 @@ def _prefix_of(key: bytes) -> bytes:
     return key[: 2 + int.from_bytes(key[:2], "big")]
 
 
-def apply_chunks(db: Any, records: Iterable[ChunkRecord], batch: Any) -> None:
-    """Add ``records`` (chunks and chunk tombstones) to ``batch``, a RocksDB write batch of
-    ``db``: a chunk and the lookup key of every id in it, or the removal of both."""
+def write_chunks(db: Any, records: Iterable[ChunkRecord]) -> None:
+    """Write ``records`` (chunks and chunk tombstones) to ``db`` in one RocksDB batch: a chunk
+    and the lookup key of every id in it, or the removal of both."""
+    batch = WriteBatch(raw_mode=True)
     written: dict[bytes, bytes] = {}  # chunks put by this call: the batch is not readable
     for key, value in records:
         prefix = _prefix_of(key)
@@ -80,6 +83,7 @@ def apply_chunks(db: Any, records: Iterable[ChunkRecord], batch: Any) -> None:
             batch.put(key, value)
             for i in range(0, len(value), HASH_BYTES):
                 batch.put(ids + value[i : i + HASH_BYTES], b"")
+    db.write(batch)
 
 
 class IdStore:

@@ -19,9 +19,8 @@ from typing import Any
 
 from faust.stores import STORES
 from faust.stores.rocksdb import Store
-from rocksdict import WriteBatch
 
-from pipeline.id_store import apply_chunks
+from pipeline.id_store import write_chunks
 
 SCHEME = "metering-rocksdb"
 """The account table's store URL scheme (``metering-rocksdb://``)."""
@@ -64,10 +63,7 @@ class EventIdStore(ChangelogRebuiltStore):
             offsets[msg.tp] = max(msg.offset, offsets.get(msg.tp, msg.offset))
             records[msg.partition].append((msg.key, msg.value))
         for partition, chunks in records.items():
-            db = self._db_for_partition(partition)
-            write = WriteBatch(raw_mode=True)
-            apply_chunks(db, chunks, write)
-            db.write(write)
+            write_chunks(self._db_for_partition(partition), chunks)
         for tp, offset in offsets.items():
             self.set_persisted_offset(tp, offset)
 

@@ -115,9 +115,9 @@ def _id_store_bytes(ids: int, accounts: int = 100, batch: int = 20) -> tuple[flo
     import tempfile
     from pathlib import Path
 
-    from rocksdict import Options, Rdict, WriteBatch
+    from rocksdict import Options, Rdict
 
-    from pipeline.id_store import IdStore, apply_chunks
+    from pipeline.id_store import IdStore, write_chunks
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Rdict(tmp, options=Options(raw_mode=True))
@@ -128,9 +128,7 @@ def _id_store_bytes(ids: int, accounts: int = 100, batch: int = 20) -> tuple[flo
                 store.view(0, f"acct-{n % accounts:06d}").remember(f"evt-{n:012d}", _START + n)
             records = store.flush(0)
             changelog += sum(len(k) + len(v or b"") for k, v in records)
-            write = WriteBatch(raw_mode=True)
-            apply_chunks(db, records, write)
-            db.write(write)
+            write_chunks(db, records)
         db.flush()
         db.compact_range(None, None)
         disk = sum(f.stat().st_size for f in Path(tmp).glob("*.sst"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rocksdict import Options, Rdict, WriteBatch
+from rocksdict import Options, Rdict
 
-from pipeline.id_store import IdStore, apply_chunks
+from pipeline.id_store import IdStore, write_chunks
 
 HOUR = 3_600_000
 
@@ -26,10 +26,7 @@ class Partitions:
         return self.dbs[partition]
 
     def write(self, partition: int, records: list[Any]) -> None:
-        db = self.db(partition)
-        batch = WriteBatch(raw_mode=True)
-        apply_chunks(db, records, batch)
-        db.write(batch)
+        write_chunks(self.db(partition), records)
 
 
 def test_an_id_is_seen_in_its_batch_after_its_flush_and_after_a_restore(tmp_path: Path) -> None:
