@@ -33,6 +33,12 @@ class Settings:
     schema_registry_url: str | None
     state_dir: Path
     partitions: int
+    pricebook_path: Path | None = None
+    """``METERING_PRICEBOOK``: the price book file (None: the shipped one). The processor prices
+    with it and the enforcement side learns the known features from it, so one variable
+    configures both. Symlinks are kept (not resolved): a mounted ConfigMap swaps its target."""
+    plans_path: Path | None = None
+    """``METERING_PLANS``: the plans file the processor uses (None: the shipped one)."""
 
     @property
     def clickhouse_is_embedded(self) -> bool:
@@ -88,7 +94,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         ),
         state_dir=state_dir,
         partitions=_positive_int("METERING_PARTITIONS", env.get("METERING_PARTITIONS", "6")),
+        pricebook_path=_optional_path(env.get("METERING_PRICEBOOK")),
+        plans_path=_optional_path(env.get("METERING_PLANS")),
     )
+
+
+def _optional_path(value: str | None) -> Path | None:
+    return Path(value).expanduser() if value else None
 
 
 def _local_stack_addresses(state_dir: Path) -> dict[str, str]:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from metering.filewatch import fingerprint as files_fingerprint
 from pipeline.metrics import Metrics
 from pipeline.ports import EnginePort
 
@@ -30,22 +31,17 @@ class EngineSource(Protocol):
 
 
 class FileEngineSource:
-    """Builds the engine from files; the fingerprint is each file's (mtime_ns, size)."""
+    """Builds the engine from files; the fingerprint is each file's (mtime_ns, size).
+
+    (``metering.filewatch``: the enforcement side's feature catalog watches the same way.)
+    """
 
     def __init__(self, paths: Sequence[Path], build: Callable[[], EnginePort]) -> None:
         self.paths = list(paths)
         self._build = build
 
     def fingerprint(self) -> object:
-        prints: list[tuple[int, int] | None] = []
-        for path in self.paths:
-            try:
-                stat = path.stat()
-            except OSError:
-                prints.append(None)
-            else:
-                prints.append((stat.st_mtime_ns, stat.st_size))
-        return tuple(prints)
+        return files_fingerprint(self.paths)
 
     def build(self) -> EnginePort:
         return self._build()

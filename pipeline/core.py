@@ -8,7 +8,7 @@ state) is returned together, so the caller can commit it atomically or not at al
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,10 @@ StateLoader = Callable[[int, str], bytes | None]
 STATE_CACHE_MAX = 100_000
 """Decoded account states kept between batches (least recently used go first)."""
 
+DEAD_LETTER_ALERTS_REMEMBERED = 10_000
+"""Ids of the latest alerts sent with DLQ records; a copy of the same bad input (a retry, a
+DLQ replay) is dead-lettered again but not alerted again while its id is among these."""
+
 
 class BatchProcessor:
     """Decode, group by account, apply in order, encode: the processor's whole logic."""
@@ -97,6 +101,10 @@ class BatchProcessor:
         half-way never leaves a state that differs from the stored bytes. The caller clears it
         whenever the stored state can change behind our back (rebalance, sweep, new engine)."""
         self._cache_engine: EnginePort | None = None
+        self._dead_letter_alerts: dict[str, None] = {}
+        """alert_id -> None, oldest first: alerts sent with DLQ records (bounded, see
+        ``DEAD_LETTER_ALERTS_REMEMBERED``). Memory only: after a restart or a rebalance a copy
+        may alert once more, with the same deterministic ``alert_id``."""
 
     @property
     def engine(self) -> EnginePort:
@@ -107,6 +115,7 @@ class BatchProcessor:
         """Forget cached states: all, or those of ``account_ids`` in ``partition``."""
         if partition is None:
             self._cache.clear()
+            self._dead_letter_alerts.clear()
             if self.ids is not None:
                 self.ids.clear()
         else:
@@ -218,3 +227,24 @@ class BatchProcessor:
         )
         out.records.append(OutRecord(letter.topic, letter.key, letter.value, letter.headers))
         self.metrics.dead_lettered[msg.topic] = self.metrics.dead_lettered.get(msg.topic, 0) + 1
+        if isinstance(exc, InputError) and exc.alerts:
+            self._dead_letter_alerts_out(out, exc.alerts)
+
+    def _dead_letter_alerts_out(
+        self, out: PartitionOutput, alerts: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """The alerts of a dead-lettered input, next to its DLQ record (same transaction)."""
+        sent = self._dead_letter_alerts
+        for alert in alerts:
+            alert_id = alert["alert_id"]
+            if alert_id in sent:
+                self.metrics.alerts_suppressed += 1
+                continue
+            sent[alert_id] = None
+            if len(sent) > DEAD_LETTER_ALERTS_REMEMBERED:
+                del sent[next(iter(sent))]
+            key = str(alert["account_id"]).encode()
+            out.records.append(
+                OutRecord(self.topics.credit_alerts, key, self.codecs.alert.encode(alert))
+            )
+            self.metrics.alerts += 1

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from metering.data import SHIPPED_PLANS, SHIPPED_PRICE_BOOK
 from metering.domain import (
     CreditCommand,
     CreditEngine,
@@ -26,8 +27,6 @@ from metering.domain.state import AccountState
 from pipeline.config_reload import FileEngineSource
 from pipeline.ports import InputError, Step
 from pipeline.settings import ProcessorConfig
-
-_SHIPPED = Path(__file__).resolve().parent.parent / "metering" / "data"
 
 
 class DomainEngine:
@@ -46,7 +45,7 @@ class DomainEngine:
     ) -> DomainEngine:
         engine = CreditEngine(load_price_book(pricebook), load_plans(plans), config)
         digest = hashlib.sha256()
-        for path in (pricebook or _SHIPPED / "pricebook.yaml", plans or _SHIPPED / "plans.yaml"):
+        for path in (pricebook or SHIPPED_PRICE_BOOK, plans or SHIPPED_PLANS):
             try:
                 digest.update(path.read_bytes())
             except OSError:
@@ -79,9 +78,16 @@ class DomainEngine:
     def apply_usage(self, state: Any, record: Mapping[str, Any], recorded_at: int) -> Step:
         try:
             event = UsageEvent.from_record(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError("ValidationError", f"invalid usage event: {exc!r}") from exc
+        try:
             outcome = self.engine.apply_usage(state, event, recorded_at)
         except DomainError as exc:
-            raise InputError(type(exc).__name__, str(exc)) from exc
+            # The domain decides which failures are worth an alert (an unknown feature: usage
+            # that can never be charged); it goes out with the DLQ record, in its transaction.
+            alert = self.engine.dead_letter_alert(state, event, exc)
+            alerts = () if alert is None else (alert.to_record(),)
+            raise InputError(type(exc).__name__, str(exc), alerts) from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError("ValidationError", f"invalid usage event: {exc!r}") from exc
         return _step(state, outcome)
@@ -111,8 +117,8 @@ def _step(state: Any, outcome: Outcome) -> Step:
 def file_source(config: ProcessorConfig) -> FileEngineSource:
     """The worker's default: the configured (or shipped) price book and plans, watched."""
     paths = [
-        config.pricebook_path or _SHIPPED / "pricebook.yaml",
-        config.plans_path or _SHIPPED / "plans.yaml",
+        config.pricebook_path or SHIPPED_PRICE_BOOK,
+        config.plans_path or SHIPPED_PLANS,
     ]
     return FileEngineSource(
         paths, lambda: DomainEngine.from_files(config.pricebook_path, config.plans_path)

@@ -17,6 +17,8 @@ class Metrics:
     processed: int = 0
     entries: int = 0
     alerts: int = 0
+    alerts_suppressed: int = 0
+    """Alerts of dead-lettered inputs not sent again (a copy of an input alerted recently)."""
     swept_entries: int = 0
     transactions: int = 0
     dropped_fetched: int = 0
@@ -54,6 +56,8 @@ class Metrics:
             f"metering_processor_ledger_entries_total {self.entries}",
             "# TYPE metering_processor_alerts_total counter",
             f"metering_processor_alerts_total {self.alerts}",
+            "# TYPE metering_processor_alerts_suppressed_total counter",
+            f"metering_processor_alerts_suppressed_total {self.alerts_suppressed}",
             "# TYPE metering_processor_sweep_entries_total counter",
             f"metering_processor_sweep_entries_total {self.swept_entries}",
             "# TYPE metering_processor_transactions_total counter",

@@ -6,7 +6,7 @@ machinery testable with a trivial stand-in and keeps ``metering.domain`` free of
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -16,12 +16,17 @@ class InputError(Exception):
 
     ``error_class`` names the underlying cause (e.g. the engine's typed error) for the
     DLQ header, so operators see ``unknown_feature`` rather than a generic wrapper.
+    ``alerts`` (CreditAlert records) are published with the DLQ record, in its transaction
+    (e.g. ``UNKNOWN_FEATURE``: usage that can never be charged).
     """
 
-    def __init__(self, error_class: str, message: str) -> None:
+    def __init__(
+        self, error_class: str, message: str, alerts: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
         super().__init__(message)
         self.error_class = error_class
         self.message = message
+        self.alerts = alerts
 
 
 @dataclass(slots=True)

@@ -47,8 +47,18 @@ def parse_config(argv: list[str]) -> tuple[ProcessorConfig, str]:
     p.add_argument("--instance-id", default=None, help="static group membership id")
     p.add_argument("--sweep-interval", type=float, default=60.0, help="seconds; 0 disables")
     p.add_argument("--reload-interval", type=float, default=2.0, help="seconds")
-    p.add_argument("--pricebook", type=Path, default=None)
-    p.add_argument("--plans", type=Path, default=None)
+    p.add_argument(
+        "--pricebook",
+        type=Path,
+        default=settings.pricebook_path,
+        help="price book file (default: METERING_PRICEBOOK, else the shipped one)",
+    )
+    p.add_argument(
+        "--plans",
+        type=Path,
+        default=settings.plans_path,
+        help="plans file (default: METERING_PLANS, else the shipped one)",
+    )
     p.add_argument("--engine-factory", default=None, help=argparse.SUPPRESS)
     p.add_argument("--fault-delivery-delay", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--fault-fetch-position", action="store_true", help=argparse.SUPPRESS)

@@ -15,18 +15,22 @@ from dataclasses import dataclass, field
 from metering.domain.config import DEFAULT_CONFIG, EngineConfig
 from metering.domain.dedupe import id_hash
 from metering.domain.errors import (
+    DomainError,
     DuplicateGrant,
     FeatureNotInPlan,
     InsufficientBalance,
+    InvalidAccountId,
     OutsideDedupeWindow,
     Rejection,
     TopupNotAllowed,
+    UnknownFeatureError,
     UnknownGrant,
     UnknownPlan,
     UsageBlocked,
     ValidationError,
 )
 from metering.domain.grants import NEVER, SOURCES, Grant
+from metering.domain.identifiers import identifier_problem
 from metering.domain.periods import next_anchor_after, period_bounds
 from metering.domain.plans import ALLOW, NO_PLAN, UNLIMITED, Plan, PlanCatalog, resolve_terms
 from metering.domain.plans import validate_override as _validate_override
@@ -290,6 +294,36 @@ class CreditEngine:
                 reason,
                 event.reservation_id if first else None,
             )
+        )
+
+    def dead_letter_alert(
+        self, state: AccountState, event: UsageEvent, error: DomainError
+    ) -> CreditAlert | None:
+        """The alert owed for ``event`` when :meth:`apply_usage` raised ``error``, else None.
+
+        Only an unknown feature alerts (``UNKNOWN_FEATURE``): the usage happened (enforcement
+        let it through) but can never be charged, which is revenue leaking, not a malformed
+        input. Pure and read-only: ``state`` (untouched by the raised error) gives the balance
+        and period. The id is ``{account}/unknown_feature/{event_id}``, so every copy of the
+        same event (retries, DLQ replays) carries the same id and consumers can dedupe on it.
+        """
+        if not isinstance(error, UnknownFeatureError):
+            return None
+        account = state.account_id
+        model = f" (model {event.model})" if event.model else ""
+        return CreditAlert(
+            f"{account}/unknown_feature/{event.event_id}",
+            account,
+            AlertKind.UNKNOWN_FEATURE,
+            state.balance,
+            event.event_id,
+            event.occurred_at,
+            state.period_start,
+            state.period_end,
+            message=(
+                f"feature {event.feature!r}{model} of usage event {event.event_id} is not in the "
+                "price book: dead-lettered, not charged"
+            ),
         )
 
     # == commands ==================================================================================
@@ -640,7 +674,13 @@ class CreditEngine:
     def _start(
         self, state: AccountState, at: int, recorded_at: int, entries: list[LedgerEntry]
     ) -> None:
-        """First touch of an account: open its first period (and give the default plan)."""
+        """First touch of an account: open its first period (and give the default plan).
+
+        The account id is checked here, once per account rather than once per event: an id the
+        Redis key layout cannot hold must never get a ledger (it goes to the DLQ instead)."""
+        problem = identifier_problem(state.account_id)
+        if problem is not None:
+            raise InvalidAccountId(f"account_id {problem}")
         anchor = state.terms.anchor_day
         state.period_start, state.period_end = period_bounds(at, anchor)
         state.prev_period_start = period_bounds(state.period_start - 1, anchor)[0]

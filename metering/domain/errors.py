@@ -51,6 +51,12 @@ class ValidationError(DomainError):
     code = "invalid"
 
 
+class InvalidAccountId(ValidationError):
+    """The account id breaks the identifier rule (``metering.domain.identifiers``)."""
+
+    code = "invalid_account_id"
+
+
 class LedgerError(DomainError):
     """A ledger handed to :func:`fold` breaks an invariant (gap in seq, bad balance_after)."""
 

@@ -51,6 +51,9 @@ class AlertKind(StrEnum):
     BALANCE_EXHAUSTED = "BALANCE_EXHAUSTED"
     GRANT_EXPIRING = "GRANT_EXPIRING"
     AUTO_TOPUP_REQUESTED = "AUTO_TOPUP_REQUESTED"
+    UNKNOWN_FEATURE = "UNKNOWN_FEATURE"
+    """A usage event the price book cannot price (feature unknown): dead-lettered, not charged.
+    CreditAlert v2."""
 
 
 # -- usage ---------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ def test_ids_are_stable() -> None:
     assert catalog.get(CREDIT_COMMAND, 1).schema_id == 2
     assert catalog.get(LEDGER_ENTRY, 1).schema_id == 3
     assert catalog.get(CREDIT_ALERT, 1).schema_id == 4
+    assert catalog.get(CREDIT_ALERT, 2).schema_id == 5  # v2: the UNKNOWN_FEATURE kind
 
 
 def test_every_avsc_file_is_registered_exactly_once() -> None:

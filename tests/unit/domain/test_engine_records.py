@@ -26,8 +26,10 @@ SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 
 
 def _schema(name: str) -> Any:
-    """The contract, minus logical types (the codec keeps timestamps as plain ints too)."""
-    text = (SCHEMAS / f"{name}.v1.avsc").read_text()
+    """The newest contract (what the codec writes), minus logical types (the codec keeps
+    timestamps as plain ints too)."""
+    newest = max(SCHEMAS.glob(f"{name}.v*.avsc"), key=lambda p: int(p.name.split(".v")[1][:-5]))
+    text = newest.read_text()
     return fastavro.parse_schema(json.loads(text.replace('"logicalType"', '"_logical"')))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from stub_engine import StubEngine
@@ -112,3 +113,54 @@ def test_undecodable_and_unpriceable_records_go_to_the_dlq_with_headers() -> Non
     assert header_map(dlq[1].headers)["error.class"] == "unknown_feature"
     assert any(r.topic == TOPICS.credit_ledger for r in out[3].records)  # the stream went on
     assert metrics.dead_lettered == {TOPICS.usage_events: 2}
+
+
+def test_an_unknown_feature_is_dead_lettered_with_an_alert_once_per_event() -> None:
+    """The real engine: DLQ record + UNKNOWN_FEATURE alert in the same partition output (one
+    transaction), nothing in the ledger or the state; a copy is dead-lettered, not re-alerted."""
+    from pipeline.engine_adapter import DomainEngine
+
+    engine = DomainEngine.from_files()
+    metrics = Metrics()
+    codecs = Codecs(USAGE, COMMAND, LEDGER, AvroCodec(REG, CREDIT_ALERT))
+    proc = BatchProcessor(TOPICS, lambda: engine, codecs, metrics)
+    t0 = 1_767_225_600_000
+    bad = InMessage(
+        TOPICS.usage_events,
+        2,
+        7,
+        t0 + 7,
+        b"acct",
+        USAGE.encode(
+            {
+                "event_id": "tp-1",
+                "account_id": "acct",
+                "feature": "teleport",
+                "units": {"requests": 1},
+                "occurred_at": t0,
+            }
+        ),
+    )
+    out = proc.process([bad], lambda p, k: None)[2]
+    assert [r.topic for r in out.records] == [TOPICS.usage_events_dlq, TOPICS.credit_alerts]
+    letter, alert_record = out.records
+    assert header_map(letter.headers)["error.class"] == "UnknownFeatureError"
+    assert letter.value == bad.value and letter.key == b"acct"
+    alert = codecs.alert.decode(alert_record.value or b"")
+    assert alert_record.key == b"acct"
+    assert alert["kind"] == "UNKNOWN_FEATURE"
+    assert (alert["alert_id"], alert["account_id"], alert["cause_id"]) == (
+        "acct/unknown_feature/tp-1",
+        "acct",
+        "tp-1",
+    )
+    assert "'teleport'" in alert["message"]
+    assert out.states == {} and out.entries == 0
+    assert metrics.alerts == 1 and metrics.dead_lettered == {TOPICS.usage_events: 1}
+
+    again = proc.process([replace(bad, offset=8)], lambda p, k: None)[2]
+    assert [r.topic for r in again.records] == [TOPICS.usage_events_dlq]
+    assert metrics.alerts == 1 and metrics.alerts_suppressed == 1
+    proc.clear_cache()  # a rebalance: the memory of sent alerts goes with the state cache
+    third = proc.process([replace(bad, offset=9)], lambda p, k: None)[2]
+    assert [r.topic for r in third.records] == [TOPICS.usage_events_dlq, TOPICS.credit_alerts]

@@ -54,3 +54,19 @@ def test_worker_defaults_derive_the_app_id_from_the_prefix(monkeypatch: pytest.M
     config, level = parse_config(["--prefix", "t1.", "--sweep-interval", "0"])
     assert config.app_id == "t1.metering-processor"
     assert config.sweep_interval_s is None and level == "info"
+
+
+def test_worker_price_book_defaults_to_the_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The processor and the enforcement side's feature catalog read the same variable."""
+    monkeypatch.setenv("METERING_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    monkeypatch.delenv("METERING_PRICEBOOK", raising=False)
+    assert parse_config([])[0].pricebook_path is None  # the shipped price book
+    monkeypatch.setenv("METERING_PRICEBOOK", str(tmp_path / "book.yaml"))
+    monkeypatch.setenv("METERING_PLANS", str(tmp_path / "plans.yaml"))
+    config, _ = parse_config([])
+    assert config.pricebook_path == tmp_path / "book.yaml"
+    assert config.plans_path == tmp_path / "plans.yaml"
+    config, _ = parse_config(["--pricebook", "other.yaml"])  # the flag wins
+    assert config.pricebook_path == Path("other.yaml")

@@ -19,6 +19,7 @@ def test_defaults_point_at_the_local_stack(tmp_path: Path) -> None:
     assert settings.clickhouse_is_embedded
     assert settings.schema_registry_url is None
     assert settings.partitions == 6
+    assert settings.pricebook_path is None and settings.plans_path is None  # the shipped data
 
 
 def test_addresses_follow_stack_json(tmp_path: Path) -> None:
@@ -86,3 +87,14 @@ def test_cli_reports_a_config_error_with_the_variable(
     monkeypatch.setenv("METERING_REDIS_URL", "nonsense")
     assert main(["stack", "status"]) == 2
     assert "METERING_REDIS_URL" in capsys.readouterr().err
+
+
+def test_price_book_and_plans_files_come_from_the_environment(tmp_path: Path) -> None:
+    env = {
+        "METERING_STATE_DIR": str(tmp_path),
+        "METERING_PRICEBOOK": "/etc/metering/pricebook.yaml",
+        "METERING_PLANS": "~/plans.yaml",
+    }
+    settings = load_settings(env)
+    assert settings.pricebook_path == Path("/etc/metering/pricebook.yaml")
+    assert settings.plans_path == Path("~/plans.yaml").expanduser()
