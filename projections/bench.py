@@ -4,7 +4,9 @@ Each figure is measured next to a baseline in the same run:
 - library ``check`` vs a raw redis-py GET (interleaved call by call, same connection);
 - the sidecar at a fixed request rate (open loop: latency counts from the scheduled send
   time, so a stalled server cannot hide its queueing) vs the library check;
-- the projection's pipelined apply vs a raw pipelined HSET of the same entries.
+- the projection's pipelined apply vs a raw pipelined HSET of the same entries;
+- the sidecar's resident memory after 100,000 checks of random (unknown, 200-byte) account
+  ids vs its memory before them: per-account caches must stay bounded.
 Uses ``METERING_REDIS_URL`` (or the local stack's) when reachable, else its own redis-server.
 """
 
@@ -20,8 +22,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Iterator
-from contextlib import ExitStack
+from collections.abc import Coroutine, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -70,10 +73,11 @@ def _entry(
     return entry
 
 
-def _seed_entries(account: str, credits: int) -> list[dict[str, Any]]:
+def seed_entries(account: str, credits: int, policy: str = "block") -> list[dict[str, Any]]:
+    """The two ledger entries that give ``account`` a plan (``policy``) and ``credits``."""
     terms = {
         "plan_id": "pro",
-        "overage_policy": "block",
+        "overage_policy": policy,
         "overage_limit": 0,
         "features": ["text_generation", "image_generation"],
         "monthly_credits": credits,
@@ -153,21 +157,41 @@ def bench_check(client: redis.Redis, prefix: str, accounts: list[str], n: int) -
     }
 
 
-async def _sidecar_load(
-    port: int, accounts: list[str], rate: float, duration: float, conns: int
-) -> tuple[list[float], int]:
-    clock = time.perf_counter  # uvloop's loop.time() ticks in whole milliseconds
-    total = int(rate * duration)
-    latencies: list[float] = []
-    errors = 0
-    bodies = [
-        json.dumps({"account_id": a, "feature": "text_generation", "estimated_credits": 25_000})
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One answered check of the open-loop load: when it was due and how it went."""
+
+    due: float
+    """Scheduled send time (``time.perf_counter``)."""
+    body: int
+    """Index of the body sent."""
+    latency: float
+    status: int
+    allowed: bool
+    degraded: bool
+
+
+def check_bodies(accounts: list[str]) -> list[bytes]:
+    return [
+        json.dumps(
+            {"account_id": a, "feature": "text_generation", "estimated_credits": 25_000}
+        ).encode()
         for a in accounts
     ]
+
+
+async def sidecar_load(
+    port: int, bodies: list[bytes], rate: float, duration: float, conns: int = 32
+) -> list[Answer]:
+    """Send ``rate`` checks a second for ``duration`` seconds over ``conns`` keep-alive
+    connections, cycling through ``bodies``. Open loop: latency counts from the scheduled
+    send time, so a stalled server cannot hide its queueing."""
+    clock = time.perf_counter  # uvloop's loop.time() ticks in whole milliseconds
+    total = int(rate * duration)
+    answers: list[Answer] = []
     start = clock() + 0.2
 
     async def worker(j: int) -> None:
-        nonlocal errors
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             for i in range(j, total, conns):
@@ -175,7 +199,7 @@ async def _sidecar_load(
                 delay = scheduled - clock()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                body = bodies[i % len(bodies)].encode()
+                body = bodies[i % len(bodies)]
                 writer.write(
                     b"POST /v1/check HTTP/1.1\r\nHost: bench\r\nX-API-Key: "
                     + BENCH_KEY.encode()
@@ -190,17 +214,24 @@ async def _sidecar_load(
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":", 1)[1])
                 payload = await reader.readexactly(length)
-                latencies.append(clock() - scheduled)
-                if not head.startswith(b"HTTP/1.1 200") or b'"allowed":true' not in payload:
-                    errors += 1
+                answers.append(
+                    Answer(
+                        scheduled,
+                        i % len(bodies),
+                        clock() - scheduled,
+                        int(head[9:12]),
+                        b'"allowed":true' in payload,
+                        b'"degraded":true' in payload,
+                    )
+                )
         finally:
             writer.close()
 
     await asyncio.gather(*(worker(j) for j in range(conns)))
-    return latencies, errors
+    return answers
 
 
-def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
     """Run the load generator on uvloop when installed (uvicorn[standard] brings it).
 
     Latency counts from the scheduled send time, so the client's own event-loop lag would
@@ -213,19 +244,22 @@ def _run_loop(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-def bench_sidecar(
-    redis_url: str, prefix: str, accounts: list[str], rate: float, duration: float
-) -> dict[str, float]:
+@contextmanager
+def running_sidecar(
+    redis_url: str, prefix: str, env: Mapping[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``metering run sidecar`` in a child process on a free port, up and healthy."""
     port = free_port()
-    env = {
+    proc_env = {
         **os.environ,
         "METERING_REDIS_URL": redis_url,
         "METERING_REDIS_PREFIX": prefix,
         "METERING_API_KEYS": f"bench:{BENCH_KEY}",
+        **(env or {}),
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "metering.cli", "run", "sidecar", "--port", str(port)],
-        env=env,
+        env=proc_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -240,17 +274,57 @@ def bench_sidecar(
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("sidecar did not start")
             time.sleep(0.1)
-        _run_loop(_sidecar_load(port, accounts, rate, 1.0, 32))  # warm-up
-        latencies, errors = _run_loop(_sidecar_load(port, accounts, rate, duration, 32))
+        yield proc, port
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process (Linux ``/proc``), in MB."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def bench_sidecar(
+    redis_url: str, prefix: str, accounts: list[str], rate: float, duration: float
+) -> dict[str, float]:
+    bodies = check_bodies(accounts)
+    with running_sidecar(redis_url, prefix) as (_, port):
+        run_loop(sidecar_load(port, bodies, rate, 1.0))  # warm-up
+        answers = run_loop(sidecar_load(port, bodies, rate, duration))
+    latencies = [a.latency for a in answers]
     return {
         "sidecar_rate_rps": rate,
-        "sidecar_requests": len(latencies),
-        "sidecar_errors": errors,
+        "sidecar_requests": len(answers),
+        "sidecar_errors": sum(1 for a in answers if a.status != 200 or not a.allowed),
         "sidecar_p50_ms": _ms(statistics.median(latencies)),
         "sidecar_p99_ms": _ms(_pct(latencies, 0.99)),
+    }
+
+
+def bench_sidecar_memory(
+    redis_url: str, prefix: str, accounts: list[str], requests: int
+) -> dict[str, float]:
+    """RSS after ``requests`` checks of distinct random 200-byte account ids (each one a new
+    key-cache and policy-cache candidate), beside the RSS after a warm-up on known accounts."""
+    rng = random.Random(11)
+    with running_sidecar(redis_url, prefix) as (proc, port):
+        run_loop(sidecar_load(port, check_bodies(accounts), 2000, 1.0))
+        idle = rss_mb(proc.pid)
+        hostile = check_bodies(
+            ["".join(rng.choices("0123456789abcdef", k=200)) for _ in range(requests)]
+        )
+        run_loop(sidecar_load(port, hostile, 20_000, requests / 20_000))
+        after = rss_mb(proc.pid)
+    return {
+        "sidecar_random_id_requests": requests,
+        "sidecar_rss_warm_mb": idle,
+        "sidecar_rss_after_random_ids_mb": after,
+        "sidecar_rss_growth_ratio": round(after / idle, 3),
     }
 
 
@@ -316,6 +390,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--entries", type=int, default=100_000)
     parser.add_argument("--batch", type=int, default=2000, help="entries per apply batch")
     parser.add_argument("--skip-sidecar", action="store_true")
+    parser.add_argument(
+        "--memory-requests", type=int, default=100_000, help="random-id checks (0 = skip)"
+    )
     args = parser.parse_args(argv)
 
     from metering.config import load_settings
@@ -335,7 +412,7 @@ def main(argv: list[str]) -> int:
         prefix = f"bench-{secrets.token_hex(4)}:"
         stack.callback(_cleanup, client, prefix)
         accounts = [f"acct-{i:05d}" for i in range(args.accounts)]
-        seed = [e for a in accounts for e in _seed_entries(a, 10**9 * CREDIT)]
+        seed = [e for a in accounts for e in seed_entries(a, 10**9 * CREDIT)]
         Projector(client, prefix).apply_batch(seed)
         result: dict[str, Any] = {"redis": "own" if own else "existing"}
         say("library check vs raw GET ...")
@@ -346,16 +423,20 @@ def main(argv: list[str]) -> int:
             result["sidecar_vs_check_p99"] = round(
                 result["sidecar_p99_ms"] / result["check_p99_ms"], 3
             )
+            if args.memory_requests:
+                say(f"sidecar memory after {args.memory_requests} random account ids ...")
+                result.update(bench_sidecar_memory(url, prefix, accounts, args.memory_requests))
         say(f"projection apply of {args.entries} entries ...")
         apply_accounts = [f"apply-{i:05d}" for i in range(10_000)]
         Projector(client, prefix).apply_batch(
-            [e for a in apply_accounts for e in _seed_entries(a, 10**6 * CREDIT)]
+            [e for a in apply_accounts for e in seed_entries(a, 10**6 * CREDIT)]
         )
         result.update(bench_projection(client, prefix, apply_accounts, args.entries, args.batch))
         result["targets_met"] = (
             result["check_p99_ms"] <= 1
             and result["check_vs_raw_p99"] <= 2
             and result.get("sidecar_p99_ms", 0) <= 5
+            and result.get("sidecar_rss_after_random_ids_mb", 0) <= 150
             and result["projection_entries_per_s"] >= 50_000
         )
     print(json.dumps(result))

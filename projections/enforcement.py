@@ -11,11 +11,12 @@ import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 import redis.asyncio as aioredis
 
+from metering.domain.identifiers import identifier_problem, is_identifier
 from projections.keys import (
     HOLD_SEP,
     LayoutError,
@@ -27,18 +28,59 @@ from projections.keys import (
 from projections.scripts import script
 
 MAX_TTL_S = 86_400.0
-_KEY_CACHE_SIZE = 100_000
+KEY_CACHE_BYTES = 8 << 20
+"""Budget of the per-account key cache: bounded by bytes, not entries, so ids of any length
+(at most 256 bytes by the identifier rule) cannot grow it past a few megabytes."""
 DEFAULT_SETTLE_TTL_S = 300.0
 """How long a committed hold stays reserved while the ledger debit is on its way."""
+SETTLEMENT_TTL_S = 86_400.0
+"""How long a hold's settlement (committed or released) is remembered, so a retried commit
+or release within a day gets the same answer."""
 
 ALLOWED = "ok"
 UNKNOWN_ACCOUNT = "unknown_account"
+UNKNOWN_FEATURE = "unknown_feature"
 FEATURE_NOT_IN_PLAN = "feature_not_in_plan"
 INSUFFICIENT = "insufficient_credits"
 
 
 class EnforcementError(ValueError):
     """Bad arguments to the enforcement API (the sidecar turns these into 4xx)."""
+
+
+class HoldConflict(EnforcementError):
+    """The hold was settled differently already: committed at another amount, or released
+    (on commit), or committed (on release). The sidecar answers 409."""
+
+
+class FeatureSet(Protocol):
+    """The price book's features (``projections.features.FeatureCatalog``): a feature it does
+    not know is denied, since its usage could never be charged."""
+
+    def known(self, feature: str) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """The answer to a commit: ``committed`` stays reserved until the ledger debit lands;
+    ``held_back`` is the part of ``actual`` the account could not cover."""
+
+    hold_id: str
+    actual: int
+    committed: int
+
+    @property
+    def held_back(self) -> int:
+        return self.actual - self.committed
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hold_id": self.hold_id,
+            "status": "committed",
+            "actual": self.actual,
+            "committed": self.committed,
+            "held_back": self.held_back,
+        }
 
 
 class ReservationDenied(Exception):
@@ -85,6 +127,10 @@ class Decision:
         }
 
 
+UNKNOWN_FEATURE_DECISION = Decision(allowed=False, reason=UNKNOWN_FEATURE, spendable=0)
+"""The price book does not price the feature: its usage would be dead-lettered, never charged."""
+
+
 @dataclass(frozen=True, slots=True)
 class GrantView:
     grant_id: str
@@ -118,7 +164,7 @@ class Balance:
         return asdict(self)
 
 
-def _amount(name: str, value: object, *, allow_zero: bool = True) -> int:
+def check_amount(name: str, value: object, *, allow_zero: bool = True) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise EnforcementError(f"{name} must be an integer number of micro-credits")
     if value < 0 or (value == 0 and not allow_zero) or value >= 2**53:
@@ -140,9 +186,10 @@ def _text(value: bytes | str | None) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
-def new_hold_id(account: str) -> str:
-    """``<32 hex>:<account>``: unique, and it names the account so commit finds its keys."""
-    return secrets.token_hex(16) + HOLD_SEP + account
+def new_hold_id(account: str, token: str | None = None) -> str:
+    """``<32 hex>:<account>``: unique, and it names the account so commit finds its keys.
+    ``token`` (32 hex) lets a caller embed its own proof of ownership (the sidecar does)."""
+    return (token or secrets.token_hex(16)) + HOLD_SEP + account
 
 
 def _decision(reply: Sequence[Any], hold_id: str | None = None) -> Decision:
@@ -228,40 +275,72 @@ def _balance(account: str, reply: Sequence[Any]) -> Balance | None:
 
 
 class _Base:
-    def __init__(self, prefix: str, settle_ttl_s: float) -> None:
+    def __init__(
+        self, prefix: str, settle_ttl_s: float, features: FeatureSet | None = None
+    ) -> None:
         self.prefix = check_prefix(prefix)
         self.settle_ttl_ms = _ttl_ms("settle_ttl_s", settle_ttl_s)
+        self.settlement_ttl_ms = _ttl_ms("settlement_ttl_s", SETTLEMENT_TTL_S)
+        self.features = features
         self._check = script("check")
         self._reserve = script("reserve")
         self._commit = script("commit")
         self._release = script("release")
         self._balance = script("balance")
         self._key_cache: dict[str, list[str]] = {}
+        self._key_cache_bytes = 0
 
     def _keys(self, account: str) -> list[str]:
         """The account's 4 keys; cached (validated once), since every call on the hot path
         needs them. The list is shared: callers must not modify it."""
-        if not isinstance(account, str):
-            raise EnforcementError("account must be a string")
         keys = self._key_cache.get(account)
         if keys is not None:
             return keys
+        if not isinstance(account, str):
+            raise EnforcementError("account must be a string")
         try:
             keys = account_keys(self.prefix, check_account(account)).as_list()
         except LayoutError as exc:
             raise EnforcementError(str(exc)) from exc
-        if len(self._key_cache) >= _KEY_CACHE_SIZE:
+        size = len(account) + sum(len(k) for k in keys) + 200  # + dict/list/str overheads
+        if self._key_cache_bytes + size > KEY_CACHE_BYTES:
             self._key_cache.clear()
+            self._key_cache_bytes = 0
         self._key_cache[account] = keys
+        self._key_cache_bytes += size
         return keys
 
-    @staticmethod
-    def _feature(feature: str | None) -> str:
+    def _feature(self, feature: str | None) -> str:
+        """The feature argument of the scripts ('' = any), or raise for a bad one."""
         if feature is None:
             return ""
-        if not isinstance(feature, str):
-            raise EnforcementError("feature must be a string")
+        if not is_identifier(feature):
+            problem = identifier_problem(feature) or "is not a valid identifier"
+            raise EnforcementError(f"feature {problem}")
         return feature
+
+    def _unknown(self, feature: str | None) -> bool:
+        """True when a price book is known and does not price ``feature``."""
+        return (
+            feature is not None and self.features is not None and not self.features.known(feature)
+        )
+
+    def _settlement(self, hold: str, actual: int, reply: Sequence[Any]) -> Settlement | None:
+        status = int(reply[0])
+        if status == 0:
+            return None
+        if status == 409:
+            if int(reply[1]) < 0:
+                raise HoldConflict("hold was released; it cannot be committed")
+            raise HoldConflict(f"hold was already committed at {int(reply[1])}, not {actual}")
+        return Settlement(hold, int(reply[1]), int(reply[2]))
+
+    @staticmethod
+    def _released(reply: Sequence[Any]) -> bool:
+        status = int(reply[0])
+        if status == 409:
+            raise HoldConflict("hold was committed; its spend stays reserved until it is debited")
+        return status == 1
 
 
 class Enforcer(_Base):
@@ -273,27 +352,37 @@ class Enforcer(_Base):
         prefix: str,
         *,
         settle_ttl_s: float = DEFAULT_SETTLE_TTL_S,
+        features: FeatureSet | None = None,
     ) -> None:
-        super().__init__(prefix, settle_ttl_s)
+        super().__init__(prefix, settle_ttl_s, features)
         self.client = client
 
     def check(self, account: str, feature: str | None, estimated_credits: int) -> Decision:
         """May ``account`` spend ``estimated_credits`` micro-credits on ``feature``?"""
-        cost = _amount("estimated_credits", estimated_credits)
-        reply = self._check.call(self.client, self._keys(account), [self._feature(feature), cost])
-        return _decision(reply)
+        cost = check_amount("estimated_credits", estimated_credits)
+        keys, feature_arg = self._keys(account), self._feature(feature)
+        if self._unknown(feature):
+            return UNKNOWN_FEATURE_DECISION
+        return _decision(self._check.call(self.client, keys, [feature_arg, cost]))
 
     def try_reserve(
-        self, account: str, amount: int, ttl_s: float, feature: str | None = None
+        self,
+        account: str,
+        amount: int,
+        ttl_s: float,
+        feature: str | None = None,
+        *,
+        hold_id: str | None = None,
     ) -> Decision:
         """Hold ``amount`` for ``ttl_s`` seconds if it fits; the Decision carries the hold id."""
-        value = _amount("amount", amount, allow_zero=False)
+        value = check_amount("amount", amount, allow_zero=False)
         ttl = _ttl_ms("ttl_s", ttl_s)
-        keys = self._keys(account)
-        hold_id = new_hold_id(account)
-        args: list[str | int] = [hold_id, value, ttl, self._feature(feature)]
-        reply = self._reserve.call(self.client, keys, args)
-        return _decision(reply, hold_id)
+        keys, feature_arg = self._keys(account), self._feature(feature)
+        if self._unknown(feature):
+            return UNKNOWN_FEATURE_DECISION
+        hold_id = hold_id or new_hold_id(account)
+        args: list[str | int] = [hold_id, value, ttl, feature_arg]
+        return _decision(self._reserve.call(self.client, keys, args), hold_id)
 
     def reserve(self, account: str, amount: int, ttl_s: float, feature: str | None = None) -> str:
         """Hold ``amount``; return the hold id or raise :class:`ReservationDenied`."""
@@ -302,17 +391,20 @@ class Enforcer(_Base):
             raise ReservationDenied(decision)
         return decision.hold_id
 
-    def commit(self, hold: str, actual: int) -> bool:
-        """Settle a hold at ``actual``; False if it had already expired or been settled."""
-        value = _amount("actual", actual)
+    def commit(self, hold: str, actual: int) -> Settlement | None:
+        """Settle a hold at ``actual`` (idempotent); None if it expired or never existed.
+        Raises :class:`HoldConflict` after a release or a commit at another amount."""
+        value = check_amount("actual", actual)
         keys = self._keys(_hold_account(hold))
-        reply = self._commit.call(self.client, keys, [hold, value, self.settle_ttl_ms])
-        return int(reply[0]) == 1
+        args: list[str | int] = [hold, value, self.settle_ttl_ms, self.settlement_ttl_ms]
+        return self._settlement(hold, value, self._commit.call(self.client, keys, args))
 
     def release(self, hold: str) -> bool:
-        """Give a hold back; False if it had already expired or been settled."""
-        reply = self._release.call(self.client, self._keys(_hold_account(hold)), [hold])
-        return int(reply[0]) == 1
+        """Give a hold back (idempotent); False if it expired or never existed. Raises
+        :class:`HoldConflict` after a commit."""
+        keys = self._keys(_hold_account(hold))
+        reply = self._release.call(self.client, keys, [hold, self.settlement_ttl_ms])
+        return self._released(reply)
 
     def balance(self, account: str) -> Balance | None:
         return _balance(account, self._balance.call(self.client, self._keys(account), []))
@@ -327,26 +419,35 @@ class AsyncEnforcer(_Base):
         prefix: str,
         *,
         settle_ttl_s: float = DEFAULT_SETTLE_TTL_S,
+        features: FeatureSet | None = None,
     ) -> None:
-        super().__init__(prefix, settle_ttl_s)
+        super().__init__(prefix, settle_ttl_s, features)
         self.client = client
 
     async def check(self, account: str, feature: str | None, estimated_credits: int) -> Decision:
-        cost = _amount("estimated_credits", estimated_credits)
-        keys = self._keys(account)
-        reply = await self._check.acall(self.client, keys, [self._feature(feature), cost])
-        return _decision(reply)
+        cost = check_amount("estimated_credits", estimated_credits)
+        keys, feature_arg = self._keys(account), self._feature(feature)
+        if self._unknown(feature):
+            return UNKNOWN_FEATURE_DECISION
+        return _decision(await self._check.acall(self.client, keys, [feature_arg, cost]))
 
     async def try_reserve(
-        self, account: str, amount: int, ttl_s: float, feature: str | None = None
+        self,
+        account: str,
+        amount: int,
+        ttl_s: float,
+        feature: str | None = None,
+        *,
+        hold_id: str | None = None,
     ) -> Decision:
-        value = _amount("amount", amount, allow_zero=False)
+        value = check_amount("amount", amount, allow_zero=False)
         ttl = _ttl_ms("ttl_s", ttl_s)
-        keys = self._keys(account)
-        hold_id = new_hold_id(account)
-        args: list[str | int] = [hold_id, value, ttl, self._feature(feature)]
-        reply = await self._reserve.acall(self.client, keys, args)
-        return _decision(reply, hold_id)
+        keys, feature_arg = self._keys(account), self._feature(feature)
+        if self._unknown(feature):
+            return UNKNOWN_FEATURE_DECISION
+        hold_id = hold_id or new_hold_id(account)
+        args: list[str | int] = [hold_id, value, ttl, feature_arg]
+        return _decision(await self._reserve.acall(self.client, keys, args), hold_id)
 
     async def reserve(
         self, account: str, amount: int, ttl_s: float, feature: str | None = None
@@ -356,15 +457,16 @@ class AsyncEnforcer(_Base):
             raise ReservationDenied(decision)
         return decision.hold_id
 
-    async def commit(self, hold: str, actual: int) -> bool:
-        value = _amount("actual", actual)
+    async def commit(self, hold: str, actual: int) -> Settlement | None:
+        value = check_amount("actual", actual)
         keys = self._keys(_hold_account(hold))
-        reply = await self._commit.acall(self.client, keys, [hold, value, self.settle_ttl_ms])
-        return int(reply[0]) == 1
+        args: list[str | int] = [hold, value, self.settle_ttl_ms, self.settlement_ttl_ms]
+        return self._settlement(hold, value, await self._commit.acall(self.client, keys, args))
 
     async def release(self, hold: str) -> bool:
-        reply = await self._release.acall(self.client, self._keys(_hold_account(hold)), [hold])
-        return int(reply[0]) == 1
+        keys = self._keys(_hold_account(hold))
+        reply = await self._release.acall(self.client, keys, [hold, self.settlement_ttl_ms])
+        return self._released(reply)
 
     async def balance(self, account: str) -> Balance | None:
         reply = await self._balance.acall(self.client, self._keys(account), [])

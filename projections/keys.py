@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from metering.domain.identifiers import identifier_problem, is_identifier
+
 DEFAULT_PREFIX = "mt:"
 """Live projection prefix; override with ``METERING_REDIS_PREFIX``."""
 
@@ -47,10 +49,10 @@ def check_prefix(prefix: str) -> str:
 
 
 def check_account(account: str) -> str:
-    """An account id must be non-empty and brace-free to be its own hash tag."""
-    if not account or "{" in account or "}" in account:
-        raise LayoutError(f"account id {account!r} must be non-empty and contain no braces")
-    return account
+    """An account id must follow the identifier rule (brace-free: it is its own hash tag)."""
+    if is_identifier(account):
+        return account
+    raise LayoutError(f"account_id {identifier_problem(account)}")
 
 
 def prefix_from_env() -> str:
@@ -85,16 +87,33 @@ def account_from_key(prefix: str, key: str) -> str | None:
     return account if sep else None
 
 
+def _escaped(prefix: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
+
+
 def balance_pattern(prefix: str) -> str:
     """SCAN pattern matching every balance hash under ``prefix``."""
-    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
-    return escaped + "{*}:bal"
+    return _escaped(prefix) + "{*}:bal"
 
 
 def account_pattern(prefix: str) -> str:
     """SCAN pattern matching every projection key under ``prefix``."""
-    escaped = "".join("\\" + c if c in "*?[]\\" else c for c in prefix)
-    return escaped + "{*}:*"
+    return _escaped(prefix) + "{*}:*"
+
+
+def sentinel_key(prefix: str, topic: str, partition: int) -> str:
+    """The marker of one ledger partition being in Redis (``projections.self_heal``).
+
+    One key per partition, so each consumer of the group watches the partitions it owns;
+    a plain single key (no hash tag, outside the account layout): scans of account keys and
+    ``rebuild`` never see it, and it is never used in a script with account keys (Cluster).
+    """
+    return f"{prefix}projection:{topic}:{partition}"
+
+
+def sentinel_pattern(prefix: str) -> str:
+    """SCAN pattern matching every sentinel key under ``prefix``."""
+    return _escaped(prefix) + "projection:*"
 
 
 HOLD_SEP = ":"

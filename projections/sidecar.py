@@ -15,12 +15,16 @@ answer comes from one place.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -29,26 +33,48 @@ from redis.exceptions import RedisError, ResponseError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering.auth import key_owner
-from projections.enforcement import AsyncEnforcer, Decision, EnforcementError
-from projections.failmode import FailMode, PolicyCache, degraded_decision
-from projections.keys import prefix_from_env
+from metering.domain.identifiers import identifier_problem, is_identifier
+from projections.breaker import BreakerState, CircuitBreaker
+from projections.enforcement import (
+    AsyncEnforcer,
+    Decision,
+    EnforcementError,
+    FeatureSet,
+    HoldConflict,
+    check_amount,
+)
+from projections.failmode import FailMode, PolicyCache, degraded_decision, parse_unseen
+from projections.features import FeatureCatalog
+from projections.keys import account_from_key, balance_pattern, hold_account, prefix_from_env
 from projections.openapi import SPEC
 
 log = logging.getLogger("metering.sidecar")
 
-Handler = Callable[[Request], Awaitable[Response]]
+MAX_BODY_BYTES = 64 * 1024
+"""Largest request body read (413 above it): every valid request is a few hundred bytes."""
+DEFAULT_DEADLINE_S = 0.05
+"""How long a request waits for Redis before it is answered by the fail mode. A healthy local
+Redis answers in well under a millisecond; a hung one must not make every request slow. When
+the breaker opens, every request still waiting is answered at once (not at its deadline)."""
+
+T = TypeVar("T")
+Handler = Callable[[Request, str], Awaitable[Response]]
 
 
 class BadRequest(Exception):
     def __init__(self, status: int, error: str, message: str) -> None:
         super().__init__(message)
         self.status, self.error, self.message = status, error, message
+
+
+class RedisUnavailable(Exception):
+    """Redis timed out, refused the connection, or the breaker is open."""
 
 
 def parse_api_keys(value: str) -> dict[str, str]:
@@ -71,6 +97,69 @@ def _error(
     return JSONResponse({"error": error, "message": message}, status, headers=headers)
 
 
+async def read_limited(chunks: AsyncIterator[bytes], declared: str | None) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed the limit (by its
+    ``Content-Length``, or while it streams): a large body is never held in memory."""
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BadRequest(413, "payload_too_large", f"request body over {MAX_BODY_BYTES} bytes")
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadRequest(413, "payload_too_large", f"request body over {MAX_BODY_BYTES} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """A JSON object, or :class:`BadRequest` (400) for anything else, however it is built."""
+    if not raw:
+        raise BadRequest(400, "invalid_json", "request body must be a JSON object")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest(400, "invalid_json", "request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest(400, "invalid_json", "request body must be a JSON object")
+    return data
+
+
+def identifier(name: str, value: object) -> str:
+    """``value`` when it follows the identifier rule, else 422 naming the field."""
+    if is_identifier(value):
+        assert isinstance(value, str)
+        return value
+    problem = identifier_problem(value) or "is not a valid identifier"
+    raise BadRequest(422, "invalid_request", f"{name} {problem}")
+
+
+class HoldOwners:
+    """Hold ids name the service that made them: the first 16 hex digits are random, the
+    next 16 a keyed BLAKE2b of them under a secret derived from that service's API key. Only
+    that key can commit or release the hold; any other gets 404, as for a hold that does not
+    exist, so a key cannot even learn which holds exist. Nothing is stored for it."""
+
+    def __init__(self, keys: list[tuple[str, bytes]]) -> None:
+        self._secrets = {
+            service: hashlib.sha256(b"metering-hold-owner\0" + key).digest()
+            for service, key in keys
+        }
+
+    def _mac(self, service: str, nonce: str) -> str:
+        return hashlib.blake2b(
+            nonce.encode(), key=self._secrets[service], digest_size=8
+        ).hexdigest()
+
+    def token(self, service: str) -> str:
+        nonce = secrets.token_hex(8)
+        return nonce + self._mac(service, nonce)
+
+    def owns(self, service: str, hold_id: str) -> bool:
+        token = hold_id[:32]
+        return len(token) == 32 and hmac.compare_digest(token[16:], self._mac(service, token[:16]))
+
+
 class Sidecar:
     """The app's state and handlers; ``app`` is the Starlette application."""
 
@@ -81,18 +170,32 @@ class Sidecar:
         api_keys: Mapping[str, str],
         fail_mode: FailMode = FailMode.AUTO,
         *,
+        unseen: FailMode = FailMode.CLOSED,
+        features: FeatureSet | None = None,
         redis_timeout_s: float = 0.5,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if not api_keys:
             raise ValueError("at least one API key is required (METERING_API_KEYS)")
         self.redis_url = redis_url
         self.prefix = prefix
         self.fail_mode = fail_mode
+        self.unseen = unseen
+        self.features = features
         self.policies = PolicyCache()
         self.redis_timeout_s = redis_timeout_s
+        self.deadline_s = deadline_s
+        self.breaker = breaker or CircuitBreaker()
+        self.degraded_answers = 0
+        self.redis_failures = 0
         self._keys = [(service, key.encode("utf-8")) for service, key in api_keys.items()]
+        self.owners = HoldOwners(self._keys)
         self.client: aioredis.Redis | None = None
         self.enforcer: AsyncEnforcer | None = None
+        self._warmup: asyncio.Task[None] | None = None
+        self._waiting: set[asyncio.Timeout] = set()
+        """Deadlines of the Redis calls in flight: cut short together when the breaker opens."""
         self.app = Starlette(
             routes=[
                 Route("/v1/check", self._authed(self.check), methods=["POST"]),
@@ -114,6 +217,7 @@ class Sidecar:
                 ),
                 Route("/openapi.json", self.openapi, methods=["GET"]),
                 Route("/healthz", self.health, methods=["GET"]),
+                Route("/metrics", self.metrics, methods=["GET"]),
             ],
             exception_handlers={HTTPException: self._http_error, Exception: self._crash},
             lifespan=self._lifespan,
@@ -123,7 +227,7 @@ class Sidecar:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         # Blocking pool: a burst waits for a connection instead of failing; no retries, so
-        # an unreachable Redis turns into the fail-mode answer within redis_timeout_s.
+        # an unreachable Redis turns into the fail-mode answer within the deadline.
         pool = aioredis.BlockingConnectionPool.from_url(
             self.redis_url,
             max_connections=64,
@@ -133,20 +237,41 @@ class Sidecar:
             retry=Retry(NoBackoff(), 0),
         )
         self.client = aioredis.Redis(connection_pool=pool)
-        self.enforcer = AsyncEnforcer(self.client, self.prefix)
+        self.enforcer = AsyncEnforcer(self.client, self.prefix, features=self.features)
+        if self.fail_mode is FailMode.AUTO:
+            self._warmup = asyncio.create_task(self._learn_policies())
         try:
             yield
         finally:
+            if self._warmup is not None:
+                self._warmup.cancel()
             await self.client.aclose()
             await pool.disconnect()
 
-    # -- plumbing -------------------------------------------------------------------------
+    async def _learn_policies(self, retry_s: float = 5.0) -> None:
+        """Learn every account's overage policy once Redis answers, so ``auto`` answers by
+        policy (not the unseen default) for accounts this process has not served yet."""
+        client = self.client
+        assert client is not None
+        while True:
+            try:
+                async for key in client.scan_iter(match=balance_pattern(self.prefix), count=500):
+                    text = key.decode() if isinstance(key, bytes) else str(key)
+                    account = account_from_key(self.prefix, text)
+                    if account is None or not is_identifier(account):
+                        continue
+                    policy = await client.hget(key, "policy")
+                    if isinstance(policy, bytes):
+                        self.policies.remember(account, policy.decode())
+                    if self.policies.bytes >= self.policies.max_bytes:
+                        return
+                log.info("learned the overage policy of %d accounts", len(self.policies))
+                return
+            except (RedisError, OSError) as exc:
+                log.info("policy warm-up waits for redis (%s)", type(exc).__name__)
+                await asyncio.sleep(retry_s)
 
-    def _service(self, request: Request) -> str | None:
-        """The calling service, or None. Every key is compared, each in constant time."""
-        return self.service_for(
-            request.headers.get("x-api-key"), request.headers.get("authorization")
-        )
+    # -- plumbing -------------------------------------------------------------------------
 
     def service_for(self, api_key: str | None, authorization: str | None) -> str | None:
         """The service an ``X-API-Key`` or ``Authorization: Bearer`` value belongs to."""
@@ -156,9 +281,15 @@ class Sidecar:
             presented = token.strip() if scheme.lower() == "bearer" else None
         return key_owner(presented, self._keys)
 
-    def _authed(self, handler: Handler) -> Handler:
+    def _authed(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        """The key is checked first, from the headers: no body is read for a caller without
+        one. Bad input becomes 4xx here, an unreachable Redis 503."""
+
         async def wrapped(request: Request) -> Response:
-            if self._service(request) is None:
+            service = self.service_for(
+                request.headers.get("x-api-key"), request.headers.get("authorization")
+            )
+            if service is None:
                 return _error(
                     401,
                     "unauthorized",
@@ -166,26 +297,24 @@ class Sidecar:
                     {"WWW-Authenticate": "Bearer"},
                 )
             try:
-                return await handler(request)
+                return await handler(request, service)
             except BadRequest as exc:
                 return _error(exc.status, exc.error, exc.message)
+            except HoldConflict as exc:
+                return _error(409, "hold_conflict", str(exc))
             except EnforcementError as exc:
                 return _error(422, "invalid_request", str(exc))
+            except RedisUnavailable:
+                return _error(503, "redis_unavailable", "the balance store is unreachable; retry")
+            except ClientDisconnect:
+                return _error(400, "client_disconnected", "the request body did not arrive")
 
         return wrapped
 
     @staticmethod
     async def _body(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if not raw:
-            raise BadRequest(400, "invalid_json", "request body must be a JSON object")
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest(400, "invalid_json", "request body is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise BadRequest(400, "invalid_json", "request body must be a JSON object")
-        return data
+        raw = await read_limited(request.stream(), request.headers.get("content-length"))
+        return parse_object(raw)
 
     @staticmethod
     def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
@@ -196,24 +325,63 @@ class Sidecar:
             raise BadRequest(422, "invalid_request", f"field {name!r} has the wrong type")
         return value
 
-    def _optional_feature(self, data: Mapping[str, Any]) -> str | None:
+    @staticmethod
+    def _optional_feature(data: Mapping[str, Any]) -> str | None:
         value = data.get("feature")
-        if value is not None and not isinstance(value, str):
-            raise BadRequest(422, "invalid_request", "field 'feature' must be a string or null")
-        return value
+        return None if value is None else identifier("feature", value)
 
     def _enforcer(self) -> AsyncEnforcer:
         if self.enforcer is None:
             raise RuntimeError("sidecar used outside its lifespan")
         return self.enforcer
 
-    def _remember(self, account: str, decision: Decision) -> None:
-        if decision.policy and self.fail_mode is FailMode.AUTO:
-            self.policies.remember(account, decision.policy)
+    async def call_redis(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis call under the breaker and the deadline.
 
-    def _unavailable(self, exc: Exception) -> Response:
-        log.warning("redis unavailable: %s", exc)
-        return _error(503, "redis_unavailable", "the balance store is unreachable; retry")
+        Raises :class:`RedisUnavailable` at once while the breaker is open, or when the call
+        times out or cannot connect. Only breaker transitions are logged: an outage at
+        thousands of requests a second must not become thousands of log lines a second."""
+        breaker = self.breaker
+        if not breaker.allow():
+            raise RedisUnavailable("circuit breaker open")
+        was = breaker.state
+        waiting = self._waiting
+        try:
+            async with asyncio.timeout(self.deadline_s) as deadline:
+                waiting.add(deadline)
+                try:
+                    result = await call()
+                finally:
+                    waiting.discard(deadline)
+        except ResponseError:
+            breaker.success()
+            raise
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+            self.redis_failures += 1
+            breaker.failure()
+            if breaker.state is BreakerState.OPEN and was is BreakerState.CLOSED:
+                now = asyncio.get_running_loop().time()
+                for other in list(waiting):  # they would time out too: answer them now
+                    if not other.expired():
+                        other.reschedule(now)
+                log.warning(
+                    "redis unreachable (%s): answering by fail mode %s for %.1f s, then probing",
+                    type(exc).__name__,
+                    self.fail_mode.value,
+                    breaker.cooldown_s,
+                )
+            raise RedisUnavailable(type(exc).__name__) from exc
+        except BaseException:
+            breaker.abandon()
+            raise
+        if was is not BreakerState.CLOSED:
+            log.warning("redis answers again: circuit breaker closed")
+        breaker.success()
+        return result
+
+    def _degraded(self, account: str) -> Decision:
+        self.degraded_answers += 1
+        return degraded_decision(self.fail_mode, self.policies, account, self.unseen)
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -225,72 +393,75 @@ class Sidecar:
 
     # -- endpoints ------------------------------------------------------------------------
 
-    async def check(self, request: Request) -> Response:
+    async def check(self, request: Request, service: str) -> Response:
         data = await self._body(request)
-        account = self._field(data, "account_id", str)
-        cost = self._field(data, "estimated_credits", int)
+        account = identifier("account_id", self._field(data, "account_id", str))
+        cost = check_amount("estimated_credits", self._field(data, "estimated_credits", int))
         feature = self._optional_feature(data)
         return JSONResponse((await self.decide_check(account, feature, cost)).to_json())
 
     async def decide_check(self, account: str, feature: str | None, cost: int) -> Decision:
-        """The check, or the fail-mode answer when Redis is unreachable (both paths use it)."""
+        """The check, or the fail-mode answer when Redis is unreachable (both paths use it).
+        The arguments are already valid (the route and :class:`FastCheck` check them)."""
+        enforcer = self._enforcer()
         try:
-            decision = await self._enforcer().check(account, feature, cost)
-        except (RedisError, OSError) as exc:
-            if isinstance(exc, ResponseError):
-                raise
-            log.warning("redis unavailable, fail mode %s: %s", self.fail_mode.value, exc)
-            return degraded_decision(self.fail_mode, self.policies, account)
-        self._remember(account, decision)
+            decision = await self.call_redis(lambda: enforcer.check(account, feature, cost))
+        except RedisUnavailable:
+            return self._degraded(account)
+        if decision.policy and self.fail_mode is FailMode.AUTO:
+            self.policies.remember(account, decision.policy)
         return decision
 
-    async def reserve(self, request: Request) -> Response:
+    async def reserve(self, request: Request, service: str) -> Response:
         data = await self._body(request)
-        account = self._field(data, "account_id", str)
-        amount = self._field(data, "amount", int)
+        account = identifier("account_id", self._field(data, "account_id", str))
+        amount = check_amount("amount", self._field(data, "amount", int), allow_zero=False)
         ttl_s = self._field(data, "ttl_s", (int, float))
         feature = self._optional_feature(data)
+        enforcer = self._enforcer()
+        hold_id = f"{self.owners.token(service)}:{account}"
         try:
-            decision = await self._enforcer().try_reserve(account, amount, ttl_s, feature)
-        except (RedisError, OSError) as exc:
-            if isinstance(exc, ResponseError):
-                raise
-            log.warning("redis unavailable, fail mode %s: %s", self.fail_mode.value, exc)
-            decision = degraded_decision(self.fail_mode, self.policies, account)
-            return JSONResponse(decision.to_json(), 201 if decision.allowed else 200)
-        self._remember(account, decision)
+            decision = await self.call_redis(
+                lambda: enforcer.try_reserve(account, amount, ttl_s, feature, hold_id=hold_id)
+            )
+        except RedisUnavailable:
+            return JSONResponse(self._degraded(account).to_json(), 200)  # no hold was made
+        if decision.policy and self.fail_mode is FailMode.AUTO:
+            self.policies.remember(account, decision.policy)
         return JSONResponse(decision.to_json(), 201 if decision.allowed else 200)
 
-    async def commit(self, request: Request) -> Response:
-        hold_id = request.path_params["hold_id"]
+    def _owned_hold(self, request: Request, service: str) -> str:
+        """The path's hold id when ``service`` made it; 422 if malformed, 404 if not its own."""
+        hold_id: str = request.path_params["hold_id"]
+        try:
+            hold_account(hold_id)
+        except ValueError as exc:
+            raise BadRequest(422, "invalid_request", str(exc)) from None
+        if not self.owners.owns(service, hold_id):
+            raise BadRequest(404, "hold_not_found", "no such hold for this API key")
+        return hold_id
+
+    async def commit(self, request: Request, service: str) -> Response:
         data = await self._body(request)
-        actual = self._field(data, "actual", int)
-        return await self._settle(hold_id, "committed", self._enforcer().commit(hold_id, actual))
+        actual = check_amount("actual", self._field(data, "actual", int))
+        hold_id = self._owned_hold(request, service)
+        enforcer = self._enforcer()
+        settled = await self.call_redis(lambda: enforcer.commit(hold_id, actual))
+        if settled is None:
+            return _error(404, "hold_not_found", "hold expired or never existed")
+        return JSONResponse(settled.to_json())
 
-    async def release(self, request: Request) -> Response:
-        hold_id = request.path_params["hold_id"]
-        return await self._settle(hold_id, "released", self._enforcer().release(hold_id))
+    async def release(self, request: Request, service: str) -> Response:
+        hold_id = self._owned_hold(request, service)
+        enforcer = self._enforcer()
+        if not await self.call_redis(lambda: enforcer.release(hold_id)):
+            return _error(404, "hold_not_found", "hold expired or never existed")
+        return JSONResponse({"hold_id": hold_id, "status": "released"})
 
-    async def _settle(self, hold_id: str, status: str, settling: Awaitable[bool]) -> Response:
-        """Await a commit or release; a vanished hold is 404, an unreachable Redis 503."""
-        try:
-            found = await settling
-        except (RedisError, OSError) as exc:
-            if isinstance(exc, ResponseError):
-                raise
-            return self._unavailable(exc)
-        if not found:
-            return _error(404, "hold_not_found", "hold expired or already settled")
-        return JSONResponse({"hold_id": hold_id, "status": status})
-
-    async def balance(self, request: Request) -> Response:
-        account = request.path_params["account_id"]
-        try:
-            balance = await self._enforcer().balance(account)
-        except (RedisError, OSError) as exc:
-            if isinstance(exc, ResponseError):
-                raise
-            return self._unavailable(exc)
+    async def balance(self, request: Request, service: str) -> Response:
+        account = identifier("account_id", request.path_params["account_id"])
+        enforcer = self._enforcer()
+        balance = await self.call_redis(lambda: enforcer.balance(account))
         if balance is None:
             return _error(404, "unknown_account", f"no projection for account {account!r}")
         if self.fail_mode is FailMode.AUTO:
@@ -304,13 +475,39 @@ class Sidecar:
         ok = False
         if self.client is not None:
             with contextlib.suppress(RedisError, OSError):
-                ok = bool(await self.client.ping())
+                async with asyncio.timeout(self.redis_timeout_s):
+                    ok = bool(await self.client.ping())
         body = {
             "status": "ok" if ok else "degraded",
             "redis": ok,
             "fail_mode": self.fail_mode.value,
+            "breaker": self.breaker.state.value,
         }
         return JSONResponse(body, 200 if ok else 503)
+
+    async def metrics(self, request: Request) -> Response:
+        state = self.breaker.state
+        lines = [
+            "# HELP metering_sidecar_breaker_state 1 for the circuit breaker's current state.",
+            "# TYPE metering_sidecar_breaker_state gauge",
+            *(
+                f'metering_sidecar_breaker_state{{state="{s.value}"}} {int(s is state)}'
+                for s in BreakerState
+            ),
+            "# HELP metering_sidecar_breaker_opened_total Times the breaker opened.",
+            "# TYPE metering_sidecar_breaker_opened_total counter",
+            f"metering_sidecar_breaker_opened_total {self.breaker.opened_total}",
+            "# HELP metering_sidecar_redis_failures_total Redis calls that timed out or failed.",
+            "# TYPE metering_sidecar_redis_failures_total counter",
+            f"metering_sidecar_redis_failures_total {self.redis_failures}",
+            "# HELP metering_sidecar_degraded_answers_total Answers given by the fail mode.",
+            "# TYPE metering_sidecar_degraded_answers_total counter",
+            f"metering_sidecar_degraded_answers_total {self.degraded_answers}",
+            "# HELP metering_sidecar_policy_cache_bytes Estimated size of the policy cache.",
+            "# TYPE metering_sidecar_policy_cache_bytes gauge",
+            f"metering_sidecar_policy_cache_bytes {self.policies.bytes}",
+        ]
+        return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -320,9 +517,10 @@ _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", 
 class FastCheck:
     """Pure-ASGI middleware: answers a valid, authorized ``POST /v1/check`` directly.
 
-    The answer is byte-for-byte what the route would send (same JSON rendering). Anything
-    it does not fully accept goes to the wrapped app with the body replayed, so error
-    answers and every other endpoint stay with the Starlette routes.
+    The answer is byte-for-byte what the route would send (same JSON rendering). The key is
+    checked before the body is read; a caller without one goes to the route (401, body unread).
+    Anything else it does not fully accept goes to the wrapped app with the body replayed, so
+    error answers and every other endpoint stay with the Starlette routes.
     """
 
     def __init__(self, app: ASGIApp, sidecar: Sidecar) -> None:
@@ -335,31 +533,30 @@ class FastCheck:
             return
         api_key: str | None = None
         authorization: str | None = None
+        declared: str | None = None
         for name, value in scope["headers"]:
             if name == b"x-api-key":
                 api_key = value.decode("latin-1")
             elif name == b"authorization":
                 authorization = value.decode("latin-1")
-        chunks: list[bytes] = []
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # client went away: let Starlette see it
-                await self.app(scope, _replay(message, receive), send)
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = b"".join(chunks)
+            elif name == b"content-length":
+                declared = value.decode("latin-1")
+        if self.sidecar.service_for(api_key, authorization) is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await read_limited(_bodies(receive), declared)
+        except BadRequest as exc:
+            await _error(exc.status, exc.error, exc.message)(scope, receive, send)
+            return
+        except ClientDisconnect:
+            return
         whole: Message = {"type": "http.request", "body": body, "more_body": False}
-        request = self._parse(body) if self.sidecar.service_for(api_key, authorization) else None
+        request = self._parse(body)
         if request is None:
             await self.app(scope, _replay(whole, receive), send)
             return
-        try:
-            decision = await self.sidecar.decide_check(*request)
-        except EnforcementError:
-            await self.app(scope, _replay(whole, receive), send)
-            return
+        decision = await self.sidecar.decide_check(*request)
         payload = _dumps(decision.to_json()).encode("utf-8")
         await send(
             {
@@ -374,22 +571,31 @@ class FastCheck:
     def _parse(body: bytes) -> tuple[str, str | None, int] | None:
         """(account, feature, cost) when the body is exactly what the route accepts."""
         try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return None
-        if not isinstance(data, dict):
+            data = parse_object(body)
+        except BadRequest:
             return None
         account = data.get("account_id")
         cost = data.get("estimated_credits")
         feature = data.get("feature")
         if (
-            not isinstance(account, str)
-            or not isinstance(cost, int)
-            or isinstance(cost, bool)
-            or (feature is not None and not isinstance(feature, str))
+            not is_identifier(account)
+            or type(cost) is not int
+            or not 0 <= cost < 2**53
+            or (feature is not None and not is_identifier(feature))
         ):
             return None
-        return account, feature, cost
+        return account, feature, cost  # type: ignore[return-value]
+
+
+async def _bodies(receive: Receive) -> AsyncIterator[bytes]:
+    """The body chunks of an ASGI request, as they arrive."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnect()
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
 
 
 def _replay(first: Message, receive: Receive) -> Receive:
@@ -406,13 +612,28 @@ def _replay(first: Message, receive: Receive) -> Receive:
 
 def app_from_env(env: Mapping[str, str] | None = None) -> Starlette:
     """Build the app from ``METERING_*`` variables (what ``metering run sidecar`` does)."""
+    return sidecar_from_env(env).app
+
+
+def sidecar_from_env(env: Mapping[str, str] | None = None) -> Sidecar:
+    """The sidecar ``METERING_*`` variables describe (``run sidecar`` and ``run web``)."""
     from metering.config import load_settings
 
     env = os.environ if env is None else env
     settings = load_settings(env)
     keys = parse_api_keys(env.get("METERING_API_KEYS", ""))
     mode = FailMode.parse(env.get("METERING_FAIL_MODE", "auto"))
-    return Sidecar(settings.redis_url, prefix_from_env(), keys, mode).app
+    unseen = parse_unseen(env.get("METERING_FAIL_MODE_UNSEEN", "closed"))
+    deadline_ms = float(env.get("METERING_REDIS_DEADLINE_MS", DEFAULT_DEADLINE_S * 1000))
+    return Sidecar(
+        settings.redis_url,
+        prefix_from_env(),
+        keys,
+        mode,
+        unseen=unseen,
+        features=FeatureCatalog.from_settings(settings),
+        deadline_s=deadline_ms / 1000,
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 from metering.avro import CREDIT_COMMAND, AvroCodec, CodecError, SchemaRegistry
 from metering.config import Settings
+from metering.domain.identifiers import identifier_problem
 from metering.sdk.errors import InvalidCommand
 from metering.sdk.producer import DeliveryCallback, DeliveryReport, KeyedProducer
 from metering.sdk.usage import _PublisherBase, _resolve
@@ -49,10 +50,12 @@ class CommandPublisher(_PublisherBase):
 
     def encode(self, command: Mapping[str, Any]) -> bytes:
         """Validate and encode (framed); raises :class:`InvalidCommand`."""
-        for field in ("command_id", "account_id"):
-            value = command.get(field)
-            if not isinstance(value, str) or not 0 < len(value) <= MAX_ID_CHARS:
-                raise InvalidCommand(field, f"must be a non-empty string of <= {MAX_ID_CHARS}")
+        command_id = command.get("command_id")
+        if not isinstance(command_id, str) or not 0 < len(command_id) <= MAX_ID_CHARS:
+            raise InvalidCommand("command_id", f"must be a non-empty string of <= {MAX_ID_CHARS}")
+        problem = identifier_problem(command.get("account_id"))
+        if problem is not None:
+            raise InvalidCommand("account_id", problem)
         if command.get("kind") not in self._kinds:
             raise InvalidCommand("kind", f"must be one of {sorted(self._kinds)}")
         issued_at = command.get("issued_at")

@@ -29,6 +29,7 @@ from operator import itemgetter
 from typing import Any
 
 from metering.avro.usage_encoder import _SMALL, _TABLE_LIMIT, encode_long, encode_string
+from metering.domain.identifiers import MAX_ID_BYTES, is_identifier
 from metering.sdk.validation import (
     KNOWN_FIELDS,
     MAX_ATTRIBUTE_VALUE_CHARS,
@@ -70,13 +71,19 @@ class _Reject(Exception):
 
 
 def _string_cache(
-    min_chars: int, max_chars: int, prefix: bytes = b""
+    min_chars: int,
+    max_chars: int,
+    prefix: bytes = b"",
+    valid: Callable[[Any], bool] | None = None,
 ) -> tuple[Callable[[Any], bytes | None], Callable[[Any], bytes]]:
-    """``(get, miss)`` over a dict of strings that passed the length check -> their encoding."""
+    """``(get, miss)`` over a dict of strings that passed the length check (and ``valid``, when
+    given) -> their encoding."""
     cache: dict[str, bytes] = {}
 
     def miss(s: Any) -> bytes:
         if type(s) is not str or not min_chars <= len(s) <= max_chars:
+            raise _Reject
+        if valid is not None and not valid(s):
             raise _Reject
         enc = prefix + encode_string(s)
         if len(cache) >= STRING_CACHE_ENTRIES:
@@ -115,7 +122,7 @@ def make_checked_encoder(header: bytes, slow_path: Encoder) -> Encoder:
     counts = tuple(small[n << 1] for n in range(max(MAX_UNITS, MAX_ATTRIBUTES) + 1))
     attributes_end_no_reservation = null + null
 
-    id_get, id_miss = _string_cache(1, MAX_ID_CHARS)
+    id_get, id_miss = _string_cache(1, MAX_ID_BYTES, valid=is_identifier)  # the account id
     name_get, name_miss = _string_cache(1, MAX_NAME_CHARS)
     model_get, model_miss = _string_cache(1, MAX_ID_CHARS, some)  # union branch 1
     source_get, source_miss = _string_cache(0, MAX_SOURCE_CHARS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NotRequired, TypedDict
 
+from metering.domain.identifiers import identifier_problem, is_identifier
 from metering.sdk.errors import InvalidUsageEvent
 
 MAX_ID_CHARS = 128
@@ -117,9 +118,11 @@ def validate_usage_event(event: Mapping[str, Any]) -> None:
         _required(event, "event_id")
         _text("event_id", value, MAX_ID_CHARS)
     value = get("account_id")
-    if not (type(value) is str and 0 < len(value) <= MAX_ID_CHARS):
+    if not is_identifier(value):
         _required(event, "account_id")
-        _text("account_id", value, MAX_ID_CHARS)
+        problem = identifier_problem(value)  # None for an unusual but valid str subclass
+        if problem is not None:
+            raise InvalidUsageEvent("account_id", problem)
     value = get("feature")
     if not (type(value) is str and 0 < len(value) <= MAX_NAME_CHARS):
         _required(event, "feature")

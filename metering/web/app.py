@@ -31,12 +31,13 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from metering.domain.identifiers import identifier_problem
 from metering.web.access import AccessControl, Viewer
 from metering.web.usage import usage_report
 from projections.enforcement import Balance
 from projections.failmode import FailMode
-from projections.keys import LayoutError, account_from_key, account_keys, balance_pattern
-from projections.sidecar import Sidecar
+from projections.keys import account_from_key, account_keys, balance_pattern
+from projections.sidecar import RedisUnavailable, Sidecar
 
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_LISTED_ACCOUNTS = 1000
@@ -106,7 +107,12 @@ class AccountPage:
             viewer = self._viewer(request)
             if viewer is None:
                 return _error(401, "unauthorized", "missing or wrong account key")
-            return await handler(request, viewer)
+            try:
+                return await handler(request, viewer)
+            except (RedisUnavailable, RedisError, OSError):
+                # No address or exception text: the caller needs to know to retry, not where
+                # the store lives.
+                return _error(503, "redis_unavailable", "the balance store is unreachable; retry")
 
         return wrapped
 
@@ -115,15 +121,13 @@ class AccountPage:
     ) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request, viewer: Viewer) -> Response:
             account = request.path_params["account_id"]
+            problem = identifier_problem(account)
+            if problem is not None:
+                return _error(422, "invalid_request", f"account_id {problem}")
             if not viewer.may_see(account):
                 # 404, not 403: a key must not learn which other accounts exist.
                 return _error(404, "unknown_account", f"no account {account!r} for this key")
-            try:
-                return await handler(request, account)
-            except LayoutError as exc:
-                return _error(422, "invalid_request", str(exc))
-            except (RedisError, OSError) as exc:
-                return _error(503, "redis_unavailable", f"the balance store is unreachable: {exc}")
+            return await handler(request, account)
 
         return self._authed(wrapped)
 
@@ -160,9 +164,9 @@ class AccountPage:
         client = self.sidecar.client
         if enforcer is None or client is None:
             raise RedisError("sidecar used outside its lifespan")
-        balance = await enforcer.balance(account)
+        balance = await self.sidecar.call_redis(lambda: enforcer.balance(account))
         key = account_keys(self.sidecar.prefix, account).balance
-        raw = await client.hget(key, "monthly_credits")
+        raw = await self.sidecar.call_redis(lambda: client.hget(key, "monthly_credits"))
         monthly = int(raw) if raw else 0
         return balance, monthly
 
@@ -204,9 +208,12 @@ def build_app(
     access: AccessControl,
     clickhouse: ClientFactory,
     fail_mode: FailMode = FailMode.AUTO,
+    sidecar: Sidecar | None = None,
 ) -> Starlette:
-    """The sidecar app with the account page's routes appended to its router."""
-    sidecar = Sidecar(redis_url, redis_prefix, api_keys, fail_mode)
+    """The sidecar app with the account page's routes appended to its router (``sidecar``, when
+    given, is used as built, e.g. by :func:`projections.sidecar.sidecar_from_env`)."""
+    if sidecar is None:
+        sidecar = Sidecar(redis_url, redis_prefix, api_keys, fail_mode)
     page = AccountPage(sidecar, access, clickhouse)
     sidecar.app.router.routes.extend(page.routes())
     return sidecar.app

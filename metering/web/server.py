@@ -126,7 +126,7 @@ def main(argv: list[str]) -> int:
     from metering.web.app import build_app
     from projections.failmode import FailMode
     from projections.keys import prefix_from_env
-    from projections.sidecar import parse_api_keys
+    from projections.sidecar import parse_api_keys, sidecar_from_env
 
     env = dict(os.environ)
     args = _parse(argv, env)
@@ -136,6 +136,7 @@ def main(argv: list[str]) -> int:
         access = AccessControl.from_env(env)
         api_keys = parse_api_keys(env.get("METERING_API_KEYS", ""))
         mode = FailMode.parse(args.fail_mode or env.get("METERING_FAIL_MODE", "auto"))
+        sidecar = sidecar_from_env({**env, "METERING_FAIL_MODE": mode.value})
     except (AccessConfigError, ValueError) as exc:
         print(f"metering run web: {exc}", flush=True)
         return 2
@@ -152,6 +153,7 @@ def main(argv: list[str]) -> int:
             access=access,
             clickhouse=reader,
             fail_mode=mode,
+            sidecar=sidecar,
         )
     except ValueError as exc:
         print(f"metering run web: {exc}", flush=True)

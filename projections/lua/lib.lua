@@ -11,10 +11,21 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Drop holds whose TTL passed and give their amount back to `reserved`.
--- Every check/reserve/commit/balance script calls this first (check only when something
--- is reserved), so an expired hold never blocks spending even though Redis key expiry is
--- not used for holds. Returns true when it removed anything.
+-- The holds hash has two kinds of field:
+--   <hold_id>   -> amount held (every one is counted in the balance's `reserved`);
+--   s:<hold_id> -> how the hold was settled: 'r' (released) or 'c:<actual>:<committed>',
+--                  kept for a day so a retried commit or release gets the same answer.
+-- holdx scores both by when they lapse.
+local SETTLED = 's:'
+
+local function is_record(id)
+  return string.sub(id, 1, 2) == SETTLED
+end
+
+-- Drop holds whose TTL passed and give their amount back to `reserved`, and settlement
+-- records that lapsed. Every check/reserve/commit/balance script calls this first (check
+-- only when something is reserved), so an expired hold never blocks spending even though
+-- Redis key expiry is not used for holds. Returns true when it removed anything.
 local function prune(bal, holds, holdx, now)
   local expired = redis.call('ZRANGEBYSCORE', holdx, '-inf', now, 'LIMIT', 0, 1000)
   if #expired == 0 then
@@ -24,7 +35,9 @@ local function prune(bal, holds, holdx, now)
   for _, id in ipairs(expired) do
     local amount = redis.call('HGET', holds, id)
     if amount then
-      total = total + tonumber(amount)
+      if not is_record(id) then
+        total = total + tonumber(amount)
+      end
       redis.call('HDEL', holds, id)
     end
   end

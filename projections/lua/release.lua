@@ -1,11 +1,26 @@
--- release(hold): the request did not run; give the held amount back.
--- KEYS: bal, grants, holds, holdx.  ARGV: hold_id.  Returns {found (0/1), reserved_after}.
-prune(KEYS[1], KEYS[3], KEYS[4], now_ms())
-local held = redis.call('HGET', KEYS[3], ARGV[1])
-if not held then
-  return {0, int(tonumber(redis.call('HGET', KEYS[1], 'reserved') or '0'))}
+-- release(hold): the request did not run; give the held amount back. Idempotent: releasing
+-- a released hold answers the same; releasing a committed one is a conflict (its spend is
+-- on its way to the ledger and must stay reserved until the debit lands).
+-- KEYS: bal, grants, holds, holdx.  ARGV: hold_id, record_ttl_ms.
+-- Returns {status}: 1 released, 0 no such hold, 409 already committed.
+local now = now_ms()
+local bal, holds, holdx = KEYS[1], KEYS[3], KEYS[4]
+prune(bal, holds, holdx, now)
+local hold = ARGV[1]
+local record = redis.call('HGET', holds, SETTLED .. hold)
+if record then
+  if record == 'r' then
+    return {1}
+  end
+  return {409}
 end
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('ZREM', KEYS[4], ARGV[1])
-local reserved = redis.call('HINCRBY', KEYS[1], 'reserved', int(-tonumber(held)))
-return {1, int(reserved)}
+local held = redis.call('HGET', holds, hold)
+if not held then
+  return {0}
+end
+redis.call('HDEL', holds, hold)
+redis.call('ZREM', holdx, hold)
+redis.call('HINCRBY', bal, 'reserved', int(-tonumber(held)))
+redis.call('HSET', holds, SETTLED .. hold, 'r')
+redis.call('ZADD', holdx, now + tonumber(ARGV[2]), SETTLED .. hold)
+return {1}

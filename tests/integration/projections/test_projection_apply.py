@@ -10,7 +10,7 @@ import redis
 from conftest import CREDIT, LedgerBuilder
 
 from projections.apply import Projector
-from projections.enforcement import Enforcer, parse_grant
+from projections.enforcement import Enforcer, HoldConflict, parse_grant
 from projections.keys import account_keys
 
 pytestmark = pytest.mark.integration
@@ -111,7 +111,8 @@ def test_debit_with_reservation_id_settles_the_hold(
     balance = enforcer.balance("acct-hold")
     assert balance is not None
     assert (balance.available, balance.reserved) == (7 * CREDIT, 1 * CREDIT)
-    assert not enforcer.release(hold)  # already settled by the ledger
+    with pytest.raises(HoldConflict):  # committed: released only by its debit
+        enforcer.release(hold)
     assert enforcer.release(other)
     assert enforcer.balance("acct-hold").reserved == 0  # type: ignore[union-attr]
 

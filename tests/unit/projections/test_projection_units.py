@@ -157,12 +157,14 @@ def test_readers_hide_spent_grants_once_expired() -> None:
 
 
 def test_fail_modes() -> None:
-    cache = PolicyCache(max_size=2)
+    cache = PolicyCache(max_bytes=2 * (len("allow-acct") + 120))
     cache.remember("allow-acct", "allow")
     cache.remember("block-acct", "block")
     assert degraded_decision(FailMode.AUTO, cache, "allow-acct").allowed
     assert not degraded_decision(FailMode.AUTO, cache, "block-acct").allowed
     assert not degraded_decision(FailMode.AUTO, cache, "unknown").allowed
+    assert degraded_decision(FailMode.AUTO, cache, "unknown", FailMode.OPEN).allowed  # unseen
+    assert degraded_decision(FailMode.OPEN, cache, "x").spendable == 0  # never "unlimited"
     assert degraded_decision(FailMode.OPEN, cache, "block-acct").allowed
     closed = degraded_decision(FailMode.CLOSED, cache, "allow-acct")
     assert (closed.allowed, closed.degraded, closed.reason) == (
@@ -171,7 +173,7 @@ def test_fail_modes() -> None:
         "redis_unavailable_fail_closed",
     )
     cache.remember("third", "unlimited")
-    assert cache.get("allow-acct") is None and len(cache) == 2  # LRU bound
+    assert cache.get("allow-acct") is None and len(cache) == 2  # LRU bound, by bytes
     assert FailMode.parse(" Closed ") is FailMode.CLOSED
     with pytest.raises(ValueError):
         FailMode.parse("maybe")
@@ -216,7 +218,7 @@ def test_instance_id_maps_to_static_group_membership(
         def __init__(self, config: dict[str, Any]) -> None:
             configs.append(config)
 
-        def subscribe(self, topics: list[str], on_revoke: Any = None) -> None:
+        def subscribe(self, topics: list[str], **callbacks: Any) -> None:
             pass
 
     monkeypatch.setattr(consumer, "Consumer", FakeConsumer)

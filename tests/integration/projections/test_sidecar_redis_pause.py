@@ -1,0 +1,96 @@
+"""Redis hangs under load: the sidecar answers by its fail mode at once, then recovers.
+
+Issue: with Redis paused (SIGSTOP) under 500 req/s, every request waited the 0.5 s timeout
+(p99 5 s). Now a short deadline and a circuit breaker answer by ``METERING_FAIL_MODE`` within
+milliseconds, and a half-open probe finds Redis again once it is back.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import threading
+import time
+
+import pytest
+import redis
+
+from projections.apply import Projector
+from projections.bench import check_bodies, run_loop, running_sidecar, seed_entries, sidecar_load
+from projections.localredis import LocalRedis
+
+RATE = 2000.0
+DURATION_S = 30.0
+PAUSE_AT_S, PAUSE_S = 12.0, 5.0
+CREDIT = 1_000_000
+
+
+def _p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+@pytest.mark.timeout(240)
+def test_paused_redis_gets_fast_fail_mode_answers_and_recovers() -> None:
+    accounts = [f"open-{i}" for i in range(50)] + [f"shut-{i}" for i in range(50)]
+    policy = {a: ("allow" if a.startswith("open") else "block") for a in accounts}
+    with LocalRedis() as local:
+        client = redis.Redis.from_url(local.url)
+        Projector(client, "pause:").apply_batch(
+            [e for a in accounts for e in seed_entries(a, 10**6 * CREDIT, policy[a])]
+        )
+        assert local.proc is not None
+        pid = local.proc.pid
+        marks: dict[str, float] = {}
+
+        def pause() -> None:
+            time.sleep(PAUSE_AT_S)
+            os.kill(pid, signal.SIGSTOP)
+            marks["stop"] = time.perf_counter()
+            time.sleep(PAUSE_S)
+            os.kill(pid, signal.SIGCONT)
+            marks["cont"] = time.perf_counter()
+
+        with running_sidecar(local.url, "pause:") as (_, port):
+            bodies = check_bodies(accounts)
+            run_loop(sidecar_load(port, bodies, RATE, 1.0))  # warm-up: policies seen
+            pauser = threading.Thread(target=pause, daemon=True)
+            pauser.start()
+            try:
+                answers = run_loop(sidecar_load(port, bodies, RATE, DURATION_S))
+            finally:
+                pauser.join()
+                os.kill(pid, signal.SIGCONT)
+        client.close()
+
+    assert {a.status for a in answers} == {200}, "no 5xx, no 4xx for good requests"
+    stop, cont = marks["stop"], marks["cont"]
+    during = [a for a in answers if stop <= a.due <= cont]
+    after = [a for a in answers if a.due >= cont + 2.0]
+    before = [a for a in answers if a.due < stop - 0.1]
+    assert len(during) >= 0.9 * RATE * PAUSE_S
+    latencies = [a.latency for a in during]
+    print(
+        f"pause: {len(during)} answers, p50 {statistics.median(latencies) * 1000:.2f} ms, "
+        f"p99 {_p99(latencies) * 1000:.2f} ms, max {max(latencies) * 1000:.1f} ms"
+    )
+    assert _p99(latencies) <= 0.050
+    # Answers follow the fail mode (auto: the account's own policy). A request due at the very
+    # edges of the pause may get a real answer (Redis answered just before SIGSTOP, or just
+    # after SIGCONT, within the deadline).
+    assert all(a.degraded for a in during if stop + 0.1 <= a.due <= cont - 0.1)
+    for a in during:
+        if a.degraded:
+            assert a.allowed == (policy[accounts[a.body]] == "allow")
+    # Before the pause and from 2 s after it, every answer is the real one.
+    wrong = [a for a in before + after if a.degraded or not a.allowed]
+    if wrong:
+        print(
+            "before",
+            sum(1 for a in before if a.degraded),
+            "after",
+            sum(1 for a in after if a.degraded),
+        )
+        print("first wrong at", wrong[0].due - stop, "last", wrong[-1].due - stop, len(wrong))
+    assert not wrong

@@ -1,0 +1,111 @@
+"""Pure parts of the sidecar's hardening: the breaker, the byte-bounded caches, hold owners."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from projections.breaker import BreakerState, CircuitBreaker
+from projections.failmode import PolicyCache, parse_unseen
+from projections.sidecar import MAX_BODY_BYTES, BadRequest, HoldOwners, parse_object, read_limited
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_after_failures_within_the_window_then_probes_once() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=3, window_s=1.0, cooldown_s=0.5, clock=clock)
+    for _ in range(2):
+        assert breaker.allow()
+        breaker.failure()
+    assert breaker.state is BreakerState.CLOSED
+    breaker.failure()
+    assert breaker.state is BreakerState.OPEN and breaker.opened_total == 1
+    assert not breaker.allow()  # answered by the fail mode at once
+    clock.now += 0.5
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.allow()  # the probe
+    assert not breaker.allow()  # one probe at a time
+    breaker.failure()  # probe failed: another cool-down
+    assert breaker.state is BreakerState.OPEN and breaker.opened_total == 1
+    clock.now += 0.5
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.state is BreakerState.CLOSED and breaker.allow()
+
+
+def test_breaker_ignores_failures_spread_wider_than_its_window() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=3, window_s=1.0, clock=clock)
+    for _ in range(10):
+        breaker.failure()
+        clock.now += 0.6
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_an_abandoned_probe_lets_another_request_probe() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(failures=1, cooldown_s=0.1, clock=clock)
+    breaker.failure()
+    clock.now += 0.2
+    assert breaker.allow()
+    breaker.abandon()  # bad input or a cancelled request: Redis never asked
+    assert breaker.allow()
+
+
+def test_policy_cache_is_bounded_by_bytes_whatever_the_id_length() -> None:
+    cache = PolicyCache(max_bytes=100_000)
+    for i in range(2_000):
+        cache.remember(f"{i:06d}" + "x" * 250, "allow")
+    assert cache.bytes <= 100_000
+    assert len(cache) < 2_000
+    assert cache.get(f"{1999:06d}" + "x" * 250) == "allow"  # the newest stay
+
+
+def test_unseen_mode_is_open_or_closed_only() -> None:
+    assert parse_unseen("open").value == "open"
+    with pytest.raises(ValueError):
+        parse_unseen("auto")
+
+
+def test_holds_belong_to_the_service_that_made_them() -> None:
+    owners = HoldOwners([("svcA", b"key-a"), ("svcB", b"key-b")])
+    token = owners.token("svcA")
+    hold = f"{token}:acct-1"
+    assert len(token) == 32 and owners.owns("svcA", hold)
+    assert not owners.owns("svcB", hold)
+    assert not owners.owns("svcA", "0" * 32 + ":acct-1")
+    assert not owners.owns("svcA", "short:acct-1")
+
+
+def test_bodies_over_the_limit_are_refused_before_they_are_read() -> None:
+    read: list[int] = []
+
+    async def chunks() -> object:
+        for _ in range(1_000):
+            read.append(1)
+            yield b"x" * 16_384
+
+    async def body(declared: str | None) -> bytes:
+        return await read_limited(chunks(), declared)  # type: ignore[arg-type]
+
+    with pytest.raises(BadRequest) as declared:
+        asyncio.run(body(str(300 << 20)))
+    assert declared.value.status == 413 and not read
+    with pytest.raises(BadRequest) as streamed:
+        asyncio.run(body(None))
+    assert streamed.value.status == 413 and len(read) == MAX_BODY_BYTES // 16_384 + 1
+
+
+@pytest.mark.parametrize("raw", [b"", b"[]", b"{", b"\xff", b"[" * 5000 + b"]" * 5000])
+def test_anything_but_a_json_object_is_a_400(raw: bytes) -> None:
+    with pytest.raises(BadRequest) as info:
+        parse_object(raw)
+    assert info.value.status == 400
