@@ -70,3 +70,17 @@ def test_period_days_covers_the_billing_period() -> None:
     assert (p.start, p.end) == (date(2025, 11, 1), date(2025, 12, 1))
     fallback = period_days(0, 0, start + 86_400_000 * 3)
     assert (fallback.start, fallback.end) == (date(2025, 11, 1), date(2025, 12, 1))
+
+
+def test_bad_account_ids_are_422_and_an_outage_is_a_503_that_names_no_address() -> None:
+    with _client() as client:  # Redis at 127.0.0.1:1: unreachable
+        admin = {"X-API-Key": "admin-key"}
+        bad = client.get("/v1/accounts/a{b}/overview", headers=admin)
+        assert bad.status_code == 422 and bad.json()["error"] == "invalid_request"
+        long_id = client.get(f"/v1/accounts/{'x' * 300}/usage", headers=admin)
+        assert long_id.status_code == 422
+        for path in ("/v1/me", "/v1/accounts/acme/overview"):
+            down = client.get(path, headers=admin)
+            assert down.status_code == 503, path
+            assert down.json()["error"] == "redis_unavailable"
+            assert "127.0.0.1" not in down.text and ":1" not in down.text
