@@ -31,6 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, ResponseError
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -48,6 +49,7 @@ from projections.enforcement import (
     FeatureSet,
     HoldConflict,
     check_amount,
+    new_hold_id,
 )
 from projections.failmode import FailMode, PolicyCache, degraded_decision, parse_unseen
 from projections.features import FeatureCatalog
@@ -65,6 +67,22 @@ the breaker opens, every request still waiting is answered at once (not at its d
 
 T = TypeVar("T")
 Handler = Callable[[Request, str], Awaitable[Response]]
+
+
+class _IdentifierConvertor(Convertor[str]):
+    """Path identifiers: anything, newlines included (Starlette's ``path`` stops at one, which
+    turned a valid id into a routing 404); the handlers apply the identifier rule."""
+
+    regex = "[\\s\\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("id", _IdentifierConvertor())
 
 
 class BadRequest(Exception):
@@ -201,17 +219,17 @@ class Sidecar:
                 Route("/v1/check", self._authed(self.check), methods=["POST"]),
                 Route("/v1/reservations", self._authed(self.reserve), methods=["POST"]),
                 Route(
-                    "/v1/reservations/{hold_id:path}/commit",
+                    "/v1/reservations/{hold_id:id}/commit",
                     self._authed(self.commit),
                     methods=["POST"],
                 ),
                 Route(
-                    "/v1/reservations/{hold_id:path}/release",
+                    "/v1/reservations/{hold_id:id}/release",
                     self._authed(self.release),
                     methods=["POST"],
                 ),
                 Route(
-                    "/v1/accounts/{account_id:path}/balance",
+                    "/v1/accounts/{account_id:id}/balance",
                     self._authed(self.balance),
                     methods=["GET"],
                 ),
@@ -419,7 +437,7 @@ class Sidecar:
         ttl_s = self._field(data, "ttl_s", (int, float))
         feature = self._optional_feature(data)
         enforcer = self._enforcer()
-        hold_id = f"{self.owners.token(service)}:{account}"
+        hold_id = new_hold_id(account, self.owners.token(service))
         try:
             decision = await self.call_redis(
                 lambda: enforcer.try_reserve(account, amount, ttl_s, feature, hold_id=hold_id)
@@ -452,6 +470,7 @@ class Sidecar:
         return JSONResponse(settled.to_json())
 
     async def release(self, request: Request, service: str) -> Response:
+        await read_limited(request.stream(), request.headers.get("content-length"))  # unused
         hold_id = self._owned_hold(request, service)
         enforcer = self._enforcer()
         if not await self.call_redis(lambda: enforcer.release(hold_id)):

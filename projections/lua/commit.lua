@@ -40,6 +40,8 @@ if actual > held then
   if not unlimited then
     committed = math.min(actual, math.max(held, room))
   end
+  local reserved = tonumber(v[3]) or 0
+  committed = math.min(committed, held + math.max(0, MAX_AMOUNT - reserved))
 end
 if committed <= 0 then
   redis.call('HDEL', holds, hold)

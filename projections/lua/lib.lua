@@ -17,6 +17,9 @@ end
 --                  kept for a day so a retried commit or release gets the same answer.
 -- holdx scores both by when they lapse.
 local SETTLED = 's:'
+-- Most a balance field may hold: Lua numbers are exact below 2^53, and `reserved` must never
+-- overflow Redis's 64-bit HINCRBY, however many holds an unlimited account makes.
+local MAX_AMOUNT = 9007199254740991
 
 local function is_record(id)
   return string.sub(id, 1, 2) == SETTLED

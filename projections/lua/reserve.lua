@@ -5,6 +5,10 @@ local now = now_ms()
 prune(KEYS[1], KEYS[3], KEYS[4], now)
 local amount = tonumber(ARGV[2])
 local reply = decide(KEYS[1], ARGV[4], amount)
+if reply[1] == 1 and tonumber(reply[4]) + amount > MAX_AMOUNT then
+  reply[1] = 0  -- even an unlimited account cannot hold more than the counter can count
+  reply[2] = 'insufficient_credits'
+end
 if reply[1] == 1 then
   if redis.call('HSETNX', KEYS[3], ARGV[1], int(amount)) == 0 then
     return {0, 'duplicate_hold_id', 0, 0, 0, 0, '', 0, 0, 0, ''}
