@@ -5,11 +5,20 @@ Loop: consume a batch -> decode (poison records go to ``credit-ledger.dlq``) -> 
 only after Redis acknowledged, so a crash re-delivers and the idempotent script skips what
 was applied. ``enable.auto.commit`` is off and the consumer reads committed data only.
 
-Gap policy: an entry whose seq skips ahead of the stored seq is NOT applied. Its partition's
-offset is not committed past it; the partition is paused and re-read from that offset with
-exponential back-off (1 s .. 60 s), each time logged at ERROR and counted in
+Self-heal (``projections.self_heal``): Redis losing data is repaired from the ledger, without
+an operator. Each consumer keeps a sentinel key per partition it owns and checks them every
+second, on assignment and on a seq gap; a missing sentinel (FLUSHALL, a restart without
+persistence) replays the partition from its first offset up to the committed position. A
+seq gap is first offered to the ledger: the gapped accounts are replayed from their
+partition (cleared first when their keys are gone), then the batch is applied again. Each
+repair is logged at WARNING and counted (``projection_self_heals_total``). A repair blocks
+this consumer's loop for as long as the replay takes.
+
+Gap policy: an entry whose seq still skips ahead of the stored seq is NOT applied. Its
+partition's offset is not committed past it; the partition is paused and re-read from that
+offset with exponential back-off (1 s .. 60 s), each time logged at ERROR and counted in
 ``projection_gaps_total``. The projection therefore never advances silently past a hole;
-``metering projection rebuild --live`` (or the missing entries arriving) clears it.
+the missing entries arriving (or ``metering projection rebuild --live``) clears it.
 
 Static membership (``--instance-id``, Kafka's ``group.instance.id``): a consumer restarted
 after a crash (kill -9) with the same id takes its partitions back at once, instead of the
@@ -43,8 +52,9 @@ from confluent_kafka import (
 )
 
 from metering.topics import TopicNames
-from projections.apply import Projector
+from projections.apply import ApplyResult, Gap, Projector
 from projections.keys import prefix_from_env
+from projections.self_heal import Repair, SelfHeal, gap_reason, gaps_to_repair
 
 log = logging.getLogger("metering.projection")
 
@@ -53,6 +63,9 @@ Decoder = Callable[[bytes], dict[str, Any]]
 GAP_BACKOFF_MIN_S = 1.0
 GAP_BACKOFF_MAX_S = 60.0
 REDIS_BACKOFF_MAX_S = 5.0
+HEAL_CHECK_S = 1.0
+"""How often the sentinels of the owned partitions are checked (one pipelined GET round)."""
+HEAL_RETRY_S = 5.0
 
 
 @dataclass(slots=True)
@@ -67,6 +80,11 @@ class Metrics:
     dead_lettered: int = 0
     redis_errors: int = 0
     commits: int = 0
+    self_heals: int = 0
+    """Repairs from the ledger: whole partitions (Redis lost data) or gapped accounts."""
+    self_heal_accounts: int = 0
+    self_heal_entries: int = 0
+    self_heal_errors: int = 0
     paused_partitions: int = 0
 
     def prometheus(self) -> str:
@@ -121,6 +139,18 @@ class ProjectionConsumer:
         self.topics = topics
         self.projector = Projector(client, prefix)
         self.decode = decode
+        self.heal = SelfHeal(
+            bootstrap=bootstrap,
+            topic=topics.credit_ledger,
+            client=client,
+            projector=self.projector,
+            decode=decode,
+        )
+        self._owned: set[int] = set()
+        self._heal_at = 0.0
+        """Next sentinel check (monotonic); 0 = at the next poll."""
+        self._tried: dict[int, set[tuple[str, int, int]]] = {}
+        """partition -> gaps (account, stored, next seq) the ledger could not fill."""
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
         self.metrics = Metrics()
@@ -142,12 +172,20 @@ class ProjectionConsumer:
         self.producer = Producer(
             {"bootstrap.servers": bootstrap, "enable.idempotence": True, "log_level": 3}
         )
-        self.consumer.subscribe([topics.credit_ledger], on_revoke=self._on_revoke)
+        self.consumer.subscribe(
+            [topics.credit_ledger], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._owned.update(tp.partition for tp in partitions)
+        self._heal_at = 0.0  # check their sentinels before their first batch is applied
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
+            self._owned.discard(tp.partition)
             self._paused.pop(tp.partition, None)
             self._backoff.pop(tp.partition, None)
+            self._tried.pop(tp.partition, None)
         self.metrics.paused_partitions = len(self._paused)
 
     # -- one batch --------------------------------------------------------------------------
@@ -156,6 +194,9 @@ class ProjectionConsumer:
         """Consume, apply and commit one batch; return the number of records handled."""
         self._resume_due()
         messages = self.consumer.consume(self.batch_size, self.poll_timeout_s)
+        if time.monotonic() >= self._heal_at:  # after consume: it runs the assign callback
+            self._heal_at = time.monotonic() + HEAL_CHECK_S
+            self._heal_lost("sentinel missing")
         if not messages:
             return 0
         batch = self._decode(messages)
@@ -210,18 +251,23 @@ class ProjectionConsumer:
             exc,
         )
 
-    def _apply(self, batch: _Batch) -> None:
+    def _apply_retrying(self, batch: _Batch) -> ApplyResult:
         delay = 0.05
         while True:
             try:
-                result = self.projector.apply_batch(batch.entries)
-                break
+                return self.projector.apply_batch(batch.entries)
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # Nothing is committed; the same batch is re-sent (the script is idempotent).
                 self.metrics.redis_errors += 1
+                self._heal_at = 0.0  # a Redis back from a restart may have lost its data
                 log.warning("redis unavailable (%s); retrying in %.2fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, REDIS_BACKOFF_MAX_S)
+
+    def _apply(self, batch: _Batch) -> None:
+        result = self._apply_retrying(batch)
+        if result.gaps:
+            result = self._heal_gaps(batch, result)
         self.metrics.entries_applied += result.applied
         self.metrics.entries_skipped += result.skipped
         ends = dict(batch.ends)
@@ -245,6 +291,7 @@ class ProjectionConsumer:
             self._hold(partition, ends[partition])
         for partition in batch.ends.keys() - gapped:
             self._backoff.pop(partition, None)
+            self._tried.pop(partition, None)
         if self.producer.flush(30) != 0:
             raise RuntimeError("dead-letter records not acknowledged; not committing")
         if ends:
@@ -252,6 +299,77 @@ class ProjectionConsumer:
             offsets = [TopicPartition(topic, p, o) for p, o in sorted(ends.items())]
             self.consumer.commit(offsets=offsets, asynchronous=False)
             self.metrics.commits += 1
+
+    # -- self-heal (projections.self_heal) ---------------------------------------------------
+
+    def _committed(self, partitions: list[int]) -> dict[int, int]:
+        """The group's committed offsets: how far Redis had the partitions (0 = nothing)."""
+        topic = self.topics.credit_ledger
+        found = self.consumer.committed([TopicPartition(topic, p) for p in partitions], 10)
+        return {tp.partition: max(tp.offset, 0) for tp in found}
+
+    def _heal_lost(self, reason: str) -> bool:
+        """Rebuild the owned partitions whose sentinel is gone; True when any was replayed."""
+        if not self._owned:
+            return False
+        try:
+            missing = self.heal.missing(self._owned)
+            if not missing:
+                return False
+            ends = self._committed(missing)
+            if not any(ends.values()):  # nothing committed yet: nothing Redis could have lost
+                self.heal.mark_ready(missing)
+                log.info("projection sentinels set for partitions %s", missing)
+                return False
+            repair = self.heal.rebuild_partitions(ends, reason)
+        except Exception as exc:  # the next check retries; a crash would only loop on it
+            self._heal_failed(exc)
+            return False
+        self._healed(repair)
+        for partition in repair.partitions:  # the replay may have filled a held gap
+            if partition in self._paused:
+                self._paused[partition].resume_at = 0.0
+        return True
+
+    def _heal_gaps(self, batch: _Batch, result: ApplyResult) -> ApplyResult:
+        """Offer the batch's gaps to the ledger, then apply the batch again (idempotent)."""
+        if self._heal_lost("seq gap, sentinel missing"):
+            result = self._reapply(batch, result)
+        repairs: list[tuple[Repair, set[str]]] = []
+        for partition, gaps in gaps_to_repair(result.gaps, batch.positions, self._tried).items():
+            stored = {g.account: g.stored_seq for g in gaps}
+            try:
+                end = self._committed([partition])[partition]
+                repair = self.heal.rebuild_accounts(partition, end, stored, gap_reason(gaps))
+            except Exception as exc:  # tried again at the partition's next retry
+                self._heal_failed(exc)
+                continue
+            self._tried.setdefault(partition, set()).update(
+                (g.account, g.stored_seq, g.got_seq) for g in gaps
+            )
+            repairs.append((repair, set(stored)))
+        if not repairs:
+            return result
+        result = self._reapply(batch, result)
+        for repair, accounts in repairs:
+            repair.gaps += [_gap_text(g) for g in result.gaps if g.account in accounts]
+            self._healed(repair)
+        return result
+
+    def _reapply(self, batch: _Batch, first: ApplyResult) -> ApplyResult:
+        again = self._apply_retrying(batch)
+        return ApplyResult(first.applied + again.applied, first.skipped, again.gaps)
+
+    def _healed(self, repair: Repair) -> None:
+        self.metrics.self_heals += 1
+        self.metrics.self_heal_accounts += len(repair.accounts)
+        self.metrics.self_heal_entries += repair.applied
+        log.warning("%s", repair.describe())
+
+    def _heal_failed(self, exc: Exception) -> None:
+        self.metrics.self_heal_errors += 1
+        self._heal_at = time.monotonic() + HEAL_RETRY_S
+        log.warning("self-heal failed (retried in %.0fs): %r", HEAL_RETRY_S, exc)
 
     def _hold(self, partition: int, offset: int) -> None:
         """Pause the partition at the gap; it is re-read from ``offset`` after a back-off."""
@@ -283,6 +401,10 @@ class ProjectionConsumer:
     def close(self) -> None:
         self.producer.flush(10)
         self.consumer.close()
+
+
+def _gap_text(gap: Gap) -> str:
+    return f"{gap.account}: stored {gap.stored_seq}, got {gap.got_seq}"
 
 
 def _serve_metrics(metrics: Metrics, port: int) -> ThreadingHTTPServer:

@@ -105,8 +105,8 @@ def sentinel_key(prefix: str, topic: str, partition: int) -> str:
     """The marker of one ledger partition being in Redis (``projections.self_heal``).
 
     One key per partition, so each consumer of the group watches the partitions it owns;
-    a plain single key (no hash tag, outside the account layout): scans of account keys and
-    ``rebuild`` never see it, and it is never used in a script with account keys (Cluster).
+    a plain single key (no hash tag, outside the account layout): scans of account keys never
+    see it, and it is never used in a script with account keys (Cluster).
     """
     return f"{prefix}projection:{topic}:{partition}"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from projections.keys import (
     balance_pattern,
     check_account,
     check_prefix,
+    sentinel_pattern,
 )
 
 log = logging.getLogger("metering.projection.rebuild")
@@ -34,7 +35,12 @@ Decoder = Callable[[bytes], dict[str, Any]]
 
 _RESERVED_FROM_HOLDS = """
 local total = 0
-for _, v in ipairs(redis.call('HVALS', KEYS[2])) do total = total + tonumber(v) end
+local flat = redis.call('HGETALL', KEYS[2])
+for i = 1, #flat, 2 do
+  if string.sub(flat[i], 1, 2) ~= 's:' then  -- s:<hold> is a settlement record, not an amount
+    total = total + tonumber(flat[i + 1])
+  end
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'reserved', string.format('%d', total))
 end
@@ -66,7 +72,8 @@ def _scan(client: redis.Redis, pattern: str) -> Iterator[str]:
 
 
 def clear(client: redis.Redis, prefix: str, account: str | None, *, keep_holds: bool) -> int:
-    """Delete the projection keys under ``prefix`` (one account's, or all); return count."""
+    """Delete the projection keys under ``prefix`` (one account's, or all, with the
+    self-heal sentinels); return count."""
     check_prefix(prefix)
     if account is not None:
         keys = account_keys(prefix, check_account(account))
@@ -85,13 +92,44 @@ def clear(client: redis.Redis, prefix: str, account: str | None, *, keep_holds: 
             batch.clear()
     if batch:
         deleted += int(client.unlink(*batch))
+    # Last, so a live projection on this prefix replays its partitions once (self_heal)
+    # instead of repairing account by account as their gaps come.
+    for key in _scan(client, sentinel_pattern(prefix)):
+        deleted += int(client.unlink(key))
     return deleted
 
 
+def read_targets(
+    watermarks: Mapping[int, tuple[int, int]], ends: Mapping[int, int] | None
+) -> dict[int, tuple[int, int]]:
+    """partition -> (first offset, stop offset) of what to read; empty partitions left out.
+
+    ``watermarks`` are each partition's (low, high) as of the start; ``ends`` limits the
+    read to those partitions, each up to its own stop offset (exclusive, e.g. a consumer's
+    committed position), never past the high watermark.
+    """
+    targets: dict[int, tuple[int, int]] = {}
+    for partition, (low, high) in watermarks.items():
+        if ends is not None and partition not in ends:
+            continue
+        stop = high if ends is None else min(high, ends[partition])
+        if stop > low:
+            targets[partition] = (low, stop)
+    return targets
+
+
 def _read_ledger(
-    bootstrap: str, topic: str, timeout_s: float, batch_size: int
+    bootstrap: str,
+    topic: str,
+    timeout_s: float,
+    batch_size: int,
+    ends: Mapping[int, int] | None = None,
 ) -> Iterator[list[tuple[bytes | None, bytes]]]:
-    """Every committed record from offset 0 up to the end as of the start, in batches."""
+    """Committed records from offset 0 up to the end as of the start, in batches.
+
+    ``ends`` (partition -> stop offset) reads only those partitions, each up to its stop
+    offset (see :func:`read_targets`).
+    """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -107,18 +145,18 @@ def _read_ledger(
         info = metadata.topics.get(topic)
         if info is None or info.error is not None:
             raise RebuildError(f"topic {topic} not found")
-        targets: dict[int, int] = {}
-        assignment = []
-        for partition in info.partitions:
-            low, high = consumer.get_watermark_offsets(
+        watermarks = {
+            partition: consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=30, cached=False
             )
-            if high > low:
-                targets[partition] = high
-                assignment.append(TopicPartition(topic, partition, low))
-        if not assignment:
+            for partition in info.partitions
+            if ends is None or partition in ends
+        }
+        ranges = read_targets(watermarks, ends)
+        if not ranges:
             return
-        consumer.assign(assignment)
+        consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ranges.items()])
+        targets = {p: stop for p, (_, stop) in ranges.items()}
         deadline = time.monotonic() + timeout_s
         pending = dict(targets)
         while pending:
@@ -134,15 +172,73 @@ def _read_ledger(
                             del pending[partition]
                         continue
                     raise RebuildError(f"consume error: {err}")
-                if partition not in targets or msg.offset() >= targets[partition]:
-                    continue  # written after the rebuild started: the live consumer has it
-                out.append((msg.key(), msg.value()))
+                if partition not in targets:
+                    continue
+                if msg.offset() >= targets[partition]:
+                    pending.pop(partition, None)  # past the stop: the live consumer has it
+                    continue
                 if msg.offset() >= targets[partition] - 1:
                     pending.pop(partition, None)
+                out.append((msg.key(), msg.value()))
             if out:
                 yield out
     finally:
         consumer.close()
+
+
+def replay(
+    *,
+    bootstrap: str,
+    topic: str,
+    projector: Projector,
+    decode: Decoder,
+    report: RebuildReport,
+    accounts: Collection[str] | None = None,
+    ends: Mapping[int, int] | None = None,
+    timeout_s: float = 600.0,
+    batch_size: int = 5000,
+) -> set[str]:
+    """Apply the ledger (``accounts`` only, ``ends`` as in ``_read_ledger``) through the
+    projection's own apply script; counts go to ``report``; return the accounts touched.
+
+    Nothing is cleared: entries at or below an account's stored seq are skipped, so a
+    replay over intact keys changes nothing and one over missing keys recreates them.
+    """
+    wanted = None if accounts is None else {a.encode() for a in accounts}
+    touched: set[str] = set()
+    for records in _read_ledger(bootstrap, topic, timeout_s, batch_size, ends):
+        report.records += len(records)
+        entries = []
+        for key, value in records:
+            if wanted is not None and key is not None and key not in wanted:
+                continue  # another account's record: not even decoded
+            try:
+                entry = decode(value)
+            except Exception as exc:  # the live consumer dead-letters these too
+                report.dead += 1
+                log.warning("undecodable ledger record skipped: %s", exc)
+                continue
+            if accounts is not None and entry.get("account_id") not in accounts:
+                continue
+            entries.append(entry)
+            touched.add(entry["account_id"])
+        result = projector.apply_batch(entries)
+        report.entries += len(entries)
+        report.applied += result.applied
+        report.skipped += result.skipped
+        report.gaps += [f"{g.account}: stored {g.stored_seq}, got {g.got_seq}" for g in result.gaps]
+    return touched
+
+
+def reserved_from_holds(client: redis.Redis, prefix: str, accounts: Iterable[str]) -> None:
+    """Set each rebuilt account's ``reserved`` to the sum of the holds it still has.
+
+    A replay into missing keys starts ``reserved`` at 0; holds that survived the loss
+    count once again, holds lost with the data are not resurrected.
+    """
+    for name in accounts:
+        keys = account_keys(prefix, name)
+        client.eval(_RESERVED_FROM_HOLDS, 2, keys.balance, keys.holds)  # type: ignore[no-untyped-call]
 
 
 def rebuild(
@@ -161,34 +257,18 @@ def rebuild(
     started = time.monotonic()
     report = RebuildReport(prefix=check_prefix(prefix), account=account)
     clear(client, prefix, account, keep_holds=keep_holds)
-    projector = Projector(client, prefix)
-    wanted = account.encode() if account is not None else None
-    touched: set[str] = set()
-    for records in _read_ledger(bootstrap, topics.credit_ledger, timeout_s, batch_size):
-        report.records += len(records)
-        entries = []
-        for key, value in records:
-            if wanted is not None and key is not None and key != wanted:
-                continue
-            try:
-                entry = decode(value)
-            except Exception as exc:  # the live consumer dead-letters these too
-                report.dead += 1
-                log.warning("undecodable ledger record skipped: %s", exc)
-                continue
-            if account is not None and entry.get("account_id") != account:
-                continue
-            entries.append(entry)
-            touched.add(entry["account_id"])
-        result = projector.apply_batch(entries)
-        report.entries += len(entries)
-        report.applied += result.applied
-        report.skipped += result.skipped
-        report.gaps += [f"{g.account}: stored {g.stored_seq}, got {g.got_seq}" for g in result.gaps]
+    touched = replay(
+        bootstrap=bootstrap,
+        topic=topics.credit_ledger,
+        projector=Projector(client, prefix),
+        decode=decode,
+        report=report,
+        accounts=None if account is None else (account,),
+        timeout_s=timeout_s,
+        batch_size=batch_size,
+    )
     if keep_holds:
-        for name in touched:
-            keys = account_keys(prefix, name)
-            client.eval(_RESERVED_FROM_HOLDS, 2, keys.balance, keys.holds)  # type: ignore[no-untyped-call]
+        reserved_from_holds(client, prefix, touched)
     report.accounts = len(touched)
     report.seconds = round(time.monotonic() - started, 3)
     return report

@@ -60,7 +60,7 @@ log = logging.getLogger("metering.sidecar")
 
 MAX_BODY_BYTES = 64 * 1024
 """Largest request body read (413 above it): every valid request is a few hundred bytes."""
-DEFAULT_DEADLINE_S = 0.05
+DEFAULT_DEADLINE_S = 0.03
 """How long a request waits for Redis before it is answered by the fail mode. A healthy local
 Redis answers in well under a millisecond; a hung one must not make every request slow. When
 the breaker opens, every request still waiting is answered at once (not at its deadline)."""
@@ -251,7 +251,9 @@ class Sidecar:
             max_connections=64,
             timeout=self.redis_timeout_s,
             socket_timeout=self.redis_timeout_s,
-            socket_connect_timeout=self.redis_timeout_s,
+            # Also bounds redis-py's wait for a close when a call is cut at its deadline: a
+            # hung Redis never answers the close either. A connect must fit in the deadline.
+            socket_connect_timeout=min(self.redis_timeout_s, self.deadline_s),
             retry=Retry(NoBackoff(), 0),
         )
         self.client = aioredis.Redis(connection_pool=pool)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from projections.keys import account_pattern
+from projections.keys import account_pattern, sentinel_pattern
 
 CREDIT = 1_000_000
 
@@ -133,6 +133,7 @@ def make_prefix(redis_url: str) -> Iterator[Callable[[], str]]:
     try:
         for value in made:
             keys = list(client.scan_iter(match=account_pattern(value), count=1000))
+            keys += client.scan_iter(match=sentinel_pattern(value), count=1000)
             if keys:
                 client.unlink(*keys)
     finally:
