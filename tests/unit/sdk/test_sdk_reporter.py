@@ -65,6 +65,9 @@ def test_command_publisher_validates_kind_and_amounts() -> None:
             publisher.encode({**command, "amount": 5.0})
         with pytest.raises(InvalidCommand, match="account_id"):
             publisher.encode({**command, "account_id": ""})
+        for bad in ("x{y}", "x" * 257):  # the identifier rule: the key layout could not hold it
+            with pytest.raises(InvalidCommand, match="account_id"):
+                publisher.encode({**command, "account_id": bad})
         assert publisher.sent == 0
 
 
