@@ -28,6 +28,8 @@ from projections.keys import (
 from projections.scripts import script
 
 MAX_TTL_S = 86_400.0
+MAX_AMOUNT = 2**53 - 1
+"""Largest amount (micro-credits): exact in a double, hence in Lua and in JSON clients."""
 KEY_CACHE_BYTES = 8 << 20
 """Budget of the per-account key cache: bounded by bytes, not entries, so ids of any length
 (at most 256 bytes by the identifier rule) cannot grow it past a few megabytes."""
@@ -167,7 +169,7 @@ class Balance:
 def check_amount(name: str, value: object, *, allow_zero: bool = True) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise EnforcementError(f"{name} must be an integer number of micro-credits")
-    if value < 0 or (value == 0 and not allow_zero) or value >= 2**53:
+    if value < 0 or (value == 0 and not allow_zero) or value > MAX_AMOUNT:
         raise EnforcementError(f"{name} out of range: {value}")
     return value
 

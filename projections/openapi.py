@@ -19,14 +19,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from metering.domain.identifiers import MAX_ID_BYTES as MAX_IDENTIFIER_BYTES
+from projections.enforcement import MAX_AMOUNT as MAX_SAFE_INTEGER
+
 MAX_BODY_BYTES = 65_536
 """Largest request body accepted (bytes); larger is 413 ``payload_too_large``."""
-
-MAX_IDENTIFIER_BYTES = 256
-"""Largest identifier (UTF-8 bytes); longer is 422 ``invalid_request``."""
-
-MAX_SAFE_INTEGER = 2**53 - 1
-"""Largest amount (micro-credits): exact in a double, hence in Lua and in JSON clients."""
 
 _IDENTIFIER_PATTERN = "^[^{}]+$"
 

@@ -43,6 +43,7 @@ from metering.auth import key_owner
 from metering.domain.identifiers import identifier_problem, is_identifier
 from projections.breaker import BreakerState, CircuitBreaker
 from projections.enforcement import (
+    MAX_AMOUNT,
     AsyncEnforcer,
     Decision,
     EnforcementError,
@@ -54,12 +55,10 @@ from projections.enforcement import (
 from projections.failmode import FailMode, PolicyCache, degraded_decision, parse_unseen
 from projections.features import FeatureCatalog
 from projections.keys import account_from_key, balance_pattern, hold_account, prefix_from_env
-from projections.openapi import SPEC
+from projections.openapi import MAX_BODY_BYTES, SPEC
 
 log = logging.getLogger("metering.sidecar")
 
-MAX_BODY_BYTES = 64 * 1024
-"""Largest request body read (413 above it): every valid request is a few hundred bytes."""
 DEFAULT_DEADLINE_S = 0.03
 """How long a request waits for Redis before it is answered by the fail mode. A healthy local
 Redis answers in well under a millisecond; a hung one must not make every request slow. When
@@ -118,14 +117,15 @@ def _error(
 async def read_limited(chunks: AsyncIterator[bytes], declared: str | None) -> bytes:
     """The request body, refused with 413 as soon as it is known to exceed the limit (by its
     ``Content-Length``, or while it streams): a large body is never held in memory."""
+    too_large = BadRequest(413, "payload_too_large", f"request body over {MAX_BODY_BYTES} bytes")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise BadRequest(413, "payload_too_large", f"request body over {MAX_BODY_BYTES} bytes")
+        raise too_large
     parts: list[bytes] = []
     size = 0
     async for chunk in chunks:
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise BadRequest(413, "payload_too_large", f"request body over {MAX_BODY_BYTES} bytes")
+            raise too_large
         parts.append(chunk)
     return b"".join(parts)
 
@@ -601,7 +601,7 @@ class FastCheck:
         if (
             not is_identifier(account)
             or type(cost) is not int
-            or not 0 <= cost < 2**53
+            or not 0 <= cost <= MAX_AMOUNT
             or (feature is not None and not is_identifier(feature))
         ):
             return None

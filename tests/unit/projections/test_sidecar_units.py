@@ -8,7 +8,8 @@ import pytest
 
 from projections.breaker import BreakerState, CircuitBreaker
 from projections.failmode import PolicyCache, parse_unseen
-from projections.sidecar import MAX_BODY_BYTES, BadRequest, HoldOwners, parse_object, read_limited
+from projections.openapi import MAX_BODY_BYTES
+from projections.sidecar import BadRequest, HoldOwners, parse_object, read_limited
 
 
 class Clock:
