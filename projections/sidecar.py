@@ -245,15 +245,17 @@ class Sidecar:
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         # Blocking pool: a burst waits for a connection instead of failing; no retries, so
-        # an unreachable Redis turns into the fail-mode answer within the deadline.
+        # an unreachable Redis turns into the fail-mode answer within the deadline. Every
+        # socket wait is bounded by the deadline too, not only each call: redis-py also waits
+        # on its own (a close after a cut call, a connect handshake), and against a hung Redis
+        # such a wait lasted its full timeout. A connect must fit in the deadline.
+        bound = min(self.redis_timeout_s, self.deadline_s)
         pool = aioredis.BlockingConnectionPool.from_url(
             self.redis_url,
             max_connections=64,
-            timeout=self.redis_timeout_s,
-            socket_timeout=self.redis_timeout_s,
-            # Also bounds redis-py's wait for a close when a call is cut at its deadline: a
-            # hung Redis never answers the close either. A connect must fit in the deadline.
-            socket_connect_timeout=min(self.redis_timeout_s, self.deadline_s),
+            timeout=bound,
+            socket_timeout=bound,
+            socket_connect_timeout=bound,
             retry=Retry(NoBackoff(), 0),
         )
         self.client = aioredis.Redis(connection_pool=pool)

@@ -7,9 +7,12 @@ milliseconds, and a half-open probe finds Redis again once it is back.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 
@@ -17,13 +20,39 @@ import pytest
 import redis
 
 from projections.apply import Projector
-from projections.bench import check_bodies, run_loop, running_sidecar, seed_entries, sidecar_load
+from projections.bench import Answer, check_bodies, run_loop, running_sidecar, seed_entries
+from projections.bench import sidecar_load as _sidecar_load
 from projections.localredis import LocalRedis
 
 RATE = 2000.0
 DURATION_S = 30.0
 PAUSE_AT_S, PAUSE_S = 12.0, 5.0
 CREDIT = 1_000_000
+
+_LOAD = """
+import json, sys
+from projections.bench import run_loop, sidecar_load
+bodies = [b.encode() for b in json.load(sys.stdin)]
+port, rate, duration = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+answers = run_loop(sidecar_load(port, bodies, rate, duration))
+rows = [[a.due, a.body, a.latency, a.status, a.allowed, a.degraded] for a in answers]
+json.dump(rows, sys.stdout)
+"""
+
+
+def _load_in_a_fresh_process(port: int, bodies: list[bytes]) -> list[Answer]:
+    """The open-loop load from its own small process: this test process's heap (after the
+    rest of the suite) and threads would otherwise add their pauses to every latency.
+    ``time.perf_counter`` is the system-wide monotonic clock, so due times compare."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD, str(port), str(RATE), str(DURATION_S)],
+        input=json.dumps([b.decode() for b in bodies]),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=DURATION_S + 60,
+    )
+    return [Answer(*row) for row in json.loads(done.stdout)]
 
 
 def _p99(values: list[float]) -> float:
@@ -54,11 +83,11 @@ def test_paused_redis_gets_fast_fail_mode_answers_and_recovers() -> None:
 
         with running_sidecar(local.url, "pause:") as (_, port):
             bodies = check_bodies(accounts)
-            run_loop(sidecar_load(port, bodies, RATE, 1.0))  # warm-up: policies seen
+            run_loop(_sidecar_load(port, bodies, RATE, 1.0))  # warm-up: policies seen
             pauser = threading.Thread(target=pause, daemon=True)
             pauser.start()
             try:
-                answers = run_loop(sidecar_load(port, bodies, RATE, DURATION_S))
+                answers = _load_in_a_fresh_process(port, bodies)
             finally:
                 pauser.join()
                 os.kill(pid, signal.SIGCONT)
@@ -73,7 +102,8 @@ def test_paused_redis_gets_fast_fail_mode_answers_and_recovers() -> None:
     latencies = [a.latency for a in during]
     print(
         f"pause: {len(during)} answers, p50 {statistics.median(latencies) * 1000:.2f} ms, "
-        f"p99 {_p99(latencies) * 1000:.2f} ms, max {max(latencies) * 1000:.1f} ms"
+        f"p99 {_p99(latencies) * 1000:.2f} ms, max {max(latencies) * 1000:.1f} ms, "
+        f"over 50 ms: {sum(1 for x in latencies if x > 0.05)}"
     )
     assert _p99(latencies) <= 0.050
     # Answers follow the fail mode (auto: the account's own policy). A request due at the very
@@ -84,13 +114,4 @@ def test_paused_redis_gets_fast_fail_mode_answers_and_recovers() -> None:
         if a.degraded:
             assert a.allowed == (policy[accounts[a.body]] == "allow")
     # Before the pause and from 2 s after it, every answer is the real one.
-    wrong = [a for a in before + after if a.degraded or not a.allowed]
-    if wrong:
-        print(
-            "before",
-            sum(1 for a in before if a.degraded),
-            "after",
-            sum(1 for a in after if a.degraded),
-        )
-        print("first wrong at", wrong[0].due - stop, "last", wrong[-1].due - stop, len(wrong))
-    assert not wrong
+    assert not [a for a in before + after if a.degraded or not a.allowed]
