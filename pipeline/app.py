@@ -36,7 +36,7 @@ from metering.avro import (
 )
 from metering.topic_reader import read_to_end
 from metering.topics import TopicNames
-from pipeline import faust_fixes
+from pipeline import faust_fixes, table_store
 from pipeline.config_reload import EngineSource, LiveEngine
 from pipeline.core import BatchProcessor, Codecs, InMessage, PartitionOutput
 from pipeline.fast_avro import ledger_entry_head
@@ -45,12 +45,8 @@ from pipeline.id_store import ChunkRecord, IdStore, write_chunks
 from pipeline.metrics import Metrics
 from pipeline.restore_check import last_seqs, mismatches
 from pipeline.settings import ProcessorConfig
-from pipeline.table_store import IDS_SCHEME as IDS_TABLE_STORE_SCHEME
-from pipeline.table_store import SCHEME as TABLE_STORE_SCHEME
 
 log = logging.getLogger("pipeline.app")
-
-faust_fixes.apply()
 
 TABLE_NAME = "accounts"
 IDS_TABLE_NAME = "event_ids"
@@ -80,7 +76,11 @@ def make_codecs(config: ProcessorConfig) -> Codecs:
 
 
 def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
-    """Create the faust app for ``config``; ``source`` builds (and rebuilds) the engine."""
+    """Create the faust app for ``config``; ``source`` builds (and rebuilds) the engine.
+
+    Raises ``faust_fixes.UnsupportedFaustVersion`` on any faust-streaming but the pinned one."""
+    faust_fixes.apply()
+    table_store.register()
     topics = TopicNames(config.prefix)
     metrics = Metrics()
     live = LiveEngine(source, metrics)
@@ -90,7 +90,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
     app = faust.App(
         config.app_id,
         broker=f"kafka://{config.bootstrap}",
-        store=f"{TABLE_STORE_SCHEME}://",  # RocksDB, rebuilt from the changelog on assignment
+        store=f"{table_store.SCHEME}://",  # RocksDB, rebuilt from the changelog on assignment
         processing_guarantee="exactly_once",
         datadir=str(config.data_dir),
         autodiscover=False,
@@ -98,7 +98,6 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
         web_host=config.web_host,
         web_port=config.web_port,
         web_bind=config.web_host,
-        broker_commit_every=config.commit_every,
         broker_commit_interval=config.commit_interval_s,
         topic_partitions=config.partitions,
         topic_replication_factor=config.replication,
@@ -138,7 +137,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
         key_type=bytes,
         value_type=bytes,
         options={"driver": "rocksdict"},
-        store=f"{IDS_TABLE_STORE_SCHEME}:{IDS_TABLE_NAME}",  # "x://" alone is a false URL
+        store=f"{table_store.IDS_SCHEME}:{IDS_TABLE_NAME}",  # "x://" alone is a false URL
     )
     ids_ref.append(ids_table)
     source_topic = app.topic(

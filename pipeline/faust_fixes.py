@@ -1,17 +1,42 @@
 """Corrections to faust-streaming 0.15.3 that the processor's exactly-once depends on.
 
-Each fix is a narrow patch of one faust function, applied once by :func:`apply`; the reasons are
-in docs/processor.md, "Exactly once: what faust does, where it falls short" (items 5 and 6).
+Each fix is a narrow patch of one faust function, applied once by :func:`apply` when the app is
+built (never on import); the reasons are in docs/processor.md, "Exactly once: what faust does,
+where it falls short" (items 5 and 6). The processor also reads and writes faust internals
+elsewhere (``pipeline/app.py``, ``fast_consumer.py``, ``table_store.py``): all of it was written
+against exactly :data:`FAUST_VERSION`, so :func:`apply` refuses any other version rather than let
+an upgrade break exactly-once without an error.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from importlib.metadata import version
 from typing import Any
 
 from faust.tables import recovery as faust_recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+FAUST_VERSION = "0.15.3"
+"""The one faust-streaming release the processor's patches and private accesses target (the
+dependency is pinned to it in pyproject.toml)."""
+
+
+class UnsupportedFaustVersion(RuntimeError):
+    """The installed faust-streaming is not :data:`FAUST_VERSION`."""
+
+
+def require_supported_version(installed: str | None = None) -> None:
+    """Raise :class:`UnsupportedFaustVersion` unless faust-streaming is :data:`FAUST_VERSION`."""
+    installed = installed or version("faust-streaming")
+    if installed != FAUST_VERSION:
+        raise UnsupportedFaustVersion(
+            f"faust-streaming {installed} is installed, but the processor's exactly-once patches "
+            f"target {FAUST_VERSION} only; install faust-streaming=={FAUST_VERSION} "
+            "(pip install -e . does)"
+        )
+
 
 RECOVERY_POLL_S = 0.5
 """faust's changelog recovery waits 2 x 5 s when a changelog partition ends in an aborted
@@ -49,10 +74,11 @@ _applied = False
 
 
 def apply() -> None:
-    """Install the fixes (idempotent)."""
+    """Check the faust version, then install the fixes (idempotent)."""
     global _applied
     if _applied:
         return
+    require_supported_version()
     faust_recovery.asyncio = _FastRecoveryAsyncio()  # type: ignore[assignment]
     faust_aiokafka.AIOKafkaConsumerThread._highwaters = _committed_highwaters  # type: ignore[method-assign]
     _applied = True

@@ -19,9 +19,6 @@ class ProcessorConfig:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     batch_max: int = 2000
-    batch_within_s: float = 0.05
-    """Unused since batches are whole fetches (kept for the CLI flag)."""
-    commit_every: int = 20_000
     commit_interval_s: float = 0.1
     session_timeout_s: float = 10.0
     """A killed worker's partitions move after this long (kept low: crash recovery time)."""

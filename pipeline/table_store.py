@@ -68,5 +68,8 @@ class EventIdStore(ChangelogRebuiltStore):
             self.set_persisted_offset(tp, offset)
 
 
-STORES.aliases[SCHEME] = f"{__name__}:ChangelogRebuiltStore"
-STORES.aliases[IDS_SCHEME] = f"{__name__}:EventIdStore"
+def register() -> None:
+    """Make faust resolve :data:`SCHEME` and :data:`IDS_SCHEME` store URLs to these stores
+    (called when the app is built, not on import)."""
+    STORES.aliases[SCHEME] = f"{__name__}:ChangelogRebuiltStore"
+    STORES.aliases[IDS_SCHEME] = f"{__name__}:EventIdStore"

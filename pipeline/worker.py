@@ -40,8 +40,6 @@ def parse_config(argv: list[str]) -> tuple[ProcessorConfig, str]:
     p.add_argument("--web-host", default="127.0.0.1")
     p.add_argument("--web-port", type=int, default=6066)
     p.add_argument("--batch-max", type=int, default=2000)
-    p.add_argument("--batch-within", type=float, default=0.05, help="seconds")
-    p.add_argument("--commit-every", type=int, default=20_000)
     p.add_argument("--commit-interval", type=float, default=0.1, help="seconds")
     p.add_argument("--session-timeout", type=float, default=10.0, help="seconds")
     p.add_argument("--instance-id", default=None, help="static group membership id")
@@ -75,8 +73,6 @@ def parse_config(argv: list[str]) -> tuple[ProcessorConfig, str]:
         web_host=a.web_host,
         web_port=a.web_port,
         batch_max=a.batch_max,
-        batch_within_s=a.batch_within,
-        commit_every=a.commit_every,
         commit_interval_s=a.commit_interval,
         session_timeout_s=a.session_timeout,
         instance_id=a.instance_id,
@@ -131,8 +127,13 @@ def main(argv: list[str]) -> int:
     import faust
 
     from pipeline.app import build_app
+    from pipeline.faust_fixes import UnsupportedFaustVersion
 
-    built = build_app(config, engine_source(config))
+    try:
+        built = build_app(config, engine_source(config))
+    except UnsupportedFaustVersion as exc:
+        print(f"metering run processor: {exc}", file=sys.stderr, flush=True)
+        return 2
     log.info(
         "starting processor app_id=%s prefix=%r bootstrap=%s web=%s:%d",
         config.app_id,
