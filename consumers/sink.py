@@ -42,6 +42,7 @@ from consumers.clickhouse import DEFAULT_DATABASE, connect
 from consumers.native_avro import NativeAvro
 from consumers.rows import LEDGER_COLUMNS, USAGE_COLUMNS, ledger_row, usage_row
 from metering.avro.schemas import full_name
+from metering.dlq import dlq_headers
 from metering.topics import TopicNames
 
 log = logging.getLogger("metering.sink")
@@ -152,18 +153,6 @@ def routes_for(
             topics.credit_ledger_dlq,
         ),
     }
-
-
-def dlq_headers(
-    topic: str, partition: int, offset: int, error: BaseException
-) -> list[tuple[str, bytes]]:
-    return [
-        ("error.class", type(error).__name__.encode()),
-        ("error.message", str(error).encode()[:2000]),
-        ("source.topic", topic.encode()),
-        ("source.partition", str(partition).encode()),
-        ("source.offset", str(offset).encode()),
-    ]
 
 
 class ClickHouseSink:
@@ -398,7 +387,7 @@ class ClickHouseSink:
     ) -> None:
         log.warning("poison record %s[%d]@%d: %r", topic, partition, offset, error)
         self.stats.dead += 1
-        headers = dlq_headers(topic, partition, offset, error)
+        headers = dlq_headers(type(error).__name__, str(error), topic, partition, offset)
         self.producer.produce(route.dlq, value=value, key=key, headers=headers)
         self.producer.poll(0)
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metering.avro import AvroCodec, CodecError
+from metering.dlq import dead_letter
 from metering.topics import TopicNames
-from pipeline.dlq import dead_letter
 from pipeline.fast_avro import make_ledger_entry_encoder, make_usage_event_decoder
 from pipeline.id_store import ChunkRecord, IdStore
 from pipeline.metrics import Metrics

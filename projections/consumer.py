@@ -51,6 +51,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
+from metering.dlq import dlq_headers
 from metering.topics import TopicNames
 from projections.apply import ApplyResult, Gap, Projector
 from projections.keys import prefix_from_env
@@ -231,13 +232,13 @@ class ProjectionConsumer:
         return batch
 
     def _dead_letter(self, msg: Message, exc: Exception) -> None:
-        headers = [
-            ("error.class", type(exc).__name__.encode()),
-            ("error.message", str(exc)[:1000].encode("utf-8", "replace")),
-            ("source.topic", str(msg.topic()).encode()),
-            ("source.partition", str(msg.partition()).encode()),
-            ("source.offset", str(msg.offset()).encode()),
-        ]
+        headers = dlq_headers(
+            type(exc).__name__,
+            str(exc),
+            str(msg.topic()),
+            msg.partition() or 0,
+            msg.offset() or 0,
+        )
         self.producer.produce(
             self.topics.credit_ledger_dlq, key=msg.key(), value=msg.value(), headers=headers
         )

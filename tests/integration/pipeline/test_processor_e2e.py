@@ -19,8 +19,8 @@ from processor_harness import (
 )
 
 from metering.avro import USAGE_EVENT, AvroCodec, load_registry
+from metering.dlq import header_map
 from metering.topics import TopicNames
-from pipeline.dlq import header_map
 
 pytestmark = pytest.mark.integration
 

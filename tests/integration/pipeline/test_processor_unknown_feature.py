@@ -14,8 +14,8 @@ import pytest
 from processor_harness import T0, Worker, decode_ledger, produce, read_topic
 
 from metering.avro import CREDIT_ALERT, CREDIT_COMMAND, USAGE_EVENT, AvroCodec, load_registry
+from metering.dlq import header_map
 from metering.topics import TopicNames
-from pipeline.dlq import header_map
 
 pytestmark = pytest.mark.integration
 

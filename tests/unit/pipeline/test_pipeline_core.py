@@ -15,9 +15,9 @@ from metering.avro import (
     AvroCodec,
     load_registry,
 )
+from metering.dlq import header_map
 from metering.topics import TopicNames
 from pipeline.core import BatchProcessor, Codecs, InMessage
-from pipeline.dlq import header_map
 from pipeline.metrics import Metrics
 
 TOPICS = TopicNames("u.")
