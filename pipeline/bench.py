@@ -18,7 +18,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,18 +31,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from metering.avro import CREDIT_COMMAND, LEDGER_ENTRY, USAGE_EVENT, AvroCodec, load_registry
 from metering.config import load_settings
+from metering.net import free_port
 from metering.topics import TopicNames, create_topics, delete_topics
 from pipeline.engine_adapter import DomainEngine
 from pipeline.worker import worker_command
 
 MODELS = ["gpt-4o-mini", "gpt-4o", "claude-3-haiku", None]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _producer(bootstrap: str) -> Producer:
@@ -220,7 +213,7 @@ def _phase(a: argparse.Namespace, bootstrap: str, skew: str, latency: bool) -> d
         _produce(producer, topics.usage_events, acct, ucodec.encode(record), at)
     producer.flush(120)
 
-    port = _free_port()
+    port = free_port()
     latencies: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         args = worker_command(

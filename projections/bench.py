@@ -31,9 +31,10 @@ from typing import Any, TypeVar
 import httpx
 import redis
 
+from metering.net import free_port
 from projections.apply import Projector
 from projections.enforcement import Enforcer
-from projections.localredis import LocalRedis, free_port, reachable
+from projections.localredis import LocalRedis, reachable
 
 T = TypeVar("T")
 

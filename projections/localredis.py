@@ -6,19 +6,13 @@ It runs without persistence in a temp dir; ``stop()`` kills exactly the process 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 
 import redis
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from metering.net import free_port
 
 
 class LocalRedis:

@@ -38,11 +38,11 @@ from metering.demo.scenario import Scenario, build_scenario, demo_plans_yaml
 from metering.demo.services import (
     ServiceSet,
     child_env,
-    free_port,
     metering_command,
     module_command,
 )
 from metering.demo.watch import LedgerWatcher
+from metering.net import free_port
 from metering.topics import TopicNames, create_topics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from metering.config import STACK_FILE
+from metering.net import free_port
 from metering.stack import kafka as kafka_mod
 from metering.stack import process
 from metering.stack import redis as redis_mod
@@ -85,11 +86,11 @@ class LocalStack:
         ports = (state or {}).get("ports", {})
         kafka = KafkaNode(
             home=self.state_dir / "kafka",
-            broker_port=int(ports.get("kafka") or process.free_port()),
-            controller_port=int(ports.get("kafka_controller") or process.free_port()),
+            broker_port=int(ports.get("kafka") or free_port()),
+            controller_port=int(ports.get("kafka_controller") or free_port()),
         )
         redis = RedisNode(
-            home=self.state_dir / "redis", port=int(ports.get("redis") or process.free_port())
+            home=self.state_dir / "redis", port=int(ports.get("redis") or free_port())
         )
         return kafka, redis
 

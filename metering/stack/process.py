@@ -16,14 +16,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
     """True when something accepts TCP connections on ``host:port``."""
     try:

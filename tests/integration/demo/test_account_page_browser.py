@@ -11,7 +11,6 @@ import gc
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ import pytest
 from consumers.clickhouse import connect
 from consumers.migrations import migrate
 from metering.demo.scenario import command, month_start
+from metering.net import free_port
 from metering.sdk import CommandPublisher, UsageReporter, make_usage_event
 from metering.topics import TopicNames
 from metering.web.access import AccessControl
@@ -52,13 +52,6 @@ ADMIN_KEY = "admin-" + uuid.uuid4().hex
 KEY_A = "key-a-" + uuid.uuid4().hex
 KEY_B = "key-b-" + uuid.uuid4().hex
 SERVICE_KEY = "svc-" + uuid.uuid4().hex
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait(what: str, done: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -135,7 +128,7 @@ def pipeline(
     # fmt: off
     children.start(
         "processor", "run", "processor", "--prefix", topics.prefix, "--partitions", "6",
-        "--web-port", str(_free_port()), "--data-dir", str(tmp_path / "processor"),
+        "--web-port", str(free_port()), "--data-dir", str(tmp_path / "processor"),
         "--sweep-interval", "0", "--loglevel", "warning",
     )
     children.start(
@@ -161,7 +154,7 @@ def pipeline(
     )
     import uvicorn
 
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )

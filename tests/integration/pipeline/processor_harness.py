@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections import defaultdict
@@ -17,6 +16,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from metering.avro import CREDIT_COMMAND, LEDGER_ENTRY, USAGE_EVENT, AvroCodec, load_registry
+from metering.net import free_port
 from metering.topics import TopicNames
 from pipeline.engine_adapter import DomainEngine
 from pipeline.worker import worker_command
@@ -32,13 +32,6 @@ class Input:
 
     commands: list[tuple[str, str, bytes, int]] = field(default_factory=list)
     usage: list[tuple[str, str, bytes, int]] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def make_input(topics: TopicNames, accounts: int, events: int, seed: int = 7) -> Input:

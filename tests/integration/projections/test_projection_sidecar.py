@@ -14,9 +14,10 @@ import redis
 from conftest import CREDIT, LedgerBuilder
 from starlette.testclient import TestClient
 
+from metering.net import free_port
 from projections.apply import Projector
 from projections.failmode import FailMode
-from projections.localredis import LocalRedis, free_port
+from projections.localredis import LocalRedis
 from projections.sidecar import Sidecar
 
 pytestmark = pytest.mark.integration

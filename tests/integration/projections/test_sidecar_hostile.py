@@ -46,10 +46,11 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from starlette.types import Message
 
+from metering.net import free_port
 from projections.apply import Projector
 from projections.failmode import FailMode
 from projections.keys import account_pattern
-from projections.localredis import LocalRedis, free_port
+from projections.localredis import LocalRedis
 from projections.sidecar import Sidecar
 
 pytestmark = pytest.mark.integration

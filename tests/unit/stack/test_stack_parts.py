@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from metering.net import free_port
 from metering.stack import LocalStack
 from metering.stack import kafka as kafka_mod
 from metering.stack.kafka import KafkaNode, jars_present, new_cluster_id
-from metering.stack.process import cmdline, free_port, owns, pid_alive, port_open, stop
+from metering.stack.process import cmdline, owns, pid_alive, port_open, stop
 from metering.stack.redis import RedisNode
 
 
