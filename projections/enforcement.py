@@ -161,6 +161,9 @@ class Balance:
     seq: int
     updated_at: int
     grants: list[GrantView]
+    spendable: int | None = None
+    """What a check would allow now (available - reserved + overage headroom, by the scripts'
+    one rule); None when the policy is ``unlimited``."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -273,6 +276,7 @@ def _balance(account: str, reply: Sequence[Any]) -> Balance | None:
         seq=int(bal["seq"]),
         updated_at=int(bal.get("updated_at", 0)),
         grants=grants,
+        spendable=None if int(reply[4]) == 1 else int(reply[3]),
     )
 
 

@@ -8,68 +8,42 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
+from pathlib import Path
 
 import redis
 
 from metering.net import free_port
+from metering.stack.redis import RedisNode
 
 
 class LocalRedis:
     """``with LocalRedis() as r: r.url`` starts redis-server and stops it on exit."""
 
     def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self._dir = tempfile.mkdtemp(prefix="metering-redis-")
+        self.node = RedisNode(
+            Path(tempfile.mkdtemp(prefix="metering-redis-")), port or free_port(), persistent=False
+        )
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def port(self) -> int:
+        return self.node.port
+
+    @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.node.url
 
     def start(self, timeout: float = 10.0) -> LocalRedis:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("redis-server not found (make deps installs it)")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self._dir,
-                "--daemonize",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    if client.ping():
-                        return self
-                except redis.exceptions.ConnectionError:
-                    if self.proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("redis-server did not start") from None
-                    time.sleep(0.02)
-        finally:
-            client.close()
+        self.proc = self.node.spawn()
+        self.node.wait_ready(self.proc.pid, timeout)
+        return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
         self.proc = None
-        shutil.rmtree(self._dir, ignore_errors=True)
+        shutil.rmtree(self.node.home, ignore_errors=True)
 
     def __enter__(self) -> LocalRedis:
         return self.start()

@@ -204,6 +204,10 @@ _BALANCE = {
         "seq": {"type": "integer", "minimum": 0},
         "updated_at": {"type": "integer", "description": "epoch ms"},
         "grants": {"type": "array", "items": _GRANT},
+        "spendable": {
+            "type": ["integer", "null"],
+            "description": "what a check would allow now, micro-credits; null = unlimited",
+        },
     },
 }
 _COMMITTED = {

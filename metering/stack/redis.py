@@ -1,12 +1,15 @@
-"""The local Redis: Debian's ``redis-server`` on a free port with AOF under the state dir.
+"""The one redis-server launcher: Debian's ``redis-server`` on a free port under a directory.
 
-AOF (``appendonly yes``) keeps the demo's projection across restarts; RDB snapshots are
-off (``save ''``) because the projection can always be rebuilt from the ledger anyway.
+The local stack runs it with AOF (``appendonly yes``), which keeps the demo's projection across
+restarts; a throwaway one (``projections.localredis``, the benches and the tests that kill
+Redis) runs without persistence. RDB snapshots are always off (``save ''``): the projection can
+be rebuilt from the ledger anyway.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,8 @@ class RedisNode:
 
     home: Path
     port: int
+    persistent: bool = True
+    """AOF on (the stack) or no persistence at all (throwaway)."""
 
     @property
     def url(self) -> str:
@@ -55,7 +60,7 @@ class RedisNode:
             "--save",
             "",
             "--appendonly",
-            "yes",
+            "yes" if self.persistent else "no",
             "--appendfsync",
             "everysec",
             "--daemonize",
@@ -65,8 +70,11 @@ class RedisNode:
         ]
 
     def start(self) -> int:
+        return self.spawn().pid
+
+    def spawn(self) -> subprocess.Popen[bytes]:
         self.home.mkdir(parents=True, exist_ok=True)
-        return spawn(self.command(), self.home / "stdout.log", self.home).pid
+        return spawn(self.command(), self.home / "stdout.log", self.home)
 
     def wait_ready(self, pid: int, timeout: float = 20.0) -> None:
         """Block until Redis answers PING (it may first be loading its AOF)."""

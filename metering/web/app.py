@@ -49,14 +49,6 @@ def _error(status: int, error: str, message: str) -> Response:
     return JSONResponse({"error": error, "message": message}, status)
 
 
-def spendable(balance: Balance) -> int | None:
-    """What a check would allow now: ``available - reserved + headroom`` (None = unlimited)."""
-    if balance.policy == "unlimited":
-        return None
-    headroom = max(0, balance.overage_limit - balance.overage_used)
-    return balance.available - balance.reserved + (headroom if balance.policy == "allow" else 0)
-
-
 @dataclass
 class AccountPage:
     """Handlers of the page's routes; reads Redis through the sidecar's client."""
@@ -194,7 +186,6 @@ def overview_json(balance: Balance, monthly_credits: int, now: int) -> dict[str,
     """The overview panel: Redis's balance plus what the page derives from it."""
     body = balance.to_json()
     body["monthly_credits"] = monthly_credits
-    body["spendable"] = spendable(balance)
     body["in_overage"] = balance.overage_used > 0
     body["now"] = now
     return body

@@ -148,12 +148,17 @@ def test_readers_hide_spent_grants_once_expired() -> None:
         b"d",
         b"3|10|1|999|5|promotion",
     ]
-    balance = _balance("acct", [bal, grants, now])
+    balance = _balance("acct", [bal, grants, now, 7, 0])
     assert balance is not None
     assert [g.grant_id for g in balance.grants] == ["d", "b"]
     assert sum(g.remaining for g in balance.grants) == balance.available
     assert "spent_expiry" not in balance.to_json()
-    assert [g.grant_id for g in _balance("acct", [bal, grants, 999]).grants] == ["d", "a", "b"]  # type: ignore[union-attr]
+    assert balance.spendable == 7  # computed by the balance script's one spend rule
+    assert [g.grant_id for g in _balance("acct", [bal, grants, 999, 7, 1]).grants] == [
+        "d",
+        "a",
+        "b",
+    ]  # type: ignore[union-attr]
 
 
 def test_fail_modes() -> None:
