@@ -25,12 +25,17 @@ def read_to_end(
     partitions: Iterable[int] | None = None,
     *,
     start: Mapping[int, int] | None = None,
+    stop: Mapping[int, int] | None = None,
     timeout_s: float | None = 120.0,
     batch_size: int = 10_000,
 ) -> Iterator[list[Any]]:
     """Batches of confluent-kafka messages (each partition in offset order) until every one of
     ``partitions`` (default: all) is read to its end, each from its ``start`` offset (default:
-    the beginning), within ``timeout_s`` (None: no limit)."""
+    the beginning), within ``timeout_s`` (None: no limit).
+
+    ``stop`` (partition -> offset, exclusive) ends a partition there instead, if it comes
+    first: records at or after it are not returned (e.g. a consumer group's committed
+    position, beyond which the group's own consumer has the records)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -45,10 +50,15 @@ def read_to_end(
         info = consumer.list_topics(topic, timeout=30).topics.get(topic)
         if info is None or info.error is not None:
             raise TopicReadError(f"topic {topic} not found")
-        pending = set(info.partitions if partitions is None else partitions)
+        stops = stop or {}
+        offsets = start or {}
+        pending = {
+            p
+            for p in (info.partitions if partitions is None else partitions)
+            if p not in stops or stops[p] > offsets.get(p, 0)
+        }
         if not pending:
             return
-        offsets = start or {}
         consumer.assign(
             [TopicPartition(topic, p, offsets.get(p, OFFSET_BEGINNING)) for p in sorted(pending)]
         )
@@ -60,6 +70,11 @@ def read_to_end(
             for msg in consumer.consume(batch_size, 0.5):
                 err = msg.error()
                 if err is None:
+                    end = stops.get(msg.partition())
+                    if end is not None and msg.offset() >= end - 1:
+                        pending.discard(msg.partition())
+                        if msg.offset() >= end:
+                            continue
                     out.append(msg)
                 elif err.code() == KafkaError._PARTITION_EOF:
                     pending.discard(msg.partition())

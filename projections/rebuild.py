@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from metering.topic_reader import TopicReadError, read_to_end
 from metering.topics import TopicNames
 from projections.apply import Projector
 from projections.keys import (
@@ -99,25 +98,6 @@ def clear(client: redis.Redis, prefix: str, account: str | None, *, keep_holds: 
     return deleted
 
 
-def read_targets(
-    watermarks: Mapping[int, tuple[int, int]], ends: Mapping[int, int] | None
-) -> dict[int, tuple[int, int]]:
-    """partition -> (first offset, stop offset) of what to read; empty partitions left out.
-
-    ``watermarks`` are each partition's (low, high) as of the start; ``ends`` limits the
-    read to those partitions, each up to its own stop offset (exclusive, e.g. a consumer's
-    committed position), never past the high watermark.
-    """
-    targets: dict[int, tuple[int, int]] = {}
-    for partition, (low, high) in watermarks.items():
-        if ends is not None and partition not in ends:
-            continue
-        stop = high if ends is None else min(high, ends[partition])
-        if stop > low:
-            targets[partition] = (low, stop)
-    return targets
-
-
 def _read_ledger(
     bootstrap: str,
     topic: str,
@@ -125,65 +105,17 @@ def _read_ledger(
     batch_size: int,
     ends: Mapping[int, int] | None = None,
 ) -> Iterator[list[tuple[bytes | None, bytes]]]:
-    """Committed records from offset 0 up to the end as of the start, in batches.
-
-    ``ends`` (partition -> stop offset) reads only those partitions, each up to its stop
-    offset (see :func:`read_targets`).
-    """
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"metering-projection-rebuild-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "log_level": 3,
-        }
-    )
+    """Committed ledger records from the start to the end, in batches (through the one
+    ``read_to_end``). ``ends`` (partition -> stop offset, exclusive) reads only those partitions,
+    each up to its stop offset or its end, whichever comes first."""
+    partitions = None if ends is None else sorted(ends)
     try:
-        metadata = consumer.list_topics(topic, timeout=30)
-        info = metadata.topics.get(topic)
-        if info is None or info.error is not None:
-            raise RebuildError(f"topic {topic} not found")
-        watermarks = {
-            partition: consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=30, cached=False
-            )
-            for partition in info.partitions
-            if ends is None or partition in ends
-        }
-        ranges = read_targets(watermarks, ends)
-        if not ranges:
-            return
-        consumer.assign([TopicPartition(topic, p, low) for p, (low, _) in ranges.items()])
-        targets = {p: stop for p, (_, stop) in ranges.items()}
-        deadline = time.monotonic() + timeout_s
-        pending = dict(targets)
-        while pending:
-            if time.monotonic() > deadline:
-                raise RebuildError(f"ledger not read to its end in {timeout_s}s: {pending}")
-            out: list[tuple[bytes | None, bytes]] = []
-            for msg in consumer.consume(batch_size, 0.5):
-                err = msg.error()
-                partition = msg.partition()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        if partition in pending and msg.offset() >= pending[partition]:
-                            del pending[partition]
-                        continue
-                    raise RebuildError(f"consume error: {err}")
-                if partition not in targets:
-                    continue
-                if msg.offset() >= targets[partition]:
-                    pending.pop(partition, None)  # past the stop: the live consumer has it
-                    continue
-                if msg.offset() >= targets[partition] - 1:
-                    pending.pop(partition, None)
-                out.append((msg.key(), msg.value()))
-            if out:
-                yield out
-    finally:
-        consumer.close()
+        for msgs in read_to_end(
+            bootstrap, topic, partitions, stop=ends, timeout_s=timeout_s, batch_size=batch_size
+        ):
+            yield [(msg.key(), msg.value()) for msg in msgs]
+    except TopicReadError as exc:
+        raise RebuildError(str(exc)) from exc
 
 
 def replay(

@@ -7,17 +7,7 @@ from fnmatch import fnmatchcase
 from projections.apply import Gap
 from projections.consumer import Metrics
 from projections.keys import account_keys, account_pattern, sentinel_key, sentinel_pattern
-from projections.rebuild import read_targets
 from projections.self_heal import Repair, gap_reason, gaps_to_repair
-
-
-def test_read_targets_stop_at_the_given_position_never_past_the_end() -> None:
-    marks = {0: (0, 10), 1: (0, 0), 2: (5, 8), 3: (0, 4)}
-    assert read_targets(marks, None) == {0: (0, 10), 2: (5, 8), 3: (0, 4)}
-    # Only the partitions asked for; a committed position past the end reads to the end;
-    # a position at or below the first offset reads nothing.
-    assert read_targets(marks, {0: 6, 2: 5, 3: 9}) == {0: (0, 6), 3: (0, 4)}
-    assert read_targets(marks, {}) == {}
 
 
 def test_gaps_are_grouped_by_partition_and_tried_once() -> None:
