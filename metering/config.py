@@ -18,6 +18,116 @@ class ConfigError(ValueError):
     """A ``METERING_*`` variable holds a value the pipeline cannot use."""
 
 
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    """One ``METERING_*`` variable: its default and meaning, as the README's table shows them."""
+
+    name: str
+    default: str
+    meaning: str
+    internal: bool = False
+    """A test hook, not configuration: left out of the README."""
+
+
+ENVIRONMENT: tuple[EnvVar, ...] = (
+    EnvVar(
+        "METERING_KAFKA_BOOTSTRAP",
+        "the local stack's broker (from `.metering/stack.json`), else `127.0.0.1:9092`",
+        "Kafka bootstrap servers",
+    ),
+    EnvVar(
+        "METERING_REDIS_URL",
+        "the local stack's Redis, else `redis://127.0.0.1:6379/0`",
+        "Redis for balance projections and holds",
+    ),
+    EnvVar(
+        "METERING_CLICKHOUSE_URL",
+        "`chdb://<state dir>/clickhouse`",
+        "`chdb://PATH` embedded, or `http(s)://` a ClickHouse server",
+    ),
+    EnvVar(
+        "METERING_SCHEMA_REGISTRY_URL",
+        "unset: the file-backed registry in `schemas/`",
+        "a Confluent Schema Registry",
+    ),
+    EnvVar("METERING_STATE_DIR", "`.metering`", "local stack data, processor state, chDB files"),
+    EnvVar("METERING_PARTITIONS", "`6`", "partitions of every keyed topic"),
+    EnvVar(
+        "METERING_PRICEBOOK",
+        "the shipped `metering/data/pricebook.yaml`",
+        "price book file: the processor prices with it (`--pricebook` overrides), enforcement "
+        "learns the known features from it; both reload it on change",
+    ),
+    EnvVar(
+        "METERING_PLANS",
+        "the shipped `metering/data/plans.yaml`",
+        "plans file of the processor (`--plans` overrides)",
+    ),
+    EnvVar("METERING_TOPIC_PREFIX", "empty", "prefix of the processor's topic names (`--prefix`)"),
+    EnvVar("METERING_REDIS_PREFIX", "`mt:`", "prefix of every projection key in Redis"),
+    EnvVar(
+        "METERING_API_KEYS",
+        "none (required by the sidecar)",
+        "`service:key,...`: the services that may call the sidecar",
+    ),
+    EnvVar("METERING_ADMIN_KEY", "unset", "the account page's key that sees every account"),
+    EnvVar(
+        "METERING_ACCOUNT_KEYS", "empty", "`account:key,...`: account page keys, one account each"
+    ),
+    EnvVar(
+        "METERING_FAIL_MODE",
+        "`auto`",
+        "`auto` / `open` / `closed`: the sidecar's answers while Redis is unreachable (`auto` "
+        "denies accounts whose overage policy is `block`)",
+    ),
+    EnvVar(
+        "METERING_FAIL_MODE_UNSEEN",
+        "`closed`",
+        "`closed` / `open`: the `auto` answer for an account the sidecar has not seen",
+    ),
+    EnvVar(
+        "METERING_REDIS_DEADLINE_MS",
+        "`30`",
+        "how long a sidecar request waits for Redis before the fail mode answers (must fit a "
+        "connect)",
+    ),
+    EnvVar("METERING_SIDECAR_HOST", "`127.0.0.1`", "the sidecar's (and the web service's) host"),
+    EnvVar("METERING_SIDECAR_PORT", "`8088`", "the sidecar's (and the web service's) port"),
+    EnvVar("METERING_WEB_HOST", "`METERING_SIDECAR_HOST`", "the web service's host"),
+    EnvVar("METERING_WEB_PORT", "`METERING_SIDECAR_PORT`", "the web service's port"),
+    EnvVar(
+        "METERING_KAFKA_LIBS",
+        "`~/.cache/metering/kafka-<version>/libs` (or under `$XDG_CACHE_HOME`)",
+        "where the Kafka broker's jars are cached",
+    ),
+    EnvVar(
+        "METERING_SINK_CRASH_AFTER_INSERT",
+        "unset",
+        "tests only: the sink exits right after its first insert",
+        internal=True,
+    ),
+)
+"""Every ``METERING_*`` variable any component reads: :func:`env_value` reads only these, and a
+test checks that the README's configuration table is :func:`environment_table`."""
+
+_DECLARED = {var.name: var for var in ENVIRONMENT}
+
+
+def env_value(name: str, env: Mapping[str, str] | None = None, default: str = "") -> str:
+    """The value of the declared variable ``name`` (``default`` when unset or empty)."""
+    if name not in _DECLARED:
+        raise KeyError(f"{name} is not declared in metering.config.ENVIRONMENT")
+    env = os.environ if env is None else env
+    return env.get(name) or default
+
+
+def environment_table() -> str:
+    """The README's configuration table (Markdown), from :data:`ENVIRONMENT`."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{v.name}` | {v.default} | {v.meaning} |" for v in ENVIRONMENT if not v.internal]
+    return "\n".join(rows)
+
+
 DEFAULT_STATE_DIR = ".metering"
 STACK_FILE = "stack.json"
 """Written by ``metering stack up`` into the state dir: the addresses it chose at run time."""

@@ -12,12 +12,11 @@ import argparse
 import importlib
 import logging
 import logging.config
-import os
 import shutil
 import sys
 from pathlib import Path
 
-from metering.config import load_settings
+from metering.config import env_value, load_settings
 from pipeline.config_reload import EngineSource
 from pipeline.logs import logging_config
 from pipeline.settings import ProcessorConfig
@@ -28,7 +27,7 @@ log = logging.getLogger("pipeline.worker")
 def parse_config(argv: list[str]) -> tuple[ProcessorConfig, str]:
     settings = load_settings()
     p = argparse.ArgumentParser(prog="metering run processor")
-    p.add_argument("--prefix", default=os.environ.get("METERING_TOPIC_PREFIX", ""))
+    p.add_argument("--prefix", default=env_value("METERING_TOPIC_PREFIX"))
     p.add_argument(
         "--app-id",
         default=None,

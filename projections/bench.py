@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import httpx
 import redis
 
+from metering.config import env_value
 from metering.net import free_port
 from projections.apply import Projector
 from projections.enforcement import Enforcer
@@ -410,7 +411,7 @@ def main(argv: list[str]) -> int:
             print(message, file=sys.stderr)
 
     with ExitStack() as stack:
-        url = os.environ.get("METERING_REDIS_URL") or load_settings().redis_url
+        url = env_value("METERING_REDIS_URL") or load_settings().redis_url
         own = not reachable(url)
         if own:
             url = stack.enter_context(LocalRedis()).url

@@ -6,9 +6,9 @@ slot only. The prefix lets a rebuild write into an empty keyspace next to the li
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from metering.config import env_value
 from metering.domain.identifiers import identifier_problem, is_identifier
 
 DEFAULT_PREFIX = "mt:"
@@ -56,7 +56,7 @@ def check_account(account: str) -> str:
 
 
 def prefix_from_env() -> str:
-    return check_prefix(os.environ.get("METERING_REDIS_PREFIX", DEFAULT_PREFIX))
+    return check_prefix(env_value("METERING_REDIS_PREFIX", default=DEFAULT_PREFIX))
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering.auth import key_owner
+from metering.config import env_value
 from metering.domain.identifiers import identifier_problem, is_identifier
 from projections.breaker import BreakerState, CircuitBreaker
 from projections.enforcement import (
@@ -644,10 +645,16 @@ def sidecar_from_env(env: Mapping[str, str] | None = None) -> Sidecar:
 
     env = os.environ if env is None else env
     settings = load_settings(env)
-    keys = parse_api_keys(env.get("METERING_API_KEYS", ""))
-    mode = FailMode.parse(env.get("METERING_FAIL_MODE", "auto"))
-    unseen = parse_unseen(env.get("METERING_FAIL_MODE_UNSEEN", "closed"))
-    deadline_ms = float(env.get("METERING_REDIS_DEADLINE_MS", DEFAULT_DEADLINE_S * 1000))
+    keys = parse_api_keys(env_value("METERING_API_KEYS", env))
+    mode = FailMode.parse(env_value("METERING_FAIL_MODE", env, "auto"))
+    unseen = parse_unseen(env_value("METERING_FAIL_MODE_UNSEEN", env, "closed"))
+    deadline = env_value("METERING_REDIS_DEADLINE_MS", env, str(DEFAULT_DEADLINE_S * 1000))
+    try:
+        deadline_ms = float(deadline)
+    except ValueError:
+        raise ValueError(
+            f"METERING_REDIS_DEADLINE_MS={deadline!r}: expected milliseconds"
+        ) from None
     return Sidecar(
         settings.redis_url,
         prefix_from_env(),
@@ -661,9 +668,9 @@ def sidecar_from_env(env: Mapping[str, str] | None = None) -> Sidecar:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="metering run sidecar", description=__doc__)
-    parser.add_argument("--host", default=os.environ.get("METERING_SIDECAR_HOST", "127.0.0.1"))
+    parser.add_argument("--host", default=env_value("METERING_SIDECAR_HOST", default="127.0.0.1"))
     parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("METERING_SIDECAR_PORT", "8088"))
+        "--port", type=int, default=int(env_value("METERING_SIDECAR_PORT", default="8088"))
     )
     parser.add_argument("--fail-mode", choices=[m.value for m in FailMode], default=None)
     parser.add_argument("--log-level", default="warning")

@@ -33,7 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from metering.config import Settings, load_settings
+from metering.config import Settings, env_value, load_settings
 from metering.demo.scenario import Scenario, build_scenario, demo_plans_yaml
 from metering.demo.services import (
     ServiceSet,
@@ -105,7 +105,7 @@ class Demo:
 
     def start_stack(self) -> Settings:
         env = os.environ
-        if env.get("METERING_KAFKA_BOOTSTRAP") and env.get("METERING_REDIS_URL"):
+        if env_value("METERING_KAFKA_BOOTSTRAP", env) and env_value("METERING_REDIS_URL", env):
             self.console.print("[dim]using the services named by METERING_* variables[/]")
             return load_settings()
         from metering.stack import LocalStack
@@ -125,9 +125,9 @@ class Demo:
             f"{a.account_id}:{secrets.token_urlsafe(12)}" for a in self._scenario().accounts
         )
         self.keys = {
-            "api": os.environ.get("METERING_API_KEYS") or f"demo:{secrets.token_urlsafe(16)}",
-            "admin": os.environ.get("METERING_ADMIN_KEY") or secrets.token_urlsafe(16),
-            "accounts": os.environ.get("METERING_ACCOUNT_KEYS") or account_keys,
+            "api": env_value("METERING_API_KEYS") or f"demo:{secrets.token_urlsafe(16)}",
+            "admin": env_value("METERING_ADMIN_KEY") or secrets.token_urlsafe(16),
+            "accounts": env_value("METERING_ACCOUNT_KEYS") or account_keys,
         }
         env = child_env(
             os.environ,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from metering.config import env_value
 from metering.stack.process import pid_alive, port_open, spawn
 
 KAFKA_VERSION = "4.1.2"
@@ -41,7 +42,7 @@ class KafkaError(RuntimeError):
 
 def libs_dir() -> Path:
     """Where the broker's jars are cached: ``$METERING_KAFKA_LIBS`` or the user cache."""
-    override = os.environ.get("METERING_KAFKA_LIBS")
+    override = env_value("METERING_KAFKA_LIBS")
     if override:
         return Path(override).expanduser().resolve()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")

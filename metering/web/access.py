@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from metering.auth import key_owner
+from metering.config import env_value
 
 
 class AccessConfigError(ValueError):
@@ -64,8 +65,8 @@ class AccessControl:
     def from_env(cls, env: Mapping[str, str] | None = None) -> AccessControl:
         env = os.environ if env is None else env
         return cls(
-            parse_account_keys(env.get("METERING_ACCOUNT_KEYS", "")),
-            env.get("METERING_ADMIN_KEY") or None,
+            parse_account_keys(env_value("METERING_ACCOUNT_KEYS", env)),
+            env_value("METERING_ADMIN_KEY", env) or None,
         )
 
     def viewer(self, presented: str | None) -> Viewer | None:

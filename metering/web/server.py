@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from clickhouse_connect.driver.client import Client
 
 from consumers.clickhouse import DEFAULT_DATABASE, connect, is_embedded
+from metering.config import env_value
 from metering.topics import TopicNames
 
 log = logging.getLogger("metering.web")
@@ -99,8 +100,10 @@ class ReaderHolder:
 def _parse(argv: list[str], env: Mapping[str, str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="metering run web", description=__doc__)
     # Falls back to the sidecar's variables: this service is a drop-in for `run sidecar`.
-    host = env.get("METERING_WEB_HOST") or env.get("METERING_SIDECAR_HOST", "127.0.0.1")
-    port = env.get("METERING_WEB_PORT") or env.get("METERING_SIDECAR_PORT", "8088")
+    host = env_value("METERING_WEB_HOST", env) or env_value(
+        "METERING_SIDECAR_HOST", env, "127.0.0.1"
+    )
+    port = env_value("METERING_WEB_PORT", env) or env_value("METERING_SIDECAR_PORT", env, "8088")
     parser.add_argument("--host", default=host)
     parser.add_argument("--port", type=int, default=int(port))
     parser.add_argument("--database", default=DEFAULT_DATABASE)
@@ -134,8 +137,8 @@ def main(argv: list[str]) -> int:
     settings = load_settings(env)
     try:
         access = AccessControl.from_env(env)
-        api_keys = parse_api_keys(env.get("METERING_API_KEYS", ""))
-        mode = FailMode.parse(args.fail_mode or env.get("METERING_FAIL_MODE", "auto"))
+        api_keys = parse_api_keys(env_value("METERING_API_KEYS", env))
+        mode = FailMode.parse(args.fail_mode or env_value("METERING_FAIL_MODE", env, "auto"))
         sidecar = sidecar_from_env({**env, "METERING_FAIL_MODE": mode.value})
     except (AccessConfigError, ValueError) as exc:
         print(f"metering run web: {exc}", flush=True)
