@@ -26,10 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -48,6 +46,7 @@ from starlette.types import Message
 
 from metering.net import free_port
 from projections.apply import Projector
+from projections.bench import running_sidecar
 from projections.failmode import FailMode
 from projections.keys import account_pattern
 from projections.localredis import LocalRedis
@@ -241,34 +240,11 @@ def server(redis_url: str) -> Iterator[Server]:
     prefix = f"h{uuid.uuid4().hex[:10]}:"
     seed = redis.Redis.from_url(redis_url)
     _seed(seed, prefix)
-    port = free_port()
-    env = {
-        **os.environ,
-        "METERING_REDIS_URL": redis_url,
-        "METERING_REDIS_PREFIX": prefix,
-        "METERING_API_KEYS": "svcA:key-a-secret,svcB:key-b-secret",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "metering.cli", "run", "sidecar", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    api_keys = {"METERING_API_KEYS": "svcA:key-a-secret,svcB:key-b-secret"}
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, "sidecar exited"
-            assert time.monotonic() < deadline, "sidecar did not start"
-            time.sleep(0.1)
-        yield Server(port, proc)
+        with running_sidecar(redis_url, prefix, api_keys) as (proc, port):
+            yield Server(port, proc)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
         keys = list(seed.scan_iter(match=account_pattern(prefix), count=1000))
         if keys:
             seed.unlink(*keys)
