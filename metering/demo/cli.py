@@ -269,7 +269,7 @@ class Demo:
                 task = progress.add_task(phase.title, total=phase.size)
                 for command in phase.commands:
                     publisher.publish(command)
-                    wanted[command["account_id"]].add(command["command_id"])
+                    wanted[command.account_id].add(command.command_id)
                 for event in phase.events:
                     reporter.report(event)
                     wanted[event["account_id"]].add(event["event_id"])

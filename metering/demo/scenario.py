@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from metering.domain.money import MICROS_PER_CREDIT
+from metering.domain.records import CommandKind, CreditCommand
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -37,7 +38,7 @@ class AccountStory:
 @dataclass(slots=True)
 class Phase:
     title: str
-    commands: list[dict[str, Any]] = field(default_factory=list)
+    commands: list[CreditCommand] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -60,7 +61,7 @@ class Scenario:
         ids: dict[str, set[str]] = {a.account_id: set() for a in self.accounts}
         for phase in self.phases:
             for c in phase.commands:
-                ids[c["account_id"]].add(c["command_id"])
+                ids[c.account_id].add(c.command_id)
             for e in phase.events:
                 ids[e["account_id"]].add(e["event_id"])
         return ids
@@ -94,31 +95,9 @@ def month_start(ms: int, months_back: int = 0) -> int:
 
 def command(
     command_id: str, account: str, kind: str, issued_at: int, **fields: Any
-) -> dict[str, Any]:
-    """A CreditCommand record with every optional field present (null unless given)."""
-    record: dict[str, Any] = {
-        "command_id": command_id,
-        "account_id": account,
-        "kind": kind,
-        "amount": None,
-        "grant_id": None,
-        "grant_source": None,
-        "priority": None,
-        "effective_at": None,
-        "expires_at": None,
-        "plan_id": None,
-        "reason": None,
-        "cost_basis_micros": None,
-        "currency": None,
-        "override": None,
-        "auto_topup": None,
-        "issued_at": issued_at,
-    }
-    unknown = set(fields) - set(record)
-    if unknown:
-        raise ValueError(f"unknown CreditCommand fields {sorted(unknown)}")
-    record.update(fields)
-    return record
+) -> CreditCommand:
+    """A CreditCommand (``kind`` by its schema name, e.g. ``"purchase"``)."""
+    return CreditCommand(command_id, account, CommandKind(kind), issued_at, **fields)
 
 
 class _Usage:

@@ -1,5 +1,6 @@
 """Producer SDK: validated, Avro-encoded, idempotent publishing keyed by account."""
 
+from metering.domain.records import AccountOverride, AutoTopupConfig, CommandKind, CreditCommand
 from metering.sdk.commands import CommandPublisher
 from metering.sdk.errors import DeliveryError, InvalidCommand, InvalidUsageEvent, ProducerFatalError
 from metering.sdk.producer import DeliveryReport, KeyedProducer, producer_config
@@ -7,7 +8,11 @@ from metering.sdk.usage import UsageReporter, make_usage_event, new_event_id, no
 from metering.sdk.validation import UsageEventDict, validate_usage_event
 
 __all__ = [
+    "AccountOverride",
+    "AutoTopupConfig",
+    "CommandKind",
     "CommandPublisher",
+    "CreditCommand",
     "DeliveryError",
     "DeliveryReport",
     "InvalidCommand",

@@ -12,6 +12,7 @@ from typing import Any
 from metering.avro import CREDIT_COMMAND, AvroCodec, CodecError, SchemaRegistry
 from metering.config import Settings
 from metering.domain.identifiers import identifier_problem
+from metering.domain.records import CreditCommand
 from metering.sdk.errors import InvalidCommand
 from metering.sdk.producer import DeliveryCallback, DeliveryReport, KeyedProducer
 from metering.sdk.usage import _PublisherBase, _resolve
@@ -19,6 +20,13 @@ from metering.topics import DEFAULT_TOPICS
 
 MAX_ID_CHARS = 128
 _AMOUNT_FIELDS = ("amount", "cost_basis_micros")
+
+
+def _account(command: CreditCommand | Mapping[str, Any]) -> str:
+    account: str = (
+        command.account_id if isinstance(command, CreditCommand) else command["account_id"]
+    )
+    return account
 
 
 def _enum_symbols(codec: AvroCodec, field: str) -> frozenset[str]:
@@ -48,8 +56,13 @@ class CommandPublisher(_PublisherBase):
             bootstrap, topic or DEFAULT_TOPICS.credit_commands, config=config, on_error=on_error
         )
 
-    def encode(self, command: Mapping[str, Any]) -> bytes:
-        """Validate and encode (framed); raises :class:`InvalidCommand`."""
+    def encode(self, command: CreditCommand | Mapping[str, Any]) -> bytes:
+        """Validate and encode (framed); raises :class:`InvalidCommand`.
+
+        ``command`` is a :class:`~metering.domain.records.CreditCommand` (its field list is the
+        schema's), or the record as a dict with every field present."""
+        if isinstance(command, CreditCommand):
+            command = command.to_record()
         command_id = command.get("command_id")
         if not isinstance(command_id, str) or not 0 < len(command_id) <= MAX_ID_CHARS:
             raise InvalidCommand("command_id", f"must be a non-empty string of <= {MAX_ID_CHARS}")
@@ -71,16 +84,18 @@ class CommandPublisher(_PublisherBase):
             raise InvalidCommand("command", str(exc)) from exc
 
     def publish(
-        self, command: Mapping[str, Any], on_delivery: DeliveryCallback | None = None
+        self,
+        command: CreditCommand | Mapping[str, Any],
+        on_delivery: DeliveryCallback | None = None,
     ) -> None:
         """Send one command (blocks only while the local queue is full)."""
         value = self.encode(command)
-        self._core.send(command["account_id"].encode(), value, on_delivery)
+        self._core.send(_account(command).encode(), value, on_delivery)
 
-    async def publish_async(self, command: Mapping[str, Any]) -> DeliveryReport:
+    async def publish_async(self, command: CreditCommand | Mapping[str, Any]) -> DeliveryReport:
         """Send one command and await the broker's acknowledgement."""
         value = self.encode(command)
-        return await self._core.send_async(command["account_id"].encode(), value)
+        return await self._core.send_async(_account(command).encode(), value)
 
     def __enter__(self) -> CommandPublisher:
         return self

@@ -13,7 +13,7 @@ from metering.demo.scenario import (
 )
 from metering.domain import CreditEngine, EngineConfig, load_price_book
 from metering.domain.loading import plans_from_text
-from metering.domain.records import CreditCommand, UsageEvent
+from metering.domain.records import UsageEvent
 
 NOW = 1_763_900_000_000  # 2025-11-23T12:13:20Z
 MICRO = 1_000_000
@@ -29,8 +29,8 @@ def _play(now: int) -> tuple[dict[str, list], object]:  # type: ignore[type-arg]
     ledger: dict[str, list] = {a: [] for a in states}  # type: ignore[type-arg]
     for phase in scenario.phases:
         for c in phase.commands:
-            out = engine.apply_command(states[c["account_id"]], CreditCommand.from_record(c), now)
-            ledger[c["account_id"]] += out.entries
+            out = engine.apply_command(states[c.account_id], c, now)
+            ledger[c.account_id] += out.entries
         for e in phase.events:
             out = engine.apply_usage(states[e["account_id"]], UsageEvent.from_record(e), now)
             ledger[e["account_id"]] += out.entries
