@@ -28,6 +28,7 @@ from typing import Any
 
 from metering.avro import SchemaRegistry, read_header
 from metering.avro.schemas import full_name
+from metering.avro.varint import encode_long, encode_offset
 
 _SYNC = os.urandom(16)
 
@@ -35,36 +36,8 @@ HEADER_FIELD = "_confluent_header"
 """The container field holding the 5 framing bytes; never a table column."""
 
 
-def zigzag_long(n: int) -> bytes:
-    """Avro ``long`` encoding (zig-zag varint)."""
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
-def offset_long(n: int) -> bytes:
-    """:func:`zigzag_long` for the non-negative values a sink writes (partitions, offsets).
-
-    Unrolled for up to 4 bytes (offsets below 2^27): it runs once per record.
-    """
-    z = n << 1
-    if z < 0x80:
-        return bytes((z,))
-    if z < 0x4000:
-        return bytes((z & 0x7F | 0x80, z >> 7))
-    if z < 0x200000:
-        return bytes((z & 0x7F | 0x80, (z >> 7) & 0x7F | 0x80, z >> 14))
-    if z < 0x10000000:
-        return bytes((z & 0x7F | 0x80, (z >> 7) & 0x7F | 0x80, (z >> 14) & 0x7F | 0x80, z >> 21))
-    return zigzag_long(n)
-
-
 def _avro_bytes(b: bytes) -> bytes:
-    return zigzag_long(len(b)) + b
+    return encode_long(len(b)) + b
 
 
 class NativeAvro:
@@ -105,7 +78,7 @@ class NativeAvro:
         meta = {b"avro.schema": json.dumps(schema).encode(), b"avro.codec": b"null"}
         self._headers[schema_id] = (
             b"Obj\x01"
-            + zigzag_long(len(meta))
+            + encode_long(len(meta))
             + b"".join(_avro_bytes(k) + _avro_bytes(v) for k, v in meta.items())
             + b"\x00"
             + _SYNC
@@ -118,7 +91,7 @@ class NativeAvro:
 
     def container_of(self, schema_id: int, count: int, data: bytes) -> bytes:
         """The container for ``count`` records already concatenated into ``data``."""
-        return self._headers[schema_id] + zigzag_long(count) + zigzag_long(len(data)) + data + _SYNC
+        return self._headers[schema_id] + encode_long(count) + encode_long(len(data)) + data + _SYNC
 
     @staticmethod
     def records(partition: int, values: Sequence[bytes], offsets: Sequence[int]) -> bytes:
@@ -129,5 +102,6 @@ class NativeAvro:
         """
         if len(values) != len(offsets):
             raise ValueError(f"{len(values)} values but {len(offsets)} offsets")
-        suffix = offset_long(partition)
-        return b"".join(chain.from_iterable(zip(values, repeat(suffix), map(offset_long, offsets))))
+        suffix = encode_offset(partition)
+        tails = map(encode_offset, offsets)
+        return b"".join(chain.from_iterable(zip(values, repeat(suffix), tails)))

@@ -16,7 +16,9 @@ from typing import Any, TypeVar
 
 from metering.avro import AvroCodec
 from metering.avro.schemas import strip_int_logical_types
-from metering.avro.usage_encoder import USAGE_EVENT_SHAPE, encode_long, record_shape
+from metering.avro.usage_encoder import USAGE_EVENT_SHAPE, record_shape
+from metering.avro.varint import decode_long as _long
+from metering.avro.varint import encode_long
 
 _ALLOCATION = {
     "type": "record",
@@ -330,21 +332,6 @@ def _read_usage(b: bytes, cache: dict[bytes, str]) -> tuple[dict[str, Any], int]
         "attributes": attributes,
         "reservation_id": reservation,
     }, pos
-
-
-def _long(b: bytes, pos: int) -> tuple[int, int]:
-    byte = b[pos]
-    pos += 1
-    n = byte & 0x7F
-    shift = 7
-    while byte & 0x80:
-        byte = b[pos]
-        pos += 1
-        n |= (byte & 0x7F) << shift
-        shift += 7
-        if shift > 70:
-            raise ValueError("varint too long")
-    return (n >> 1) ^ -(n & 1), pos
 
 
 def _cached_string(b: bytes, pos: int, cache: dict[bytes, str]) -> tuple[str, int]:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from metering.avro.varint import SMALL, TABLE_LIMIT, encode_long, encode_string
+
 USAGE_EVENT_SHAPE: list[tuple[str, Any, Any]] = [
     ("event_id", "string", None),
     ("account_id", "string", None),
@@ -27,9 +29,6 @@ USAGE_EVENT_SHAPE: list[tuple[str, Any, Any]] = [
 """(name, type, default) of each field, in order, with int logical types stripped."""
 
 _NO_DEFAULT = object()
-_LONG_MIN = -(1 << 63)
-_LONG_MAX = (1 << 63) - 1
-_TABLE_LIMIT = 1 << 14  # zig-zag values below this take at most 2 bytes
 _CACHE_MAX_ENTRIES = 100_000
 _CACHE_MAX_CHARS = 256
 
@@ -37,37 +36,6 @@ _CACHE_MAX_CHARS = 256
 def record_shape(schema: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
     """(name, type, default) per field of a stripped record schema, docs dropped."""
     return [(f["name"], f["type"], f.get("default")) for f in schema["fields"]]
-
-
-def _varint_unsigned(z: int) -> bytes:
-    out = bytearray()
-    while z > 0x7F:
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
-
-
-_SMALL: tuple[bytes, ...] = tuple(_varint_unsigned(z) for z in range(_TABLE_LIMIT))
-
-
-def encode_long(n: int) -> bytes:
-    """Avro ``long``: zig-zag then base-128 varint."""
-    if 0 <= n < _TABLE_LIMIT >> 1:
-        return _SMALL[n << 1]
-    if not _LONG_MIN <= n <= _LONG_MAX:
-        raise OverflowError(f"{n} does not fit an Avro long")
-    z = (n << 1) ^ (n >> 63)
-    if z < _TABLE_LIMIT:
-        return _SMALL[z]
-    return _varint_unsigned(z)
-
-
-def encode_string(s: str) -> bytes:
-    """Avro ``string``: byte length then UTF-8 bytes."""
-    b = s.encode()
-    n = len(b)
-    return (_SMALL[n << 1] if n < _TABLE_LIMIT >> 1 else encode_long(n)) + b
 
 
 def make_usage_event_encoder(header: bytes = b"") -> Callable[[Mapping[str, Any]], bytes]:
@@ -78,8 +46,8 @@ def make_usage_event_encoder(header: bytes = b"") -> Callable[[Mapping[str, Any]
     Written for speed: C-level dict lookups (``cache_get(s) or miss(s)``; an encoded string
     is never empty) instead of helper calls, and one ``join`` per record.
     """
-    small = _SMALL
-    half = _TABLE_LIMIT >> 1
+    small = SMALL
+    half = TABLE_LIMIT >> 1
     str_cache: dict[str, bytes] = {}
     long_cache: dict[int, bytes] = {}
     cache_get = str_cache.get

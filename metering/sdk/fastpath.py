@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from operator import itemgetter
 from typing import Any
 
-from metering.avro.usage_encoder import _SMALL, _TABLE_LIMIT, encode_long, encode_string
+from metering.avro.varint import SMALL, TABLE_LIMIT, encode_long, encode_string
 from metering.domain.identifiers import MAX_ID_BYTES, is_identifier
 from metering.sdk.validation import (
     KNOWN_FIELDS,
@@ -111,8 +111,8 @@ def _long_cache(
 
 def make_checked_encoder(header: bytes, slow_path: Encoder) -> Encoder:
     """``encode(event) -> framed bytes``; ``slow_path`` validates (raising) and encodes."""
-    small = _SMALL
-    half = _TABLE_LIMIT >> 1  # values below this have a table entry; all limits are below it
+    small = SMALL
+    half = TABLE_LIMIT >> 1  # values below this have a table entry; all limits are below it
     known = KNOWN_FIELDS.issuperset
     fields = itemgetter(*FIELD_ORDER)
     defaults = OPTIONAL_DEFAULTS

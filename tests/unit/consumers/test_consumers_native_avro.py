@@ -9,16 +9,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumers.native_avro import NativeAvro, offset_long, zigzag_long
+from consumers.native_avro import NativeAvro
 from metering.avro import USAGE_EVENT, AvroCodec, load_registry
+from metering.avro.varint import encode_long, encode_offset
 
 REGISTRY = load_registry()
 CODEC = AvroCodec(REGISTRY, USAGE_EVENT)
 
 
 @given(st.integers(min_value=0, max_value=2**62))
-def test_offset_long_is_the_avro_long_encoding(n: int) -> None:
-    assert offset_long(n) == zigzag_long(n)
+def test_encode_offset_is_the_avro_long_encoding(n: int) -> None:
+    assert encode_offset(n) == encode_long(n)
 
 
 def _event(i: int) -> dict[str, object]:
@@ -43,7 +44,7 @@ def test_the_container_holds_each_message_with_its_partition_and_offset(
     schema_id = native.schema_id(values[0])
     data = native.records(partition, values, offsets)
     assert data == b"".join(
-        v + zigzag_long(partition) + zigzag_long(o) for v, o in zip(values, offsets, strict=True)
+        v + encode_long(partition) + encode_long(o) for v, o in zip(values, offsets, strict=True)
     )
     rows = list(fastavro.reader(io.BytesIO(native.container_of(schema_id, len(values), data))))
     assert [(r["event_id"], r["kafka_partition"], r["kafka_offset"]) for r in rows] == [
