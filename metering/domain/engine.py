@@ -29,7 +29,7 @@ from metering.domain.errors import (
     UsageBlocked,
     ValidationError,
 )
-from metering.domain.grants import NEVER, SOURCES, Grant
+from metering.domain.grants import NEVER, SOURCES, Grant, burn, drawable
 from metering.domain.identifiers import identifier_problem
 from metering.domain.periods import next_anchor_after, period_bounds
 from metering.domain.plans import ALLOW, NO_PLAN, UNLIMITED, Plan, PlanCatalog, resolve_terms
@@ -155,20 +155,9 @@ class CreditEngine:
         elif terms.features is not None and not terms.allows(event.feature, at):
             rejection = FeatureNotInPlan(f"plan {terms.plan_id} lacks {event.feature}")
         else:
-            # Burn-down: grants are kept sorted in burn order.
             allocations: list[Allocation] = []
             if need:
-                for g in state.grants:
-                    left = g.remaining
-                    if left and g.effective_at <= clock:
-                        if left >= need:
-                            g.remaining = left - need
-                            allocations.append(_new(Allocation, (g.grant_id, -need)))
-                            need = 0
-                            break
-                        g.remaining = 0
-                        allocations.append(_new(Allocation, (g.grant_id, -left)))
-                        need -= left
+                allocations, need = burn(state.grants, need, clock)
             covered = micros - need
             if covered or not micros:
                 before = state.balance
@@ -517,17 +506,10 @@ class CreditEngine:
             )
             return None
         need = -amount
-        if need > state.balance:
-            return InsufficientBalance(f"cannot remove {need} from a balance of {state.balance}")
-        allocations = []
-        for g in state.grants:
-            take = min(g.remaining, need)
-            if take:
-                g.remaining -= take
-                allocations.append(Allocation(g.grant_id, -take))
-                need -= take
-                if not need:
-                    break
+        available = drawable(state.grants, state.clock)
+        if need > available:
+            return InsufficientBalance(f"cannot remove {need} from {available} credits in effect")
+        allocations, _ = burn(state.grants, need, state.clock)
         state.balance += amount
         self._emit(
             state,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from metering.domain.records import GrantInfo
+from metering.domain.records import Allocation, GrantInfo
 
 NEVER = 2**63 - 1
 """``expires_at`` stand-in for never-expiring grants in sort keys and wake-up times."""
@@ -86,3 +86,34 @@ class Grant:
 
     def __repr__(self) -> str:
         return f"Grant({self.grant_id!r}, {self.source}, {self.remaining}/{self.amount})"
+
+
+_new = tuple.__new__
+
+
+def drawable(grants: list[Grant], now: int) -> int:
+    """What a debit at account time ``now`` may draw: the remaining of grants in effect."""
+    return sum(g.remaining for g in grants if g.effective_at <= now)
+
+
+def burn(grants: list[Grant], need: int, now: int) -> tuple[list[Allocation], int]:
+    """Draw ``need`` from ``grants`` (kept in burn order) for a debit at account time ``now``.
+
+    The one burn-down rule of every debit (usage and negative adjustments): grants are drawn in
+    order, and a grant is drawn only once ``now`` (the account's event-time clock) reaches its
+    ``effective_at``. Returns the allocations (negative deltas, one per grant drawn) and what
+    is left uncovered. Mutates each drawn grant's ``remaining``.
+    """
+    allocations: list[Allocation] = []
+    for g in grants:
+        left = g.remaining
+        if left and g.effective_at <= now:
+            if left >= need:
+                g.remaining = left - need
+                # tuple.__new__ skips NamedTuple's Python-level __new__ (the usage hot path).
+                allocations.append(_new(Allocation, (g.grant_id, -need)))
+                return allocations, 0
+            g.remaining = 0
+            allocations.append(_new(Allocation, (g.grant_id, -left)))
+            need -= left
+    return allocations, need
