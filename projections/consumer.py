@@ -165,6 +165,9 @@ class ProjectionConsumer:
             "isolation.level": "read_committed",
             "enable.partition.eof": False,
             "log_level": 3,
+            # A self-heal replay blocks the poll loop for up to SelfHeal.timeout_s (600 s): the
+            # group must not drop the member meanwhile (librdkafka's default is 300 s).
+            "max.poll.interval.ms": 900_000,
         }
         if instance_id:
             config["group.instance.id"] = instance_id  # static membership (module docstring)

@@ -325,7 +325,7 @@ class _Base:
             raise EnforcementError(f"feature {problem}")
         return feature
 
-    def _unknown(self, feature: str | None) -> bool:
+    def unknown_feature(self, feature: str | None) -> bool:
         """True when a price book is known and does not price ``feature``."""
         return (
             feature is not None and self.features is not None and not self.features.known(feature)
@@ -367,7 +367,7 @@ class Enforcer(_Base):
         """May ``account`` spend ``estimated_credits`` micro-credits on ``feature``?"""
         cost = check_amount("estimated_credits", estimated_credits)
         keys, feature_arg = self._keys(account), self._feature(feature)
-        if self._unknown(feature):
+        if self.unknown_feature(feature):
             return UNKNOWN_FEATURE_DECISION
         return _decision(self._check.call(self.client, keys, [feature_arg, cost]))
 
@@ -384,7 +384,7 @@ class Enforcer(_Base):
         value = check_amount("amount", amount, allow_zero=False)
         ttl = _ttl_ms("ttl_s", ttl_s)
         keys, feature_arg = self._keys(account), self._feature(feature)
-        if self._unknown(feature):
+        if self.unknown_feature(feature):
             return UNKNOWN_FEATURE_DECISION
         hold_id = hold_id or new_hold_id(account)
         args: list[str | int] = [hold_id, value, ttl, feature_arg]
@@ -433,7 +433,7 @@ class AsyncEnforcer(_Base):
     async def check(self, account: str, feature: str | None, estimated_credits: int) -> Decision:
         cost = check_amount("estimated_credits", estimated_credits)
         keys, feature_arg = self._keys(account), self._feature(feature)
-        if self._unknown(feature):
+        if self.unknown_feature(feature):
             return UNKNOWN_FEATURE_DECISION
         return _decision(await self._check.acall(self.client, keys, [feature_arg, cost]))
 
@@ -449,7 +449,7 @@ class AsyncEnforcer(_Base):
         value = check_amount("amount", amount, allow_zero=False)
         ttl = _ttl_ms("ttl_s", ttl_s)
         keys, feature_arg = self._keys(account), self._feature(feature)
-        if self._unknown(feature):
+        if self.unknown_feature(feature):
             return UNKNOWN_FEATURE_DECISION
         hold_id = hold_id or new_hold_id(account)
         args: list[str | int] = [hold_id, value, ttl, feature_arg]

@@ -29,7 +29,13 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import (
+    BusyLoadingError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+)
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
@@ -45,6 +51,7 @@ from metering.domain.identifiers import identifier_problem, is_identifier
 from projections.breaker import BreakerState, CircuitBreaker
 from projections.enforcement import (
     MAX_AMOUNT,
+    UNKNOWN_FEATURE_DECISION,
     AsyncEnforcer,
     Decision,
     EnforcementError,
@@ -93,6 +100,17 @@ class BadRequest(Exception):
 
 class RedisUnavailable(Exception):
     """Redis timed out, refused the connection, or the breaker is open."""
+
+
+_OUTAGE_REPLIES = ("READONLY", "OOM", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
+"""Error replies that mean Redis cannot serve now (a failover, memory, a long script): the
+fail mode answers, as for a timeout, and they count towards the breaker."""
+
+
+def _unavailable_reply(exc: ResponseError) -> bool:
+    return str(exc).startswith(_OUTAGE_REPLIES) or isinstance(
+        exc, ReadOnlyError | OutOfMemoryError | BusyLoadingError
+    )
 
 
 def parse_api_keys(value: str) -> dict[str, str]:
@@ -153,6 +171,9 @@ def identifier(name: str, value: object) -> str:
     raise BadRequest(422, "invalid_request", f"{name} {problem}")
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
 class HoldOwners:
     """Hold ids name the service that made them: the first 16 hex digits are random, the
     next 16 a keyed BLAKE2b of them under a secret derived from that service's API key. Only
@@ -176,7 +197,9 @@ class HoldOwners:
 
     def owns(self, service: str, hold_id: str) -> bool:
         token = hold_id[:32]
-        return len(token) == 32 and hmac.compare_digest(token[16:], self._mac(service, token[:16]))
+        if len(token) != 32 or not all(c in _HEX for c in token):
+            return False
+        return hmac.compare_digest(token[16:], self._mac(service, token[:16]))
 
 
 class Sidecar:
@@ -214,6 +237,7 @@ class Sidecar:
         self.enforcer: AsyncEnforcer | None = None
         self._warmup: asyncio.Task[None] | None = None
         self._waiting: set[asyncio.Timeout] = set()
+        self._background: set[asyncio.Task[None]] = set()
         """Deadlines of the Redis calls in flight: cut short together when the breaker opens."""
         self.app = Starlette(
             routes=[
@@ -286,8 +310,8 @@ class Sidecar:
                     policy = await client.hget(key, "policy")
                     if isinstance(policy, bytes):
                         self.policies.remember(account, policy.decode())
-                    if self.policies.bytes >= self.policies.max_bytes:
-                        return
+                    if self.policies.bytes >= 0.9 * self.policies.max_bytes:
+                        return  # full: more would only evict what was just learned
                 log.info("learned the overage policy of %d accounts", len(self.policies))
                 return
             except (RedisError, OSError) as exc:
@@ -376,23 +400,15 @@ class Sidecar:
                     result = await call()
                 finally:
                     waiting.discard(deadline)
-        except ResponseError:
-            breaker.success()
-            raise
+        except ResponseError as exc:
+            if not _unavailable_reply(exc):  # Redis answered: a bug of ours, not an outage
+                breaker.success()
+                log.error("redis refused a call: %s", exc)
+                raise RedisUnavailable("redis error reply") from exc
+            self._failed(was, exc)
+            raise RedisUnavailable(type(exc).__name__) from exc
         except (RedisError, OSError) as exc:  # TimeoutError is an OSError
-            self.redis_failures += 1
-            breaker.failure()
-            if breaker.state is BreakerState.OPEN and was is BreakerState.CLOSED:
-                now = asyncio.get_running_loop().time()
-                for other in list(waiting):  # they would time out too: answer them now
-                    if not other.expired():
-                        other.reschedule(now)
-                log.warning(
-                    "redis unreachable (%s): answering by fail mode %s for %.1f s, then probing",
-                    type(exc).__name__,
-                    self.fail_mode.value,
-                    breaker.cooldown_s,
-                )
+            self._failed(was, exc)
             raise RedisUnavailable(type(exc).__name__) from exc
         except BaseException:
             breaker.abandon()
@@ -401,6 +417,42 @@ class Sidecar:
             log.warning("redis answers again: circuit breaker closed")
         breaker.success()
         return result
+
+    def _failed(self, was: BreakerState, exc: BaseException) -> None:
+        """Count a failed call; when it opens the breaker, answer every waiting call now (they
+        would time out too) and log the one line of this outage."""
+        self.redis_failures += 1
+        breaker = self.breaker
+        breaker.failure()
+        if breaker.state is BreakerState.OPEN and was is BreakerState.CLOSED:
+            now = asyncio.get_running_loop().time()
+            for other in list(self._waiting):
+                if not other.expired():
+                    other.reschedule(now)
+            log.warning(
+                "redis unreachable (%s): answering by fail mode %s for %.1f s, then probing",
+                type(exc).__name__,
+                self.fail_mode.value,
+                breaker.cooldown_s,
+            )
+
+    def _release_later(self, hold_id: str, attempts: int = 10) -> None:
+        """Release ``hold_id`` in the background, retrying while Redis is unreachable (a hold
+        that was never made is a no-op; the hold's own TTL is the last resort)."""
+        enforcer = self._enforcer()
+
+        async def release() -> None:
+            for attempt in range(attempts):
+                try:
+                    async with asyncio.timeout(self.redis_timeout_s):
+                        await enforcer.release(hold_id)
+                    return
+                except (RedisError, OSError, EnforcementError):
+                    await asyncio.sleep(min(2.0**attempt * 0.1, 5.0))
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _degraded(self, account: str) -> Decision:
         self.degraded_answers += 1
@@ -427,6 +479,8 @@ class Sidecar:
         """The check, or the fail-mode answer when Redis is unreachable (both paths use it).
         The arguments are already valid (the route and :class:`FastCheck` check them)."""
         enforcer = self._enforcer()
+        if enforcer.unknown_feature(feature):  # decided without Redis: never a breaker probe
+            return UNKNOWN_FEATURE_DECISION
         try:
             decision = await self.call_redis(lambda: enforcer.check(account, feature, cost))
         except RedisUnavailable:
@@ -442,13 +496,18 @@ class Sidecar:
         ttl_s = self._field(data, "ttl_s", (int, float))
         feature = self._optional_feature(data)
         enforcer = self._enforcer()
+        if enforcer.unknown_feature(feature):
+            return JSONResponse(UNKNOWN_FEATURE_DECISION.to_json(), 200)
         hold_id = new_hold_id(account, self.owners.token(service))
         try:
             decision = await self.call_redis(
                 lambda: enforcer.try_reserve(account, amount, ttl_s, feature, hold_id=hold_id)
             )
         except RedisUnavailable:
-            return JSONResponse(self._degraded(account).to_json(), 200)  # no hold was made
+            # The script may have run before the answer was cut: its hold must not stay
+            # reserved with an id nobody got. Release it once Redis answers.
+            self._release_later(hold_id)
+            return JSONResponse(self._degraded(account).to_json(), 200)  # no hold for you
         if decision.policy and self.fail_mode is FailMode.AUTO:
             self.policies.remember(account, decision.policy)
         return JSONResponse(decision.to_json(), 201 if decision.allowed else 200)

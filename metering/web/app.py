@@ -15,6 +15,7 @@ Routes added:
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -39,6 +40,7 @@ from projections.failmode import FailMode
 from projections.keys import account_from_key, account_keys, balance_pattern
 from projections.sidecar import RedisUnavailable, Sidecar
 
+log = logging.getLogger("metering.web")
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_LISTED_ACCOUNTS = 1000
 
@@ -76,11 +78,11 @@ class AccountPage:
             Mount("/account/static", app=StaticFiles(directory=STATIC_DIR), name="account-static"),
             Route("/v1/me", self._authed(self.me), methods=["GET"]),
             Route(
-                "/v1/accounts/{account_id}/overview",
+                "/v1/accounts/{account_id:id}/overview",
                 self._account(self.overview),
                 methods=["GET"],
             ),
-            Route("/v1/accounts/{account_id}/usage", self._account(self.usage), methods=["GET"]),
+            Route("/v1/accounts/{account_id:id}/usage", self._account(self.usage), methods=["GET"]),
         ]
 
     # -- auth -----------------------------------------------------------------------------
@@ -173,7 +175,11 @@ class AccountPage:
         balance, _ = await self._balance(account)
         if balance is None:
             return _error(404, "unknown_account", f"no projection for account {account!r}")
-        body = await run_in_threadpool(self._usage_report, account, balance)
+        try:
+            body = await run_in_threadpool(self._usage_report, account, balance)
+        except Exception as exc:  # any ClickHouse failure: the history is unavailable, not a bug
+            log.warning("usage history unavailable: %s", type(exc).__name__)
+            return _error(503, "history_unavailable", "the usage history is unreachable; retry")
         body["account_id"] = account
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 

@@ -132,7 +132,9 @@ while i <= n do
       drop_spent(tonumber(occurred))
     end
     local reservation = ARGV[i + 1]
-    if reservation ~= '' then
+    -- 's:<hold>' is a settlement record, never a hold: a reservation id shaped like one is
+    -- left alone (it settles nothing).
+    if reservation ~= '' and string.sub(reservation, 1, 2) ~= 's:' then
       local held = redis.call('HGET', holds, reservation)
       if held then
         redis.call('HDEL', holds, reservation)
@@ -154,9 +156,18 @@ end
 
 if last then
   if fresh then
-    -- A new account: block-by-default terms until a PLAN_ASSIGNED says otherwise.
-    redis.call('HSET', bal, 'reserved', '0', 'policy', 'block', 'plan', '', 'features', '*',
-      'overage_limit', '0', 'monthly_credits', '0')
+    -- A new account: block-by-default terms until a PLAN_ASSIGNED says otherwise. Holds that
+    -- outlived a lost balance hash (a rebuild or self-heal keeps them) stay reserved.
+    local held = 0
+    local flat = redis.call('HGETALL', holds)
+    for h = 1, #flat, 2 do
+      if string.sub(flat[h], 1, 2) ~= 's:' then
+        held = held + tonumber(flat[h + 1])
+      end
+    end
+    redis.call('HSET', bal, 'reserved', int(held), 'policy', 'block', 'plan', '', 'features',
+      '*', 'overage_limit', '0', 'monthly_credits', '0')
+    settled = 0  -- the holds this call settled are already gone from `held`
   end
   if l_overage == cur[2] and l_pstart == cur[3] and l_pend == cur[4] then
     redis.call('HSET', bal, 'seq', last, 'available', l_available, 'updated_at', l_updated)

@@ -10,7 +10,8 @@ if reply[1] == 1 and tonumber(reply[4]) + amount > MAX_AMOUNT then
   reply[2] = 'insufficient_credits'
 end
 if reply[1] == 1 then
-  if redis.call('HSETNX', KEYS[3], ARGV[1], int(amount)) == 0 then
+  if redis.call('HEXISTS', KEYS[3], SETTLED .. ARGV[1]) == 1
+      or redis.call('HSETNX', KEYS[3], ARGV[1], int(amount)) == 0 then
     return {0, 'duplicate_hold_id', 0, 0, 0, 0, '', 0, 0, 0, ''}
   end
   redis.call('ZADD', KEYS[4], now + tonumber(ARGV[3]), ARGV[1])
