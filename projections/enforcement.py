@@ -35,9 +35,10 @@ KEY_CACHE_BYTES = 8 << 20
 (at most 256 bytes by the identifier rule) cannot grow it past a few megabytes."""
 DEFAULT_SETTLE_TTL_S = 300.0
 """How long a committed hold stays reserved while the ledger debit is on its way."""
-SETTLEMENT_TTL_S = 86_400.0
+SETTLEMENT_TTL_S = 3_600.0
 """How long a hold's settlement (committed or released) is remembered, so a retried commit
-or release within a day gets the same answer."""
+or release within the hour gets the same answer. Longer would only grow a busy account's holds
+hash (one record per settled hold)."""
 
 ALLOWED = "ok"
 UNKNOWN_ACCOUNT = "unknown_account"

@@ -287,13 +287,25 @@ class Sidecar:
         self.enforcer = AsyncEnforcer(self.client, self.prefix, features=self.features)
         if self.fail_mode is FailMode.AUTO:
             self._warmup = asyncio.create_task(self._learn_policies())
+        watcher = None
+        if isinstance(self.features, FeatureCatalog) and self.features.path is not None:
+            watcher = asyncio.create_task(self._watch_features(self.features))
         try:
             yield
         finally:
             if self._warmup is not None:
                 self._warmup.cancel()
+            if watcher is not None:
+                watcher.cancel()
             await self.client.aclose()
             await pool.disconnect()
+
+    @staticmethod
+    async def _watch_features(catalog: FeatureCatalog, interval_s: float = 2.0) -> None:
+        """Re-read the price book's features when its file changes, in a worker thread."""
+        while True:
+            await asyncio.sleep(interval_s)
+            await asyncio.to_thread(catalog.maybe_reload)
 
     async def _learn_policies(self, retry_s: float = 5.0) -> None:
         """Learn every account's overage policy once Redis answers, so ``auto`` answers by
@@ -720,7 +732,9 @@ def sidecar_from_env(env: Mapping[str, str] | None = None) -> Sidecar:
         keys,
         mode,
         unseen=unseen,
-        features=FeatureCatalog.from_settings(settings),
+        # Reloaded by the sidecar's own background task, off the event loop (a YAML parse
+        # inside a request would eat its Redis deadline).
+        features=FeatureCatalog.from_settings(settings, check_interval_s=None),
         deadline_s=deadline_ms / 1000,
     )
 

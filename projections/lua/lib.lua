@@ -14,7 +14,7 @@ end
 -- The holds hash has two kinds of field:
 --   <hold_id>   -> amount held (every one is counted in the balance's `reserved`);
 --   s:<hold_id> -> how the hold was settled: 'r' (released) or 'c:<actual>:<committed>',
---                  kept for a day so a retried commit or release gets the same answer.
+--                  kept an hour so a retried commit or release gets the same answer.
 -- holdx scores both by when they lapse.
 local SETTLED = 's:'
 -- Most a balance field may hold: Lua numbers are exact below 2^53, and `reserved` must never

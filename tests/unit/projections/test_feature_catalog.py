@@ -145,3 +145,25 @@ def test_a_missing_or_invalid_file_at_start_raises(tmp_path: Path) -> None:
     bad.write_text("versions: []")
     with pytest.raises(ValidationError, match="non-empty"):
         FeatureCatalog.from_file(bad)
+
+
+def test_the_sidecar_reloads_its_catalog_off_the_event_loop(tmp_path: Path) -> None:
+    import asyncio
+
+    from projections.sidecar import Sidecar
+
+    book = tmp_path / "pricebook.yaml"
+    book.write_text(BOOK)
+    catalog = FeatureCatalog.from_file(book, check_interval_s=None)
+
+    async def run() -> None:
+        watcher = asyncio.create_task(Sidecar._watch_features(catalog, interval_s=0.01))
+        _write(book, BOOK.replace("images", "video"))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if catalog.known("video"):
+                break
+        watcher.cancel()
+
+    asyncio.run(run())
+    assert catalog.known("video") and not catalog.known("images")
