@@ -47,23 +47,29 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering.auth import key_owner
 from metering.config import env_value
-from metering.domain.identifiers import identifier_problem, is_identifier
+from metering.domain.identifiers import is_identifier
 from projections.breaker import BreakerState, CircuitBreaker
 from projections.enforcement import (
-    MAX_AMOUNT,
     UNKNOWN_FEATURE_DECISION,
     AsyncEnforcer,
     Decision,
     EnforcementError,
     FeatureSet,
     HoldConflict,
-    check_amount,
     new_hold_id,
 )
 from projections.failmode import FailMode, PolicyCache, degraded_decision, parse_unseen
 from projections.features import FeatureCatalog
 from projections.keys import account_from_key, balance_pattern, hold_account, prefix_from_env
 from projections.openapi import MAX_BODY_BYTES, SPEC
+from projections.requests import (
+    BadRequest,
+    CheckRequest,
+    CommitRequest,
+    ReserveRequest,
+    identifier,
+    parse_object,
+)
 
 log = logging.getLogger("metering.sidecar")
 
@@ -90,12 +96,6 @@ class _IdentifierConvertor(Convertor[str]):
 
 
 register_url_convertor("id", _IdentifierConvertor())
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, error: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error, self.message = status, error, message
 
 
 class RedisUnavailable(Exception):
@@ -147,28 +147,6 @@ async def read_limited(chunks: AsyncIterator[bytes], declared: str | None) -> by
             raise too_large
         parts.append(chunk)
     return b"".join(parts)
-
-
-def parse_object(raw: bytes) -> dict[str, Any]:
-    """A JSON object, or :class:`BadRequest` (400) for anything else, however it is built."""
-    if not raw:
-        raise BadRequest(400, "invalid_json", "request body must be a JSON object")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise BadRequest(400, "invalid_json", "request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise BadRequest(400, "invalid_json", "request body must be a JSON object")
-    return data
-
-
-def identifier(name: str, value: object) -> str:
-    """``value`` when it follows the identifier rule, else 422 naming the field."""
-    if is_identifier(value):
-        assert isinstance(value, str)
-        return value
-    problem = identifier_problem(value) or "is not a valid identifier"
-    raise BadRequest(422, "invalid_request", f"{name} {problem}")
 
 
 _HEX = frozenset("0123456789abcdef")
@@ -375,20 +353,6 @@ class Sidecar:
         raw = await read_limited(request.stream(), request.headers.get("content-length"))
         return parse_object(raw)
 
-    @staticmethod
-    def _field(data: Mapping[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-        if name not in data:
-            raise BadRequest(422, "invalid_request", f"missing field {name!r}")
-        value = data[name]
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise BadRequest(422, "invalid_request", f"field {name!r} has the wrong type")
-        return value
-
-    @staticmethod
-    def _optional_feature(data: Mapping[str, Any]) -> str | None:
-        value = data.get("feature")
-        return None if value is None else identifier("feature", value)
-
     def _enforcer(self) -> AsyncEnforcer:
         if self.enforcer is None:
             raise RuntimeError("sidecar used outside its lifespan")
@@ -481,11 +445,9 @@ class Sidecar:
     # -- endpoints ------------------------------------------------------------------------
 
     async def check(self, request: Request, service: str) -> Response:
-        data = await self._body(request)
-        account = identifier("account_id", self._field(data, "account_id", str))
-        cost = check_amount("estimated_credits", self._field(data, "estimated_credits", int))
-        feature = self._optional_feature(data)
-        return JSONResponse((await self.decide_check(account, feature, cost)).to_json())
+        asked = CheckRequest.parse(await self._body(request))
+        decision = await self.decide_check(asked.account_id, asked.feature, asked.estimated_credits)
+        return JSONResponse(decision.to_json())
 
     async def decide_check(self, account: str, feature: str | None, cost: int) -> Decision:
         """The check, or the fail-mode answer when Redis is unreachable (both paths use it).
@@ -502,11 +464,8 @@ class Sidecar:
         return decision
 
     async def reserve(self, request: Request, service: str) -> Response:
-        data = await self._body(request)
-        account = identifier("account_id", self._field(data, "account_id", str))
-        amount = check_amount("amount", self._field(data, "amount", int), allow_zero=False)
-        ttl_s = self._field(data, "ttl_s", (int, float))
-        feature = self._optional_feature(data)
+        asked = ReserveRequest.parse(await self._body(request))
+        account, amount, ttl_s, feature = asked.account_id, asked.amount, asked.ttl_s, asked.feature
         enforcer = self._enforcer()
         if enforcer.unknown_feature(feature):
             return JSONResponse(UNKNOWN_FEATURE_DECISION.to_json(), 200)
@@ -536,8 +495,7 @@ class Sidecar:
         return hold_id
 
     async def commit(self, request: Request, service: str) -> Response:
-        data = await self._body(request)
-        actual = check_amount("actual", self._field(data, "actual", int))
+        actual = CommitRequest.parse(await self._body(request)).actual
         hold_id = self._owned_hold(request, service)
         enforcer = self._enforcer()
         settled = await self.call_redis(lambda: enforcer.commit(hold_id, actual))
@@ -651,7 +609,9 @@ class FastCheck:
         if request is None:
             await self.app(scope, _replay(whole, receive), send)
             return
-        decision = await self.sidecar.decide_check(*request)
+        decision = await self.sidecar.decide_check(
+            request.account_id, request.feature, request.estimated_credits
+        )
         payload = _dumps(decision.to_json()).encode("utf-8")
         await send(
             {
@@ -663,23 +623,12 @@ class FastCheck:
         await send({"type": "http.response.body", "body": payload})
 
     @staticmethod
-    def _parse(body: bytes) -> tuple[str, str | None, int] | None:
-        """(account, feature, cost) when the body is exactly what the route accepts."""
+    def _parse(body: bytes) -> CheckRequest | None:
+        """The check, when the body is one the route accepts (the same parser decides)."""
         try:
-            data = parse_object(body)
+            return CheckRequest.parse(parse_object(body))
         except BadRequest:
             return None
-        account = data.get("account_id")
-        cost = data.get("estimated_credits")
-        feature = data.get("feature")
-        if (
-            not is_identifier(account)
-            or type(cost) is not int
-            or not 0 <= cost <= MAX_AMOUNT
-            or (feature is not None and not is_identifier(feature))
-        ):
-            return None
-        return account, feature, cost  # type: ignore[return-value]
 
 
 async def _bodies(receive: Receive) -> AsyncIterator[bytes]:

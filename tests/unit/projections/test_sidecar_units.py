@@ -9,7 +9,8 @@ import pytest
 from projections.breaker import BreakerState, CircuitBreaker
 from projections.failmode import PolicyCache, parse_unseen
 from projections.openapi import MAX_BODY_BYTES
-from projections.sidecar import BadRequest, HoldOwners, parse_object, read_limited
+from projections.requests import BadRequest, parse_object
+from projections.sidecar import HoldOwners, read_limited
 
 
 class Clock:
@@ -110,3 +111,24 @@ def test_anything_but_a_json_object_is_a_400(raw: bytes) -> None:
     with pytest.raises(BadRequest) as info:
         parse_object(raw)
     assert info.value.status == 400
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"amount": 1, "ttl_s": 5}, "missing field 'account_id'"),
+        ({"account_id": "a", "amount": 0, "ttl_s": 5}, "amount out of range"),
+        ({"account_id": "a", "amount": 1, "ttl_s": 0}, "ttl_s must be in"),
+        ({"account_id": "a", "amount": 1, "ttl_s": True}, "field 'ttl_s' has the wrong type"),
+        ({"account_id": "a{b}", "amount": 1, "ttl_s": 5}, "account_id must not contain"),
+        ({"account_id": "a", "amount": 1, "ttl_s": 5, "feature": ""}, "feature must not be"),
+    ],
+)
+def test_requests_are_refused_before_redis_with_the_field_named(
+    data: dict[str, object], problem: str
+) -> None:
+    from projections.requests import ReserveRequest
+
+    with pytest.raises(BadRequest, match=problem) as info:
+        ReserveRequest.parse(data)
+    assert info.value.status == 422
