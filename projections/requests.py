@@ -9,12 +9,15 @@ the Starlette routes can never accept different things, and bad input is refused
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.responses import JSONResponse, Response
+
 from metering.domain.identifiers import identifier_problem, is_identifier
 from projections.enforcement import MAX_TTL_S, EnforcementError, check_amount
+from projections.openapi import MAX_BODY_BYTES
 
 
 class BadRequest(Exception):
@@ -23,6 +26,28 @@ class BadRequest(Exception):
     def __init__(self, status: int, error: str, message: str) -> None:
         super().__init__(message)
         self.status, self.error, self.message = status, error, message
+
+
+def error_response(
+    status: int, error: str, message: str, headers: dict[str, str] | None = None
+) -> Response:
+    return JSONResponse({"error": error, "message": message}, status, headers=headers)
+
+
+async def read_limited(chunks: AsyncIterator[bytes], declared: str | None) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed the limit (by its
+    ``Content-Length``, or while it streams): a large body is never held in memory."""
+    too_large = BadRequest(413, "payload_too_large", f"request body over {MAX_BODY_BYTES} bytes")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def parse_object(raw: bytes) -> dict[str, Any]:

@@ -5,11 +5,10 @@ authenticates each calling service by API key (constant-time compare), validates
 into 4xx JSON errors, and when Redis is unreachable answers per its fail mode instead of
 failing the request path.
 
-``POST /v1/check`` is the hot path: a pure-ASGI middleware (:class:`FastCheck`) answers a
-well-formed, authorized check straight from the ASGI scope, skipping routing and the
-Request/Response objects (about a third of the per-request CPU). Anything else - a bad key,
-bad JSON, a bad field - is handed, body replayed, to the regular route, so every error
-answer comes from one place.
+Its parts, one job each: request bodies and their rules (``requests``), the hot path for
+``POST /v1/check`` (``fast_check``), every Redis call under a deadline and a circuit breaker
+(``redis_guard``), the hold ids that prove their service (``hold_owners``), the answers without
+Redis (``failmode``). This module wires them into the Starlette app and its routes.
 """
 
 from __future__ import annotations
@@ -17,12 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
-import hmac
-import json
 import logging
 import os
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -30,11 +25,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
-    BusyLoadingError,
-    OutOfMemoryError,
-    ReadOnlyError,
     RedisError,
-    ResponseError,
 )
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
@@ -43,7 +34,6 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from metering.auth import key_owner
 from metering.config import env_value
@@ -59,16 +49,21 @@ from projections.enforcement import (
     new_hold_id,
 )
 from projections.failmode import FailMode, PolicyCache, degraded_decision, parse_unseen
+from projections.fast_check import FastCheck
 from projections.features import FeatureCatalog
+from projections.hold_owners import HoldOwners
 from projections.keys import account_from_key, balance_pattern, hold_account, prefix_from_env
-from projections.openapi import MAX_BODY_BYTES, SPEC
+from projections.openapi import SPEC
+from projections.redis_guard import RedisGuard, RedisUnavailable
 from projections.requests import (
     BadRequest,
     CheckRequest,
     CommitRequest,
     ReserveRequest,
+    error_response,
     identifier,
     parse_object,
+    read_limited,
 )
 
 log = logging.getLogger("metering.sidecar")
@@ -98,21 +93,6 @@ class _IdentifierConvertor(Convertor[str]):
 register_url_convertor("id", _IdentifierConvertor())
 
 
-class RedisUnavailable(Exception):
-    """Redis timed out, refused the connection, or the breaker is open."""
-
-
-_OUTAGE_REPLIES = ("READONLY", "OOM", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
-"""Error replies that mean Redis cannot serve now (a failover, memory, a long script): the
-fail mode answers, as for a timeout, and they count towards the breaker."""
-
-
-def _unavailable_reply(exc: ResponseError) -> bool:
-    return str(exc).startswith(_OUTAGE_REPLIES) or isinstance(
-        exc, ReadOnlyError | OutOfMemoryError | BusyLoadingError
-    )
-
-
 def parse_api_keys(value: str) -> dict[str, str]:
     """``svcA:key1,svcB:key2`` -> {service: key}; empty keys or names are an error."""
     keys: dict[str, str] = {}
@@ -125,59 +105,6 @@ def parse_api_keys(value: str) -> dict[str, str]:
             raise ValueError("METERING_API_KEYS: expected service:key[,service:key...]")
         keys[service.strip()] = key.strip()
     return keys
-
-
-def _error(
-    status: int, error: str, message: str, headers: dict[str, str] | None = None
-) -> Response:
-    return JSONResponse({"error": error, "message": message}, status, headers=headers)
-
-
-async def read_limited(chunks: AsyncIterator[bytes], declared: str | None) -> bytes:
-    """The request body, refused with 413 as soon as it is known to exceed the limit (by its
-    ``Content-Length``, or while it streams): a large body is never held in memory."""
-    too_large = BadRequest(413, "payload_too_large", f"request body over {MAX_BODY_BYTES} bytes")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise too_large
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large
-        parts.append(chunk)
-    return b"".join(parts)
-
-
-_HEX = frozenset("0123456789abcdef")
-
-
-class HoldOwners:
-    """Hold ids name the service that made them: the first 16 hex digits are random, the
-    next 16 a keyed BLAKE2b of them under a secret derived from that service's API key. Only
-    that key can commit or release the hold; any other gets 404, as for a hold that does not
-    exist, so a key cannot even learn which holds exist. Nothing is stored for it."""
-
-    def __init__(self, keys: list[tuple[str, bytes]]) -> None:
-        self._secrets = {
-            service: hashlib.sha256(b"metering-hold-owner\0" + key).digest()
-            for service, key in keys
-        }
-
-    def _mac(self, service: str, nonce: str) -> str:
-        return hashlib.blake2b(
-            nonce.encode(), key=self._secrets[service], digest_size=8
-        ).hexdigest()
-
-    def token(self, service: str) -> str:
-        nonce = secrets.token_hex(8)
-        return nonce + self._mac(service, nonce)
-
-    def owns(self, service: str, hold_id: str) -> bool:
-        token = hold_id[:32]
-        if len(token) != 32 or not all(c in _HEX for c in token):
-            return False
-        return hmac.compare_digest(token[16:], self._mac(service, token[:16]))
 
 
 class Sidecar:
@@ -206,17 +133,15 @@ class Sidecar:
         self.policies = PolicyCache()
         self.redis_timeout_s = redis_timeout_s
         self.deadline_s = deadline_s
-        self.breaker = breaker or CircuitBreaker()
+        self.guard = RedisGuard(deadline_s, breaker or CircuitBreaker(), fail_mode.value)
         self.degraded_answers = 0
-        self.redis_failures = 0
         self._keys = [(service, key.encode("utf-8")) for service, key in api_keys.items()]
         self.owners = HoldOwners(self._keys)
         self.client: aioredis.Redis | None = None
         self.enforcer: AsyncEnforcer | None = None
         self._warmup: asyncio.Task[None] | None = None
-        self._waiting: set[asyncio.Timeout] = set()
         self._background: set[asyncio.Task[None]] = set()
-        """Deadlines of the Redis calls in flight: cut short together when the breaker opens."""
+        """Holds being released in the background (kept referenced until done)."""
         self.app = Starlette(
             routes=[
                 Route("/v1/check", self._authed(self.check), methods=["POST"]),
@@ -327,7 +252,7 @@ class Sidecar:
                 request.headers.get("x-api-key"), request.headers.get("authorization")
             )
             if service is None:
-                return _error(
+                return error_response(
                     401,
                     "unauthorized",
                     "missing or wrong API key (X-API-Key or Authorization: Bearer)",
@@ -336,15 +261,17 @@ class Sidecar:
             try:
                 return await handler(request, service)
             except BadRequest as exc:
-                return _error(exc.status, exc.error, exc.message)
+                return error_response(exc.status, exc.error, exc.message)
             except HoldConflict as exc:
-                return _error(409, "hold_conflict", str(exc))
+                return error_response(409, "hold_conflict", str(exc))
             except EnforcementError as exc:
-                return _error(422, "invalid_request", str(exc))
+                return error_response(422, "invalid_request", str(exc))
             except RedisUnavailable:
-                return _error(503, "redis_unavailable", "the balance store is unreachable; retry")
+                return error_response(
+                    503, "redis_unavailable", "the balance store is unreachable; retry"
+                )
             except ClientDisconnect:
-                return _error(400, "client_disconnected", "the request body did not arrive")
+                return error_response(400, "client_disconnected", "the request body did not arrive")
 
         return wrapped
 
@@ -353,64 +280,18 @@ class Sidecar:
         raw = await read_limited(request.stream(), request.headers.get("content-length"))
         return parse_object(raw)
 
+    @property
+    def breaker(self) -> CircuitBreaker:
+        return self.guard.breaker
+
+    @breaker.setter
+    def breaker(self, breaker: CircuitBreaker) -> None:
+        self.guard.breaker = breaker
+
     def _enforcer(self) -> AsyncEnforcer:
         if self.enforcer is None:
             raise RuntimeError("sidecar used outside its lifespan")
         return self.enforcer
-
-    async def call_redis(self, call: Callable[[], Awaitable[T]]) -> T:
-        """Run one Redis call under the breaker and the deadline.
-
-        Raises :class:`RedisUnavailable` at once while the breaker is open, or when the call
-        times out or cannot connect. Only breaker transitions are logged: an outage at
-        thousands of requests a second must not become thousands of log lines a second."""
-        breaker = self.breaker
-        if not breaker.allow():
-            raise RedisUnavailable("circuit breaker open")
-        was = breaker.state
-        waiting = self._waiting
-        try:
-            async with asyncio.timeout(self.deadline_s) as deadline:
-                waiting.add(deadline)
-                try:
-                    result = await call()
-                finally:
-                    waiting.discard(deadline)
-        except ResponseError as exc:
-            if not _unavailable_reply(exc):  # Redis answered: a bug of ours, not an outage
-                breaker.success()
-                log.error("redis refused a call: %s", exc)
-                raise RedisUnavailable("redis error reply") from exc
-            self._failed(was, exc)
-            raise RedisUnavailable(type(exc).__name__) from exc
-        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
-            self._failed(was, exc)
-            raise RedisUnavailable(type(exc).__name__) from exc
-        except BaseException:
-            breaker.abandon()
-            raise
-        if was is not BreakerState.CLOSED:
-            log.warning("redis answers again: circuit breaker closed")
-        breaker.success()
-        return result
-
-    def _failed(self, was: BreakerState, exc: BaseException) -> None:
-        """Count a failed call; when it opens the breaker, answer every waiting call now (they
-        would time out too) and log the one line of this outage."""
-        self.redis_failures += 1
-        breaker = self.breaker
-        breaker.failure()
-        if breaker.state is BreakerState.OPEN and was is BreakerState.CLOSED:
-            now = asyncio.get_running_loop().time()
-            for other in list(self._waiting):
-                if not other.expired():
-                    other.reschedule(now)
-            log.warning(
-                "redis unreachable (%s): answering by fail mode %s for %.1f s, then probing",
-                type(exc).__name__,
-                self.fail_mode.value,
-                breaker.cooldown_s,
-            )
 
     def _release_later(self, hold_id: str, attempts: int = 10) -> None:
         """Release ``hold_id`` in the background, retrying while Redis is unreachable (a hold
@@ -436,11 +317,11 @@ class Sidecar:
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return _error(exc.status_code, "http_error", str(exc.detail))
+        return error_response(exc.status_code, "http_error", str(exc.detail))
 
     async def _crash(self, request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
-        return _error(500, "internal_error", "unexpected error; see sidecar log")
+        return error_response(500, "internal_error", "unexpected error; see sidecar log")
 
     # -- endpoints ------------------------------------------------------------------------
 
@@ -456,7 +337,7 @@ class Sidecar:
         if enforcer.unknown_feature(feature):  # decided without Redis: never a breaker probe
             return UNKNOWN_FEATURE_DECISION
         try:
-            decision = await self.call_redis(lambda: enforcer.check(account, feature, cost))
+            decision = await self.guard.call(lambda: enforcer.check(account, feature, cost))
         except RedisUnavailable:
             return self._degraded(account)
         if decision.policy and self.fail_mode is FailMode.AUTO:
@@ -471,7 +352,7 @@ class Sidecar:
             return JSONResponse(UNKNOWN_FEATURE_DECISION.to_json(), 200)
         hold_id = new_hold_id(account, self.owners.token(service))
         try:
-            decision = await self.call_redis(
+            decision = await self.guard.call(
                 lambda: enforcer.try_reserve(account, amount, ttl_s, feature, hold_id=hold_id)
             )
         except RedisUnavailable:
@@ -498,25 +379,25 @@ class Sidecar:
         actual = CommitRequest.parse(await self._body(request)).actual
         hold_id = self._owned_hold(request, service)
         enforcer = self._enforcer()
-        settled = await self.call_redis(lambda: enforcer.commit(hold_id, actual))
+        settled = await self.guard.call(lambda: enforcer.commit(hold_id, actual))
         if settled is None:
-            return _error(404, "hold_not_found", "hold expired or never existed")
+            return error_response(404, "hold_not_found", "hold expired or never existed")
         return JSONResponse(settled.to_json())
 
     async def release(self, request: Request, service: str) -> Response:
         await read_limited(request.stream(), request.headers.get("content-length"))  # unused
         hold_id = self._owned_hold(request, service)
         enforcer = self._enforcer()
-        if not await self.call_redis(lambda: enforcer.release(hold_id)):
-            return _error(404, "hold_not_found", "hold expired or never existed")
+        if not await self.guard.call(lambda: enforcer.release(hold_id)):
+            return error_response(404, "hold_not_found", "hold expired or never existed")
         return JSONResponse({"hold_id": hold_id, "status": "released"})
 
     async def balance(self, request: Request, service: str) -> Response:
         account = identifier("account_id", request.path_params["account_id"])
         enforcer = self._enforcer()
-        balance = await self.call_redis(lambda: enforcer.balance(account))
+        balance = await self.guard.call(lambda: enforcer.balance(account))
         if balance is None:
-            return _error(404, "unknown_account", f"no projection for account {account!r}")
+            return error_response(404, "unknown_account", f"no projection for account {account!r}")
         if self.fail_mode is FailMode.AUTO:
             self.policies.remember(account, balance.policy)
         return JSONResponse(balance.to_json())
@@ -552,7 +433,7 @@ class Sidecar:
             f"metering_sidecar_breaker_opened_total {self.breaker.opened_total}",
             "# HELP metering_sidecar_redis_failures_total Redis calls that timed out or failed.",
             "# TYPE metering_sidecar_redis_failures_total counter",
-            f"metering_sidecar_redis_failures_total {self.redis_failures}",
+            f"metering_sidecar_redis_failures_total {self.guard.failures}",
             "# HELP metering_sidecar_degraded_answers_total Answers given by the fail mode.",
             "# TYPE metering_sidecar_degraded_answers_total counter",
             f"metering_sidecar_degraded_answers_total {self.degraded_answers}",
@@ -561,97 +442,6 @@ class Sidecar:
             f"metering_sidecar_policy_cache_bytes {self.policies.bytes}",
         ]
         return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
-
-
-_JSON_HEADERS = [(b"content-type", b"application/json")]
-_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-
-
-class FastCheck:
-    """Pure-ASGI middleware: answers a valid, authorized ``POST /v1/check`` directly.
-
-    The answer is byte-for-byte what the route would send (same JSON rendering). The key is
-    checked before the body is read; a caller without one goes to the route (401, body unread).
-    Anything else it does not fully accept goes to the wrapped app with the body replayed, so
-    error answers and every other endpoint stay with the Starlette routes.
-    """
-
-    def __init__(self, app: ASGIApp, sidecar: Sidecar) -> None:
-        self.app = app
-        self.sidecar = sidecar
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/v1/check" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        api_key: str | None = None
-        authorization: str | None = None
-        declared: str | None = None
-        for name, value in scope["headers"]:
-            if name == b"x-api-key":
-                api_key = value.decode("latin-1")
-            elif name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == b"content-length":
-                declared = value.decode("latin-1")
-        if self.sidecar.service_for(api_key, authorization) is None:
-            await self.app(scope, receive, send)
-            return
-        try:
-            body = await read_limited(_bodies(receive), declared)
-        except BadRequest as exc:
-            await _error(exc.status, exc.error, exc.message)(scope, receive, send)
-            return
-        except ClientDisconnect:
-            return
-        whole: Message = {"type": "http.request", "body": body, "more_body": False}
-        request = self._parse(body)
-        if request is None:
-            await self.app(scope, _replay(whole, receive), send)
-            return
-        decision = await self.sidecar.decide_check(
-            request.account_id, request.feature, request.estimated_credits
-        )
-        payload = _dumps(decision.to_json()).encode("utf-8")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [*_JSON_HEADERS, (b"content-length", b"%d" % len(payload))],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
-
-    @staticmethod
-    def _parse(body: bytes) -> CheckRequest | None:
-        """The check, when the body is one the route accepts (the same parser decides)."""
-        try:
-            return CheckRequest.parse(parse_object(body))
-        except BadRequest:
-            return None
-
-
-async def _bodies(receive: Receive) -> AsyncIterator[bytes]:
-    """The body chunks of an ASGI request, as they arrive."""
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ClientDisconnect()
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
-            return
-
-
-def _replay(first: Message, receive: Receive) -> Receive:
-    """A ``receive`` that yields ``first`` (the body already read), then the real messages."""
-    pending = [first]
-
-    async def replayed() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replayed
 
 
 def app_from_env(env: Mapping[str, str] | None = None) -> Starlette:

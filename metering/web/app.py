@@ -38,7 +38,8 @@ from metering.web.usage import usage_report
 from projections.enforcement import Balance
 from projections.failmode import FailMode
 from projections.keys import account_from_key, account_keys, balance_pattern
-from projections.sidecar import RedisUnavailable, Sidecar
+from projections.redis_guard import RedisUnavailable
+from projections.sidecar import Sidecar
 
 log = logging.getLogger("metering.web")
 STATIC_DIR = Path(__file__).with_name("static")
@@ -158,9 +159,9 @@ class AccountPage:
         client = self.sidecar.client
         if enforcer is None or client is None:
             raise RedisError("sidecar used outside its lifespan")
-        balance = await self.sidecar.call_redis(lambda: enforcer.balance(account))
+        balance = await self.sidecar.guard.call(lambda: enforcer.balance(account))
         key = account_keys(self.sidecar.prefix, account).balance
-        raw = await self.sidecar.call_redis(lambda: client.hget(key, "monthly_credits"))
+        raw = await self.sidecar.guard.call(lambda: client.hget(key, "monthly_credits"))
         monthly = int(raw) if raw else 0
         return balance, monthly
 

@@ -8,9 +8,9 @@ import pytest
 
 from projections.breaker import BreakerState, CircuitBreaker
 from projections.failmode import PolicyCache, parse_unseen
+from projections.hold_owners import HoldOwners
 from projections.openapi import MAX_BODY_BYTES
-from projections.requests import BadRequest, parse_object
-from projections.sidecar import HoldOwners, read_limited
+from projections.requests import BadRequest, parse_object, read_limited
 
 
 class Clock:
