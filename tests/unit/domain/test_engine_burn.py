@@ -53,3 +53,48 @@ def test_burn_draws_at_most_what_is_in_effect(
     assert all(
         g.effective_at <= now for g in live if (g.grant_id,) in {(a.grant_id,) for a in allocations}
     )
+
+
+def test_the_hot_path_builds_usage_debits_field_by_field_right() -> None:
+    """apply_usage builds USAGE_DEBIT entries positionally (tuple.__new__, for speed): this
+    pins every field to its name, so a reordered LedgerEntry cannot shift them silently."""
+    from metering.domain import EntryType, LedgerEntry, UsageEvent
+
+    acct = Ledger(make_engine())
+    acct.command(command("purchase", "buy", T0, amount=10 * CREDIT, cost_basis_micros=1))
+    event = UsageEvent(
+        "e-1",
+        "a1",
+        "text_generation",
+        {"requests": 1},
+        T0 + 5,
+        subject="team-x",
+        model="gpt-4o",
+        reservation_id="hold-1",
+    )
+    (debit,) = acct.usage(event).entries
+    state = acct.state
+    expected = LedgerEntry(
+        entry_id="e-1:USAGE_DEBIT",
+        account_id="a1",
+        seq=state.seq,
+        type=EntryType.USAGE_DEBIT,
+        amount=debit.amount,
+        allocations=(("buy", debit.amount),),  # type: ignore[arg-type]
+        balance_after=state.balance,
+        overage_after=0,
+        cause_id="e-1",
+        occurred_at=T0 + 5,
+        recorded_at=T0 + 5,
+        period_start=state.period_start,
+        period_end=state.period_end,
+        subject="team-x",
+        feature="text_generation",
+        model="gpt-4o",
+        price_version=debit.price_version,
+        reason=None,
+        reservation_id="hold-1",
+        grant=None,
+        terms=None,
+    )
+    assert debit == expected and debit.amount < 0 and debit.price_version
