@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from metering.domain.alerts import dead_letter_alert, exhausted_alert, maybe_topup, threshold_alerts
 from metering.domain.config import DEFAULT_CONFIG, EngineConfig
 from metering.domain.dedupe import id_hash
 from metering.domain.errors import (
@@ -23,13 +24,12 @@ from metering.domain.errors import (
     OutsideDedupeWindow,
     Rejection,
     TopupNotAllowed,
-    UnknownFeatureError,
     UnknownGrant,
     UnknownPlan,
     UsageBlocked,
     ValidationError,
 )
-from metering.domain.grants import NEVER, SOURCES, Grant, burn, drawable
+from metering.domain.grants import SOURCES, Grant, burn, drawable
 from metering.domain.identifiers import identifier_problem
 from metering.domain.periods import next_anchor_after, period_bounds
 from metering.domain.plans import ALLOW, NO_PLAN, UNLIMITED, Plan, PlanCatalog, resolve_terms
@@ -193,7 +193,7 @@ class CreditEngine:
                     )
                 )
                 if before and not balance:
-                    alerts.append(self._exhausted(state, event_id, at))
+                    alerts.append(exhausted_alert(state, event_id, at))
             if need:
                 policy = terms.overage_policy
                 over = 0
@@ -222,7 +222,7 @@ class CreditEngine:
                     )
             state.period_used += micros - need
             if state.period_used >= state.next_threshold:
-                self._threshold_alerts(state, event_id, at, alerts)
+                threshold_alerts(state, event_id, at, alerts)
 
         if need or (rejection is not None and not micros):
             self._usage_entry(
@@ -239,7 +239,7 @@ class CreditEngine:
             )
         topup = state.topup
         if topup is not None and state.balance < topup.threshold:
-            self._maybe_topup(state, event_id, clock, alerts)
+            maybe_topup(state, event_id, clock, alerts, self.config.topup_pending_timeout_ms)
         return Outcome(entries, alerts, rejection)
 
     def _usage_entry(
@@ -288,32 +288,9 @@ class CreditEngine:
     def dead_letter_alert(
         self, state: AccountState, event: UsageEvent, error: DomainError
     ) -> CreditAlert | None:
-        """The alert owed for ``event`` when :meth:`apply_usage` raised ``error``, else None.
-
-        Only an unknown feature alerts (``UNKNOWN_FEATURE``): the usage happened (enforcement
-        let it through) but can never be charged, which is revenue leaking, not a malformed
-        input. Pure and read-only: ``state`` (untouched by the raised error) gives the balance
-        and period. The id is ``{account}/unknown_feature/{event_id}``, so every copy of the
-        same event (retries, DLQ replays) carries the same id and consumers can dedupe on it.
-        """
-        if not isinstance(error, UnknownFeatureError):
-            return None
-        account = state.account_id
-        model = f" (model {event.model})" if event.model else ""
-        return CreditAlert(
-            f"{account}/unknown_feature/{event.event_id}",
-            account,
-            AlertKind.UNKNOWN_FEATURE,
-            state.balance,
-            event.event_id,
-            event.occurred_at,
-            state.period_start,
-            state.period_end,
-            message=(
-                f"feature {event.feature!r}{model} of usage event {event.event_id} is not in the "
-                "price book: dead-lettered, not charged"
-            ),
-        )
+        """The alert owed for ``event`` when :meth:`apply_usage` raised ``error`` (see
+        :func:`metering.domain.alerts.dead_letter_alert`)."""
+        return dead_letter_alert(state, event, error)
 
     # == commands ==================================================================================
 
@@ -838,9 +815,9 @@ class CreditEngine:
         if state.next_wakeup <= state.clock:
             self._advance(state, state.clock, recorded_at, entries, alerts)
         if state.period_used >= state.next_threshold:
-            self._threshold_alerts(state, cause, state.clock, alerts)
+            threshold_alerts(state, cause, state.clock, alerts)
         if state.topup is not None and state.balance < state.topup.threshold:
-            self._maybe_topup(state, cause, state.clock, alerts)
+            maybe_topup(state, cause, state.clock, alerts, self.config.topup_pending_timeout_ms)
 
     def _add_grant(
         self,
@@ -939,75 +916,5 @@ class CreditEngine:
                 reason=reason,
                 grant=grant,
                 terms=terms,
-            )
-        )
-
-    def _threshold_alerts(
-        self, state: AccountState, cause: str, at: int, alerts: list[CreditAlert]
-    ) -> None:
-        terms = state.terms
-        amounts = terms.threshold_amounts()
-        while state.alerted < len(amounts) and state.period_used >= amounts[state.alerted]:
-            pct = terms.alert_thresholds[state.alerted]
-            state.alerted += 1
-            alerts.append(
-                CreditAlert(
-                    f"{state.account_id}/threshold/{state.period_start}/{pct}",
-                    state.account_id,
-                    AlertKind.THRESHOLD_CROSSED,
-                    state.balance,
-                    cause,
-                    at,
-                    state.period_start,
-                    state.period_end,
-                    threshold_pct=pct,
-                    message=f"{pct}% of the period allocation used",
-                )
-            )
-        state.next_threshold = amounts[state.alerted] if state.alerted < len(amounts) else NEVER
-
-    def _exhausted(self, state: AccountState, cause: str, at: int) -> CreditAlert:
-        return CreditAlert(
-            f"{state.account_id}/exhausted/{cause}",
-            state.account_id,
-            AlertKind.BALANCE_EXHAUSTED,
-            0,
-            cause,
-            at,
-            state.period_start,
-            state.period_end,
-            message="no credits left",
-        )
-
-    def _maybe_topup(
-        self, state: AccountState, cause: str, at: int, alerts: list[CreditAlert]
-    ) -> None:
-        """One request at a time, at most ``max_requests`` per window, none during back-off."""
-        cfg = state.topup
-        if cfg is None or not state.terms.topups_allowed:
-            return
-        pending = state.topup_pending_since
-        if pending is not None and at < pending + self.config.topup_pending_timeout_ms:
-            return
-        if at < state.topup_backoff_until:
-            return
-        recent = [t for t in state.topup_requests if t > at - cfg.window_ms]
-        state.topup_requests = recent
-        if len(recent) >= cfg.max_requests:
-            return
-        recent.append(at)
-        state.topup_pending_since = at
-        alerts.append(
-            CreditAlert(
-                f"{state.account_id}/topup/{cause}",
-                state.account_id,
-                AlertKind.AUTO_TOPUP_REQUESTED,
-                state.balance,
-                cause,
-                at,
-                state.period_start,
-                state.period_end,
-                amount=cfg.amount,
-                message=f"balance below {cfg.threshold}: top up {cfg.amount}",
             )
         )
