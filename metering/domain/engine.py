@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from metering.domain.alerts import dead_letter_alert, exhausted_alert, maybe_topup, threshold_alerts
 from metering.domain.config import DEFAULT_CONFIG, EngineConfig
 from metering.domain.dedupe import id_hash
+from metering.domain.entries import add_grant, emit, refresh_grants, remove_grant
 from metering.domain.errors import (
     DomainError,
     DuplicateGrant,
@@ -37,14 +38,12 @@ from metering.domain.plans import validate_override as _validate_override
 from metering.domain.pricing import PriceBook
 from metering.domain.records import (
     AccountOverride,
-    AccountTerms,
     AlertKind,
     Allocation,
     CommandKind,
     CreditAlert,
     CreditCommand,
     EntryType,
-    GrantInfo,
     LedgerEntry,
     UsageEvent,
 )
@@ -315,7 +314,7 @@ class CreditEngine:
 
         rejection = self._dispatch(state, cmd, at, recorded_at, entries)
         if rejection is not None:
-            self._emit(
+            emit(
                 state,
                 entries,
                 EntryType.COMMAND_REJECTED,
@@ -439,7 +438,8 @@ class CreditEngine:
             cmd.expires_at,
             cmd.cost_basis_micros if source == "purchase" else None,
         )
-        self._add_grant(
+        add_grant(
+            self.config,
             state,
             grant,
             EntryType.GRANT_CREATED,
@@ -471,7 +471,8 @@ class CreditEngine:
                 self.config.priorities["adjustment"] if cmd.priority is None else cmd.priority
             )
             grant = Grant(grant_id, "adjustment", amount, priority, at, cmd.expires_at)
-            self._add_grant(
+            add_grant(
+                self.config,
                 state,
                 grant,
                 EntryType.ADJUSTMENT,
@@ -488,7 +489,7 @@ class CreditEngine:
             return InsufficientBalance(f"cannot remove {need} from {available} credits in effect")
         allocations, _ = burn(state.grants, need, state.clock)
         state.balance += amount
-        self._emit(
+        emit(
             state,
             entries,
             EntryType.ADJUSTMENT,
@@ -515,7 +516,7 @@ class CreditEngine:
         if grant.grant_id == state.plan_grant_id:
             state.plan_carry += grant.amount  # a voided plan grant counts as fully used
             state.plan_grant_id = None
-        self._remove_grant(
+        remove_grant(
             state,
             grant,
             EntryType.GRANT_VOIDED,
@@ -571,16 +572,14 @@ class CreditEngine:
         if first:  # the first real plan anchors the account's periods
             state.period_start, state.period_end = period_bounds(at, terms.anchor_day)
             state.prev_period_start = period_bounds(state.period_start - 1, terms.anchor_day)[0]
-        self._emit(
-            state, entries, entry_type, 0, (), cause, at, recorded_at, terms=terms.published()
-        )
+        emit(state, entries, entry_type, 0, (), cause, at, recorded_at, terms=terms.published())
         if not first and terms.monthly_credits == old_monthly:
             return
         used = state.plan_carry
         old = state.grant(state.plan_grant_id) if state.plan_grant_id else None
         if old is not None:
             used += old.amount - old.remaining
-            self._remove_grant(
+            remove_grant(
                 state,
                 old,
                 EntryType.GRANT_EXPIRED,
@@ -610,7 +609,9 @@ class CreditEngine:
             grant_id, "plan", amount, self.config.priorities["plan"], at, state.period_end
         )
         state.plan_grant_id = grant_id
-        self._add_grant(state, grant, EntryType.GRANT_CREATED, cause, at, recorded_at, entries)
+        add_grant(
+            self.config, state, grant, EntryType.GRANT_CREATED, cause, at, recorded_at, entries
+        )
 
     # == time ======================================================================================
 
@@ -657,7 +658,7 @@ class CreditEngine:
                 recorded_at,
                 entries,
             )
-        self._refresh(state)
+        refresh_grants(self.config, state)
 
     def _advance(
         self,
@@ -712,7 +713,7 @@ class CreditEngine:
                         message=f"{g.remaining} micro-credits expire at {g.expires_at}",
                     )
                 )
-        self._refresh(state)
+        refresh_grants(self.config, state)
 
     def _expire(
         self, state: AccountState, grant: Grant, recorded_at: int, entries: list[LedgerEntry]
@@ -720,7 +721,7 @@ class CreditEngine:
         cause = f"{state.account_id}/expiry/{grant.grant_id}"
         if grant.grant_id == state.plan_grant_id:
             state.plan_grant_id = None
-        self._remove_grant(
+        remove_grant(
             state,
             grant,
             EntryType.GRANT_EXPIRED,
@@ -739,7 +740,7 @@ class CreditEngine:
         unused = 0
         if plan_grant is not None:
             unused = plan_grant.remaining
-            self._remove_grant(
+            remove_grant(
                 state,
                 plan_grant,
                 EntryType.GRANT_EXPIRED,
@@ -760,7 +761,7 @@ class CreditEngine:
         state.alerted = 0
         state.plan_carry = 0
         state.plan_grant_id = None
-        self._emit(
+        emit(
             state,
             entries,
             EntryType.PERIOD_RESET,
@@ -782,7 +783,9 @@ class CreditEngine:
                 boundary,
                 state.period_end,
             )
-            self._add_grant(state, grant, EntryType.ROLLOVER, cause, boundary, recorded_at, entries)
+            add_grant(
+                self.config, state, grant, EntryType.ROLLOVER, cause, boundary, recorded_at, entries
+            )
         if terms.monthly_credits:
             self._plan_grant(
                 state,
@@ -796,12 +799,6 @@ class CreditEngine:
 
     # == shared helpers ============================================================================
 
-    def _refresh(self, state: AccountState) -> None:
-        keep = state.plan_grant_id
-        if any(not g.remaining and g.grant_id != keep for g in state.grants):
-            state.grants = [g for g in state.grants if g.remaining or g.grant_id == keep]
-        state.refresh(self.config.expiring_notice_ms, self.config.expiring_notice_sources)
-
     def _settle(
         self,
         state: AccountState,
@@ -811,110 +808,10 @@ class CreditEngine:
         alerts: list[CreditAlert],
     ) -> None:
         """After a command: re-sort, catch up on anything now due, check thresholds/top-up."""
-        self._refresh(state)
+        refresh_grants(self.config, state)
         if state.next_wakeup <= state.clock:
             self._advance(state, state.clock, recorded_at, entries, alerts)
         if state.period_used >= state.next_threshold:
             threshold_alerts(state, cause, state.clock, alerts)
         if state.topup is not None and state.balance < state.topup.threshold:
             maybe_topup(state, cause, state.clock, alerts, self.config.topup_pending_timeout_ms)
-
-    def _add_grant(
-        self,
-        state: AccountState,
-        grant: Grant,
-        entry_type: EntryType,
-        cause: str,
-        at: int,
-        recorded_at: int,
-        entries: list[LedgerEntry],
-        reason: str | None = None,
-    ) -> None:
-        state.grants.append(grant)
-        state.balance += grant.amount
-        self._emit(
-            state,
-            entries,
-            entry_type,
-            grant.amount,
-            (Allocation(grant.grant_id, grant.amount),),
-            cause,
-            at,
-            recorded_at,
-            suffix=grant.grant_id,
-            grant=grant.info(),
-            reason=reason,
-        )
-        self._refresh(state)
-
-    def _remove_grant(
-        self,
-        state: AccountState,
-        grant: Grant,
-        entry_type: EntryType,
-        cause: str,
-        at: int,
-        recorded_at: int,
-        entries: list[LedgerEntry],
-        reason: str | None = None,
-    ) -> None:
-        state.grants.remove(grant)
-        left = grant.remaining
-        grant.remaining = 0
-        if not left and entry_type is EntryType.GRANT_EXPIRED:
-            return  # nothing to take away; a zero entry would only be noise
-        state.balance -= left
-        allocations = (Allocation(grant.grant_id, -left),) if left else ()
-        self._emit(
-            state,
-            entries,
-            entry_type,
-            -left,
-            allocations,
-            cause,
-            at,
-            recorded_at,
-            suffix=grant.grant_id,
-            reason=reason,
-        )
-
-    def _emit(
-        self,
-        state: AccountState,
-        entries: list[LedgerEntry],
-        entry_type: EntryType,
-        amount: int,
-        allocations: tuple[Allocation, ...],
-        cause: str,
-        at: int,
-        recorded_at: int,
-        *,
-        suffix: str | None = None,
-        reason: str | None = None,
-        grant: GrantInfo | None = None,
-        terms: AccountTerms | None = None,
-    ) -> None:
-        state.seq += 1
-        entry_id = f"{cause}:{entry_type.value}"
-        if suffix is not None:
-            entry_id = f"{entry_id}:{suffix}"
-        entries.append(
-            LedgerEntry(
-                entry_id=entry_id,
-                account_id=state.account_id,
-                seq=state.seq,
-                type=entry_type,
-                amount=amount,
-                allocations=allocations,
-                balance_after=state.balance,
-                overage_after=state.overage,
-                cause_id=cause,
-                occurred_at=at,
-                recorded_at=recorded_at,
-                period_start=state.period_start,
-                period_end=state.period_end,
-                reason=reason,
-                grant=grant,
-                terms=terms,
-            )
-        )
