@@ -21,7 +21,6 @@ from metering.domain.errors import (
     DuplicateGrant,
     FeatureNotInPlan,
     InsufficientBalance,
-    InvalidAccountId,
     OutsideDedupeWindow,
     Rejection,
     TopupNotAllowed,
@@ -31,14 +30,10 @@ from metering.domain.errors import (
     ValidationError,
 )
 from metering.domain.grants import SOURCES, Grant, burn, drawable
-from metering.domain.identifiers import identifier_problem
-from metering.domain.periods import next_anchor_after, period_bounds
-from metering.domain.plans import ALLOW, NO_PLAN, UNLIMITED, Plan, PlanCatalog, resolve_terms
+from metering.domain.plans import ALLOW, UNLIMITED, PlanCatalog
 from metering.domain.plans import validate_override as _validate_override
 from metering.domain.pricing import PriceBook
 from metering.domain.records import (
-    AccountOverride,
-    AlertKind,
     Allocation,
     CommandKind,
     CreditAlert,
@@ -48,6 +43,8 @@ from metering.domain.records import (
     UsageEvent,
 )
 from metering.domain.state import AccountState
+from metering.domain.terms import current_plan, set_terms
+from metering.domain.timeline import advance, start
 
 _new = tuple.__new__
 _DEBIT = EntryType.USAGE_DEBIT
@@ -122,11 +119,11 @@ class CreditEngine:
         entries: list[LedgerEntry] = []
         alerts: list[CreditAlert] = []
         if not state.period_end:
-            self._start(state, at, recorded_at, entries)
+            start(self.config, self.plans, state, at, recorded_at, entries)
         if at > state.clock:
             state.clock = at
             if at >= state.next_wakeup:
-                self._advance(state, at, recorded_at, entries, alerts)
+                advance(self.config, self.plans, state, at, recorded_at, entries, alerts)
         clock = state.clock
         # Outside the window: an earlier copy may be forgotten already, so never charge it.
         horizon = clock - self.config.dedupe_window_ms
@@ -305,11 +302,11 @@ class CreditEngine:
         entries: list[LedgerEntry] = []
         alerts: list[CreditAlert] = []
         if not state.period_end:
-            self._start(state, at, recorded_at, entries)
+            start(self.config, self.plans, state, at, recorded_at, entries)
         if at > state.clock:
             state.clock = at
             if at >= state.next_wakeup:
-                self._advance(state, at, recorded_at, entries, alerts)
+                advance(self.config, self.plans, state, at, recorded_at, entries, alerts)
         state.commands.add(key)
 
         rejection = self._dispatch(state, cmd, at, recorded_at, entries)
@@ -378,7 +375,8 @@ class CreditEngine:
             plan = self.plans.get(cmd.plan_id or "")
             if plan is None:
                 return UnknownPlan(f"plan {cmd.plan_id!r} is not in the catalog")
-            self._set_terms(
+            set_terms(
+                self.config,
                 state,
                 plan,
                 state.override,
@@ -390,8 +388,9 @@ class CreditEngine:
             )
             return None
         if kind is CommandKind.SET_OVERRIDE:
-            plan = self._current_plan(state)
-            self._set_terms(
+            plan = current_plan(self.plans, state)
+            set_terms(
+                self.config,
                 state,
                 plan,
                 cmd.override,
@@ -530,89 +529,6 @@ class CreditEngine:
 
     # == plans and terms ===========================================================================
 
-    def _current_plan(self, state: AccountState) -> Plan:
-        plan = self.plans.get(state.terms.plan_id)
-        if plan is not None:
-            return plan
-        t = state.terms  # the plan left the catalog: keep the account's snapshot
-        return Plan(
-            t.plan_id,
-            t.monthly_credits,
-            t.anchor_day,
-            t.rollover_cap,
-            None,
-            t.overage_policy,
-            t.overage_limit,
-            t.topups_allowed,
-            t.alert_thresholds,
-            t.features,
-        )
-
-    def _set_terms(
-        self,
-        state: AccountState,
-        plan: Plan,
-        override: AccountOverride | None,
-        entry_type: EntryType,
-        cause: str,
-        at: int,
-        recorded_at: int,
-        entries: list[LedgerEntry],
-    ) -> None:
-        """assign_plan / set_override. The mid-period rule is documented in docs/engine.md."""
-        first = state.terms.plan_id == NO_PLAN and plan.plan_id != NO_PLAN
-        old_monthly = state.terms.monthly_credits
-        # Thresholds already announced this period stay announced under the new terms:
-        # "once per threshold per period" holds across a mid-period plan change.
-        announced = state.terms.alert_thresholds[: state.alerted]
-        top = max(announced, default=0)
-        state.override = override
-        state.terms = terms = resolve_terms(plan, override)
-        state.alerted = sum(1 for pct in terms.alert_thresholds if pct <= top)
-        if first:  # the first real plan anchors the account's periods
-            state.period_start, state.period_end = period_bounds(at, terms.anchor_day)
-            state.prev_period_start = period_bounds(state.period_start - 1, terms.anchor_day)[0]
-        emit(state, entries, entry_type, 0, (), cause, at, recorded_at, terms=terms.published())
-        if not first and terms.monthly_credits == old_monthly:
-            return
-        used = state.plan_carry
-        old = state.grant(state.plan_grant_id) if state.plan_grant_id else None
-        if old is not None:
-            used += old.amount - old.remaining
-            remove_grant(
-                state,
-                old,
-                EntryType.GRANT_EXPIRED,
-                cause,
-                at,
-                recorded_at,
-                entries,
-                reason="plan_change",
-            )
-        state.plan_carry = used
-        state.plan_grant_id = None
-        amount = terms.monthly_credits if first else max(terms.monthly_credits - used, 0)
-        if amount:
-            self._plan_grant(state, f"plan:{cause}", amount, at, cause, recorded_at, entries)
-
-    def _plan_grant(
-        self,
-        state: AccountState,
-        grant_id: str,
-        amount: int,
-        at: int,
-        cause: str,
-        recorded_at: int,
-        entries: list[LedgerEntry],
-    ) -> None:
-        grant = Grant(
-            grant_id, "plan", amount, self.config.priorities["plan"], at, state.period_end
-        )
-        state.plan_grant_id = grant_id
-        add_grant(
-            self.config, state, grant, EntryType.GRANT_CREATED, cause, at, recorded_at, entries
-        )
-
     # == time ======================================================================================
 
     def sweep(self, state: AccountState, now: int, recorded_at: int | None = None) -> Outcome:
@@ -626,176 +542,16 @@ class CreditEngine:
         if state.period_end and now > state.clock:
             state.clock = now
             if now >= state.next_wakeup:
-                self._advance(
-                    state, now, now if recorded_at is None else recorded_at, entries, alerts
+                advance(
+                    self.config,
+                    self.plans,
+                    state,
+                    now,
+                    now if recorded_at is None else recorded_at,
+                    entries,
+                    alerts,
                 )
         return Outcome(entries, alerts)
-
-    def _start(
-        self, state: AccountState, at: int, recorded_at: int, entries: list[LedgerEntry]
-    ) -> None:
-        """First touch of an account: open its first period (and give the default plan).
-
-        The account id is checked here, once per account rather than once per event: an id the
-        Redis key layout cannot hold must never get a ledger (it goes to the DLQ instead)."""
-        problem = identifier_problem(state.account_id)
-        if problem is not None:
-            raise InvalidAccountId(f"account_id {problem}")
-        anchor = state.terms.anchor_day
-        state.period_start, state.period_end = period_bounds(at, anchor)
-        state.prev_period_start = period_bounds(state.period_start - 1, anchor)[0]
-        if self.config.default_plan is not None:
-            plan = self.plans.get(self.config.default_plan)
-            assert plan is not None
-            cause = f"{state.account_id}/default-plan"
-            self._set_terms(
-                state,
-                plan,
-                state.override,
-                EntryType.PLAN_ASSIGNED,
-                cause,
-                at,
-                recorded_at,
-                entries,
-            )
-        refresh_grants(self.config, state)
-
-    def _advance(
-        self,
-        state: AccountState,
-        now: int,
-        recorded_at: int,
-        entries: list[LedgerEntry],
-        alerts: list[CreditAlert],
-    ) -> None:
-        """Expire grants and close periods due at or before ``now``, in time order."""
-        while True:
-            end = state.period_end
-            due: Grant | None = None
-            for g in state.grants:
-                e = g.expires_at
-                if (
-                    e is not None
-                    and e <= now
-                    and e < end
-                    and (due is None or (e, g.grant_id) < (due.expires_at or 0, due.grant_id))
-                ):
-                    due = g
-            if due is not None:
-                self._expire(state, due, recorded_at, entries)
-            elif end <= now:
-                self._reset(state, recorded_at, entries)
-            else:
-                break
-        notice = self.config.expiring_notice_ms
-        sources = self.config.expiring_notice_sources
-        for g in state.grants:
-            if (
-                not g.warned
-                and g.remaining
-                and g.source in sources
-                and g.expires_at is not None
-                and g.expires_at - notice <= now
-            ):
-                g.warned = True
-                alerts.append(
-                    CreditAlert(
-                        f"{state.account_id}/expiring/{g.grant_id}",
-                        state.account_id,
-                        AlertKind.GRANT_EXPIRING,
-                        state.balance,
-                        f"{state.account_id}/expiry/{g.grant_id}",
-                        now,
-                        state.period_start,
-                        state.period_end,
-                        grant_id=g.grant_id,
-                        amount=g.remaining,
-                        message=f"{g.remaining} micro-credits expire at {g.expires_at}",
-                    )
-                )
-        refresh_grants(self.config, state)
-
-    def _expire(
-        self, state: AccountState, grant: Grant, recorded_at: int, entries: list[LedgerEntry]
-    ) -> None:
-        cause = f"{state.account_id}/expiry/{grant.grant_id}"
-        if grant.grant_id == state.plan_grant_id:
-            state.plan_grant_id = None
-        remove_grant(
-            state,
-            grant,
-            EntryType.GRANT_EXPIRED,
-            cause,
-            grant.expires_at or 0,
-            recorded_at,
-            entries,
-            reason="expired",
-        )
-
-    def _reset(self, state: AccountState, recorded_at: int, entries: list[LedgerEntry]) -> None:
-        """Close the period at ``period_end``: expire its plan grant, roll over, grant anew."""
-        boundary = state.period_end
-        cause = f"{state.account_id}/period/{boundary}"
-        plan_grant = state.grant(state.plan_grant_id) if state.plan_grant_id else None
-        unused = 0
-        if plan_grant is not None:
-            unused = plan_grant.remaining
-            remove_grant(
-                state,
-                plan_grant,
-                EntryType.GRANT_EXPIRED,
-                cause,
-                boundary,
-                recorded_at,
-                entries,
-                reason="period_end",
-            )
-        for g in [g for g in state.grants if g.expires_at is not None and g.expires_at <= boundary]:
-            self._expire(state, g, recorded_at, entries)
-        state.terms = terms = resolve_terms(self._current_plan(state), state.override)
-        state.prev_period_start = state.period_start
-        state.period_start = boundary
-        state.period_end = next_anchor_after(boundary, terms.anchor_day)
-        state.overage = 0
-        state.period_used = 0
-        state.alerted = 0
-        state.plan_carry = 0
-        state.plan_grant_id = None
-        emit(
-            state,
-            entries,
-            EntryType.PERIOD_RESET,
-            0,
-            (),
-            cause,
-            boundary,
-            recorded_at,
-            terms=terms.published(),
-        )
-        cap = terms.rollover_cap
-        rollover = min(unused, cap) if cap is not None else 0
-        if rollover > 0:
-            grant = Grant(
-                f"rollover:{boundary}",
-                "rollover",
-                rollover,
-                self.config.priorities["rollover"],
-                boundary,
-                state.period_end,
-            )
-            add_grant(
-                self.config, state, grant, EntryType.ROLLOVER, cause, boundary, recorded_at, entries
-            )
-        if terms.monthly_credits:
-            self._plan_grant(
-                state,
-                f"plan:{boundary}",
-                terms.monthly_credits,
-                boundary,
-                cause,
-                recorded_at,
-                entries,
-            )
 
     # == shared helpers ============================================================================
 
@@ -810,7 +566,7 @@ class CreditEngine:
         """After a command: re-sort, catch up on anything now due, check thresholds/top-up."""
         refresh_grants(self.config, state)
         if state.next_wakeup <= state.clock:
-            self._advance(state, state.clock, recorded_at, entries, alerts)
+            advance(self.config, self.plans, state, state.clock, recorded_at, entries, alerts)
         if state.period_used >= state.next_threshold:
             threshold_alerts(state, cause, state.clock, alerts)
         if state.topup is not None and state.balance < state.topup.threshold:
