@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,20 +31,6 @@ from projections.keys import (
 log = logging.getLogger("metering.projection.rebuild")
 
 Decoder = Callable[[bytes], dict[str, Any]]
-
-_RESERVED_FROM_HOLDS = """
-local total = 0
-local flat = redis.call('HGETALL', KEYS[2])
-for i = 1, #flat, 2 do
-  if string.sub(flat[i], 1, 2) ~= 's:' then  -- s:<hold> is a settlement record, not an amount
-    total = total + tonumber(flat[i + 1])
-  end
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('HSET', KEYS[1], 'reserved', string.format('%d', total))
-end
-return string.format('%d', total)
-"""
 
 
 class RebuildError(RuntimeError):
@@ -162,17 +148,6 @@ def replay(
     return touched
 
 
-def reserved_from_holds(client: redis.Redis, prefix: str, accounts: Iterable[str]) -> None:
-    """Set each rebuilt account's ``reserved`` to the sum of the holds it still has.
-
-    A replay into missing keys starts ``reserved`` at 0; holds that survived the loss
-    count once again, holds lost with the data are not resurrected.
-    """
-    for name in accounts:
-        keys = account_keys(prefix, name)
-        client.eval(_RESERVED_FROM_HOLDS, 2, keys.balance, keys.holds)  # type: ignore[no-untyped-call]
-
-
 def rebuild(
     *,
     bootstrap: str,
@@ -185,7 +160,9 @@ def rebuild(
     timeout_s: float = 600.0,
     batch_size: int = 5000,
 ) -> RebuildReport:
-    """Clear ``prefix`` (or one account in it) and replay the ledger into it."""
+    """Clear ``prefix`` (or one account in it) and replay the ledger into it. With
+    ``keep_holds``, the holds stay and the apply script's first entry of each account sets
+    ``reserved`` to what they hold."""
     started = time.monotonic()
     report = RebuildReport(prefix=check_prefix(prefix), account=account)
     clear(client, prefix, account, keep_holds=keep_holds)
@@ -199,8 +176,6 @@ def rebuild(
         timeout_s=timeout_s,
         batch_size=batch_size,
     )
-    if keep_holds:
-        reserved_from_holds(client, prefix, touched)
     report.accounts = len(touched)
     report.seconds = round(time.monotonic() - started, 3)
     return report

@@ -31,7 +31,7 @@ import redis
 
 from projections.apply import Gap, Projector
 from projections.keys import sentinel_key
-from projections.rebuild import Decoder, RebuildReport, clear, replay, reserved_from_holds
+from projections.rebuild import Decoder, RebuildReport, clear, replay
 
 READY = b"ready"
 """Sentinel value: the partition is in Redis up to the consumer's position."""
@@ -187,8 +187,9 @@ class SelfHeal:
     ) -> Repair:
         """Replay some accounts of one partition up to ``end`` (its committed offset).
 
-        Accounts whose keys are gone (stored seq 0) are cleared first, holds kept, and get
-        ``reserved`` back from their surviving holds; accounts behind are replayed in place.
+        Accounts whose keys are gone (stored seq 0) are cleared first, holds kept: the apply
+        script's first entry sets ``reserved`` from the surviving holds. Accounts behind are
+        replayed in place.
         """
         started = time.monotonic()
         lost = sorted(account for account, seq in stored.items() if seq == 0)
@@ -197,7 +198,6 @@ class SelfHeal:
         report = RebuildReport(prefix=self.prefix, account=None)
         if end > 0:
             self._replay(report, set(stored), {partition: end})
-        reserved_from_holds(self.client, self.prefix, lost)
         return Repair(
             topic=self.topic,
             reason=reason,
