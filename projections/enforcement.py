@@ -162,6 +162,8 @@ class Balance:
     seq: int
     updated_at: int
     grants: list[GrantView]
+    monthly_credits: int = 0
+    """The plan's credits per period (the page's burn-down scale)."""
     spendable: int | None = None
     """What a check would allow now (available - reserved + overage headroom, by the scripts'
     one rule); None when the policy is ``unlimited``."""
@@ -277,6 +279,7 @@ def _balance(account: str, reply: Sequence[Any]) -> Balance | None:
         seq=int(bal["seq"]),
         updated_at=int(bal.get("updated_at", 0)),
         grants=grants,
+        monthly_credits=int(bal.get("monthly_credits", 0)),
         spendable=None if int(reply[4]) == 1 else int(reply[3]),
     )
 

@@ -204,6 +204,7 @@ _BALANCE = {
         "seq": {"type": "integer", "minimum": 0},
         "updated_at": {"type": "integer", "description": "epoch ms"},
         "grants": {"type": "array", "items": _GRANT},
+        "monthly_credits": {**_MICROS_OUT, "description": "the plan's credits per period"},
         "spendable": {
             "type": ["integer", "null"],
             "description": "what a check would allow now, micro-credits; null = unlimited",

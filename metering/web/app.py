@@ -37,7 +37,7 @@ from metering.web.access import AccessControl, Viewer
 from metering.web.usage import usage_report
 from projections.enforcement import Balance
 from projections.failmode import FailMode
-from projections.keys import account_from_key, account_keys, balance_pattern
+from projections.keys import account_from_key, balance_pattern
 from projections.redis_guard import RedisUnavailable
 from projections.sidecar import Sidecar
 
@@ -154,26 +154,21 @@ class AccountPage:
                 break
         return sorted(found)
 
-    async def _balance(self, account: str) -> tuple[Balance | None, int]:
+    async def _balance(self, account: str) -> Balance | None:
         enforcer = self.sidecar.enforcer
-        client = self.sidecar.client
-        if enforcer is None or client is None:
+        if enforcer is None:
             raise RedisError("sidecar used outside its lifespan")
-        balance = await self.sidecar.guard.call(lambda: enforcer.balance(account))
-        key = account_keys(self.sidecar.prefix, account).balance
-        raw = await self.sidecar.guard.call(lambda: client.hget(key, "monthly_credits"))
-        monthly = int(raw) if raw else 0
-        return balance, monthly
+        return await self.sidecar.guard.call(lambda: enforcer.balance(account))
 
     async def overview(self, request: Request, account: str) -> Response:
-        balance, monthly = await self._balance(account)
+        balance = await self._balance(account)
         if balance is None:
             return _error(404, "unknown_account", f"no projection for account {account!r}")
-        body = overview_json(balance, monthly, now_ms())
+        body = overview_json(balance, now_ms())
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     async def usage(self, request: Request, account: str) -> Response:
-        balance, _ = await self._balance(account)
+        balance = await self._balance(account)
         if balance is None:
             return _error(404, "unknown_account", f"no projection for account {account!r}")
         try:
@@ -189,10 +184,9 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def overview_json(balance: Balance, monthly_credits: int, now: int) -> dict[str, Any]:
+def overview_json(balance: Balance, now: int) -> dict[str, Any]:
     """The overview panel: Redis's balance plus what the page derives from it."""
     body = balance.to_json()
-    body["monthly_credits"] = monthly_credits
     body["in_overage"] = balance.overage_used > 0
     body["now"] = now
     return body
