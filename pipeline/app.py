@@ -34,23 +34,20 @@ from metering.avro import (
     AvroCodec,
     load_registry,
 )
-from metering.topic_reader import read_to_end
 from metering.topics import TopicNames
 from pipeline import faust_fixes, table_store
 from pipeline.config_reload import EngineSource, LiveEngine
 from pipeline.core import BatchProcessor, Codecs, InMessage, PartitionOutput
-from pipeline.fast_avro import ledger_entry_head
 from pipeline.fast_consumer import batch_consumer_class
-from pipeline.id_store import ChunkRecord, IdStore, write_chunks
+from pipeline.id_store import IdStore, write_chunks
 from pipeline.metrics import Metrics
-from pipeline.restore_check import last_seqs, mismatches
+from pipeline.restore import FAUST_KEY_PREFIX, RestoreMismatchError, RestoreVerifier
 from pipeline.settings import ProcessorConfig
 
 log = logging.getLogger("pipeline.app")
 
 TABLE_NAME = "accounts"
 IDS_TABLE_NAME = "event_ids"
-_FAUST_KEY_PREFIX = b"__faust"
 
 
 @dataclass
@@ -148,7 +145,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
         partitions=config.partitions,
         internal=False,
     )
-    sink = _TransactionalSink(app, table, ids_table, topics, metrics, processor)
+    sink = _TransactionalSink(app, table, ids_table, topics, metrics, processor, config.bootstrap)
 
     def load(partition: int, account_id: str) -> bytes | None:
         value: bytes | None = table.data._db_for_partition(partition).get(account_id.encode())
@@ -186,7 +183,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
 
     async def on_restored(*args: Any, **kwargs: Any) -> None:
         # Sent by faust's recovery once the changelog is read, before the streams resume.
-        await sink.verify_restored(config.bootstrap)
+        await sink.verify_restored()
 
     app.on_rebalance_complete.connect(on_restored)
 
@@ -230,6 +227,7 @@ class _TransactionalSink:
         topics: TopicNames,
         metrics: Metrics,
         processor: BatchProcessor,
+        bootstrap: str,
     ) -> None:
         self.app = app
         self.table = table
@@ -245,7 +243,10 @@ class _TransactionalSink:
         self._cache_generation: int | None = None
         """consumer generation of the last batch: the state cache is cleared when it changes"""
         self._verified: set[int] = set()
-        """partitions whose restored state agreed with the ledger; only these are processed"""
+        """partitions whose restored state agrees with the ledger; only these are processed"""
+        self.verifier = RestoreVerifier(
+            bootstrap, topics, table, ids_table, processor, metrics, self.publish
+        )
 
     def _transaction(self, partition: int) -> tuple[Any, Any]:
         group = self.app.assignor.group_for_topic(self.topics.usage_events)
@@ -305,17 +306,10 @@ class _TransactionalSink:
         self._verified &= partitions
         self.metrics.verified_partitions = len(self._verified)
 
-    async def verify_restored(self, bootstrap: str) -> None:
-        """Check every newly restored partition's account table against the ledger topic.
-
-        First each table's restore is completed from its changelog's tail
-        (:meth:`_complete_restore`). Then, the table being a cache of the ledger (design
-        invariant 6), each account's restored ``seq`` must equal the last ``seq`` the ledger
-        holds for it; until it does, the partition is not
-        processed. A mismatch means the restore lost or invented state: the worker stops with
-        the accounts named, rather than write one ledger entry from wrong state, and its next
-        start restores the partition again from the committed changelog.
-        """
+    async def verify_restored(self) -> None:
+        """Verify every newly restored partition against the ledger (``pipeline.restore``);
+        until it is verified, a partition is not processed. When the ledger itself cannot be
+        folded, the worker stops with the accounts named rather than write from wrong state."""
         partitions = sorted(
             tp.partition
             for tp in self.app.assignor.assigned_actives()
@@ -323,88 +317,14 @@ class _TransactionalSink:
         )
         if not partitions:
             return
-        started = time.monotonic()
-        tables = self._tables()
-        reads = [
-            asyncio.to_thread(
-                _read_tails,
-                bootstrap,
-                table.changelog_topic.get_topic_name(),
-                partitions,
-                self._restore_tails_start(table, partitions),
-            )
-            for table, _ in tables
-        ]
-        ledger_read = asyncio.to_thread(
-            _ledger_last_seqs, bootstrap, self.topics.credit_ledger, partitions
-        )
-        tails, ledger = await asyncio.gather(asyncio.gather(*reads), ledger_read)
-        for (table, apply), table_tails in zip(tables, tails, strict=True):
-            self._complete_restore(table, apply, table_tails)
-        engine = self.processor.engine
-        for partition in partitions:
-            restored = {
-                key.decode(): engine.state_seq(value)
-                for key, value in self.table.data._db_for_partition(partition).items()
-                if not key.startswith(_FAUST_KEY_PREFIX)
-            }
-            wrong = mismatches(restored, ledger.get(partition, {}))
-            if wrong:
-                self.metrics.restore_mismatches += 1
-                shown = "; ".join(str(m) for m in wrong[:10])
-                error = RestoreMismatchError(
-                    f"partition {partition}: the restored state of {len(wrong)} accounts "
-                    f"disagrees with the ledger ({shown}); nothing was processed, restart to "
-                    "restore it again"
-                )
-                log.error("%s", error)
-                await self.app.crash(error)
-                raise error
-            self._verified.add(partition)
-        self.metrics.verified_partitions = len(self._verified)
-        log.info(
-            "restored state of partitions %s agrees with the ledger (%d accounts, %.2f s)",
-            partitions,
-            sum(len(ledger.get(p, {})) for p in partitions),
-            time.monotonic() - started,
-        )
-
-    def _tables(self) -> list[tuple[Any, Callable[[Any, list[ChunkRecord]], None]]]:
-        """Each table with the way its changelog records go onto its RocksDB."""
-        return [(self.table, _write_values), (self.ids_table, write_chunks)]
-
-    def _restore_tails_start(self, table: Any, partitions: list[int]) -> dict[int, int]:
-        """partition -> the offset after the last changelog record the store applied."""
-        topic = table.changelog_topic.get_topic_name()
-        start = {}
-        for partition in partitions:
-            done = table.data.persisted_offset(TP(topic, partition))
-            start[partition] = 0 if done is None else done + 1
-        return start
-
-    def _complete_restore(self, table: Any, write: Any, tails: dict[int, Any]) -> None:
-        """Apply the committed changelog records that faust's restore left out, if any.
-
-        Each table store records the offset of the last changelog record it applied. Reading
-        each changelog partition from there to its end (read_committed, ended by the broker's
-        end-of-partition, not by a consumer position) finds nothing after a complete restore,
-        and after a cut-short one (docs/processor.md, item 10) exactly the records it skipped:
-        the snapshot is completed from its own tail. Both tables, ids included.
-        """
-        store = table.data
-        topic = table.changelog_topic.get_topic_name()
-        for partition, (records, last) in tails.items():
-            if not records:
-                continue
-            write(store._db_for_partition(partition), records)
-            store.set_persisted_offset(TP(topic, partition), last)
-            self.metrics.restore_repaired += len(records)
-            log.warning(
-                "the restore of %s[%d] left out %d committed records: applied them",
-                topic,
-                partition,
-                len(records),
-            )
+        try:
+            self._verified.update(await self.verifier.verify(partitions))
+        except RestoreMismatchError as error:
+            log.error("%s", error)
+            await self.app.crash(error)
+            raise
+        finally:
+            self.metrics.verified_partitions = len(self._verified)
 
     def _next_offset(self, tp: TP) -> int | None:
         """The offset of ``tp``'s next unprocessed record: pending in the open transaction, else
@@ -527,13 +447,17 @@ class _TransactionalSink:
         batches = _TopicBatches(txp, partition)
         for rec in out.records:
             await batches.add(rec.topic, rec.key, rec.value, rec.headers)
-        if out.states:
+        if out.states or out.deleted:
             changelog = self.table.changelog_topic.get_topic_name()
             batch = WriteBatch(raw_mode=True)
             for account_id, state in out.states.items():
                 key = account_id.encode()
                 await batches.add(changelog, key, state)
                 batch.put(key, state)
+            for account_id in out.deleted:
+                key = account_id.encode()
+                await batches.add(changelog, key, None)
+                batch.delete(key)
             self.table.data._db_for_partition(partition).write(batch)
         if out.id_chunks:
             changelog = self.ids_table.changelog_topic.get_topic_name()
@@ -542,6 +466,18 @@ class _TransactionalSink:
             write_chunks(self.ids_table.data._db_for_partition(partition), out.id_chunks)
         await batches.flush()
         self.metrics.entries += out.entries
+
+    async def publish(self, partition: int, out: PartitionOutput) -> bool:
+        """Send ``out`` in ``partition``'s transaction and commit it now (a restore's repair);
+        False when this worker has no transactional producer for the partition."""
+        try:
+            lock, txp = self._transaction(partition)
+        except KeyError:
+            return False
+        async with lock:
+            await self._send(txp, partition, out)
+            await self._commit_locked(partition)
+        return True
 
     async def sweep(self, processor: BatchProcessor, now: int) -> None:
         """Sweep every stored account of each active partition; commit what it emits."""
@@ -563,7 +499,7 @@ class _TransactionalSink:
                 out = PartitionOutput(partition)
                 db = self.table.data._db_for_partition(partition)
                 for key, value in db.items():
-                    if key.startswith(_FAUST_KEY_PREFIX):
+                    if key.startswith(FAUST_KEY_PREFIX):
                         continue
                     processor.sweep_account(partition, key.decode(), value, now, out)
                 if not out.records and not out.states:
@@ -611,47 +547,6 @@ class _TopicBatches:
     async def flush(self) -> None:
         for topic in list(self._open):
             await self._send(topic)
-
-
-class RestoreMismatchError(RuntimeError):
-    """A restored partition's account table disagrees with the ledger."""
-
-
-def _write_values(db: Any, records: list[tuple[bytes, bytes | None]]) -> None:
-    """Changelog records of the account table onto its RocksDB, in one batch."""
-    batch = WriteBatch(raw_mode=True)
-    for key, value in records:
-        if value is None:
-            batch.delete(key)
-        else:
-            batch.put(key, value)
-    db.write(batch)
-
-
-def _read_tails(
-    bootstrap: str, topic: str, partitions: list[int], start: dict[int, int]
-) -> dict[int, tuple[list[tuple[bytes, bytes | None]], int]]:
-    """partition -> (committed records from ``start`` to the end, the last one's offset)."""
-    tails: dict[int, tuple[list[tuple[bytes, bytes | None]], int]] = {
-        p: ([], -1) for p in partitions
-    }
-    for batch in read_to_end(bootstrap, topic, partitions, start=start):
-        for msg in batch:
-            records, _ = tails[msg.partition()]
-            records.append((msg.key(), msg.value()))
-            tails[msg.partition()] = (records, msg.offset())
-    return tails
-
-
-def _ledger_last_seqs(
-    bootstrap: str, topic: str, partitions: list[int]
-) -> dict[int, dict[str, int]]:
-    """partition -> account -> the last ``seq`` the committed ledger holds (blocking I/O)."""
-    heads: dict[int, list[tuple[str, int]]] = {p: [] for p in partitions}
-    for batch in read_to_end(bootstrap, topic, partitions):
-        for msg in batch:
-            heads[msg.partition()].append(ledger_entry_head(msg.value()))
-    return {p: last_seqs(h) for p, h in heads.items()}
 
 
 def _lag(app: faust.App) -> dict[tuple[str, int], int]:

@@ -48,6 +48,8 @@ class PartitionOutput:
     partition: int
     records: list[OutRecord] = field(default_factory=list)
     states: dict[str, bytes] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+    """Accounts whose state is removed (a tombstone in the changelog)."""
     id_chunks: list[ChunkRecord] = field(default_factory=list)
     """Changelog records of the ``event_ids`` table (``pipeline.id_store``)."""
     entries: int = 0

@@ -8,7 +8,7 @@ Recorded refusals (``Rejection``) are ordinary outcomes: their ledger entries ar
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,11 @@ from metering.domain import (
     CreditCommand,
     CreditEngine,
     DomainError,
+    LedgerEntry,
+    LedgerError,
     Outcome,
     UsageEvent,
+    catch_up,
     load_plans,
     load_price_book,
 )
@@ -74,6 +77,22 @@ class DomainEngine:
 
     def state_seq(self, data: bytes) -> int:
         return AccountState.seq_of(data)
+
+    def catch_up(
+        self, account_id: str, snapshot: bytes | None, entries: Sequence[Mapping[str, Any]]
+    ) -> tuple[bytes, list[tuple[str, int]]]:
+        engine = self.engine
+        state = engine.new_state(account_id) if snapshot is None else engine.load_state(snapshot)
+        try:
+            done = catch_up(
+                state,
+                [LedgerEntry.from_record(r) for r in entries],
+                engine.config,
+                engine.plans,
+            )
+        except LedgerError as exc:
+            raise ValueError(f"account {account_id}: the ledger cannot be folded: {exc}") from exc
+        return state.to_bytes(), done.event_ids
 
     def apply_usage(self, state: Any, record: Mapping[str, Any], recorded_at: int) -> Step:
         try:

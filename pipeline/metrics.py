@@ -26,7 +26,9 @@ class Metrics:
     refetched_skipped: int = 0
     """Re-fetched records skipped because they were already processed."""
     restore_mismatches: int = 0
-    """Restored partitions whose account table disagreed with the ledger (the worker stops)."""
+    """Restored partitions whose account table disagreed with the ledger (then repaired)."""
+    restore_rebuilt: int = 0
+    """Accounts rebuilt (or removed) because their restored state disagreed with the ledger."""
     restore_repaired: int = 0
     """Committed changelog records a restore left out, applied by the completion check."""
     verified_partitions: int = 0
@@ -74,6 +76,10 @@ class Metrics:
             " state disagreed with the ledger.",
             "# TYPE metering_processor_restore_mismatches_total counter",
             f"metering_processor_restore_mismatches_total {self.restore_mismatches}",
+            "# HELP metering_processor_restore_rebuilt_accounts_total Accounts rebuilt from"
+            " the changelog topic or the ledger after a restore disagreed with the ledger.",
+            "# TYPE metering_processor_restore_rebuilt_accounts_total counter",
+            f"metering_processor_restore_rebuilt_accounts_total {self.restore_rebuilt}",
             "# HELP metering_processor_restore_repaired_records_total Committed changelog"
             " records a restore left out, applied before processing.",
             "# TYPE metering_processor_restore_repaired_records_total counter",

@@ -1,6 +1,6 @@
 """The narrow seam between the faust adapter and the pure credit engine.
 
-The processor only needs five operations from the engine; naming them here keeps the Kafka
+The processor only needs a few operations from the engine; naming them here keeps the Kafka
 machinery testable with a trivial stand-in and keeps ``metering.domain`` free of I/O.
 """
 
@@ -53,6 +53,14 @@ class EnginePort(Protocol):
 
     def state_seq(self, data: bytes) -> int:
         """The ``seq`` of a dumped state (the restore check compares it with the ledger)."""
+        ...
+
+    def catch_up(
+        self, account_id: str, snapshot: bytes | None, entries: Sequence[Mapping[str, Any]]
+    ) -> tuple[bytes, list[tuple[str, int]]]:
+        """The account's state rebuilt from ``snapshot`` (None: a new state) and its ledger
+        ``entries`` (records, ``seq`` order), and the usage event ids to remember again as
+        (event id, remembered-at). Raises ``ValueError`` when the ledger cannot be folded."""
         ...
 
     def apply_usage(self, state: Any, record: Mapping[str, Any], recorded_at: int) -> Step: ...

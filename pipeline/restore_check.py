@@ -4,13 +4,18 @@ The ledger topic is the source of truth; the processor's table (RocksDB restored
 changelog) is only a cache of it. Both are written in one Kafka transaction, so after a correct
 restore every account's ``seq`` equals the last ``seq`` the ledger holds for it. A restore that
 lost state (docs/processor.md, "Exactly once", item 10) would start accounts again at seq 1; this
-check finds that before anything is written. Pure: the I/O is the caller's.
+check finds that before anything is written, and the repair puts each such account right: from
+its newest committed changelog record when that agrees with the ledger, else by catching a
+snapshot up with the ledger. Pure: the I/O is the caller's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.ports import EnginePort
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,3 +54,68 @@ def mismatches(restored: Mapping[str, int], ledger: Mapping[str, int]) -> list[S
         if seq and account not in ledger
     )
     return sorted(out, key=lambda m: m.account_id)
+
+
+@dataclass(slots=True)
+class Repair:
+    """How the accounts of a partition whose restored state disagreed with the ledger are put
+    right (docs/processor.md, "The ledger is the source of truth")."""
+
+    states: dict[str, bytes | None] = field(default_factory=dict)
+    """account -> its state to write, or None to delete (state with no ledger behind it)"""
+    remember: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
+    """account -> usage event ids to remember again (accounts rebuilt from the ledger)"""
+    from_changelog: int = 0
+    """accounts whose newest committed changelog record was the state the ledger expects"""
+    from_ledger: int = 0
+    """accounts rebuilt as a snapshot (or a new state) plus the ledger entries it lacked"""
+    removed: int = 0
+
+
+def repair_from_snapshots(
+    wrong: Iterable[SeqMismatch],
+    snapshots: Mapping[str, bytes | None],
+    state_seq: Callable[[bytes], int],
+) -> tuple[Repair, list[SeqMismatch]]:
+    """First step: each account's newest committed changelog record (``snapshots``), read from
+    the changelog topic itself rather than from the local store. It was written in the same
+    transaction as the ledger entries, so it is exact when its ``seq`` is the ledger's. Returns
+    the repair so far and the accounts that need the ledger."""
+    repair = Repair()
+    left: list[SeqMismatch] = []
+    for m in wrong:
+        snapshot = snapshots.get(m.account_id)
+        if m.ledger_seq == 0:
+            repair.states[m.account_id] = None
+            repair.removed += 1
+        elif snapshot is not None and state_seq(snapshot) == m.ledger_seq:
+            repair.states[m.account_id] = snapshot
+            repair.from_changelog += 1
+        else:
+            left.append(m)
+    return repair, left
+
+
+def repair_from_ledger(
+    repair: Repair,
+    left: Iterable[SeqMismatch],
+    snapshots: Mapping[str, bytes | None],
+    entries: Mapping[str, Sequence[Mapping[str, Any]]],
+    engine: EnginePort,
+) -> None:
+    """Second step: the snapshot (when it is behind the ledger, else a new state) caught up with
+    the account's ledger entries (``entries``: records in ``seq`` order). Raises ``ValueError``
+    when the ledger itself is broken: then no state can be trusted and an operator must look."""
+    for m in left:
+        snapshot = snapshots.get(m.account_id)
+        if snapshot is not None and engine.state_seq(snapshot) > m.ledger_seq:
+            snapshot = None  # ahead of the ledger: state of an aborted transaction
+        state, event_ids = engine.catch_up(m.account_id, snapshot, entries.get(m.account_id, ()))
+        if engine.state_seq(state) != m.ledger_seq:
+            raise ValueError(
+                f"{m.account_id}: rebuilt at seq {engine.state_seq(state)}, "
+                f"the ledger is at {m.ledger_seq}"
+            )
+        repair.states[m.account_id] = state
+        repair.remember[m.account_id] = event_ids
+        repair.from_ledger += 1

@@ -13,6 +13,7 @@ Typical use::
 See docs/engine.md for the rules.
 """
 
+from metering.domain.catch_up import CaughtUp, catch_up
 from metering.domain.config import DEFAULT_CONFIG, EngineConfig
 from metering.domain.engine import CreditEngine, Outcome
 from metering.domain.errors import (
@@ -71,6 +72,7 @@ __all__ = [
     "AlertKind",
     "Allocation",
     "AutoTopupConfig",
+    "CaughtUp",
     "CommandKind",
     "CreditAlert",
     "CreditCommand",
@@ -104,6 +106,7 @@ __all__ = [
     "UsageBlocked",
     "UsageEvent",
     "ValidationError",
+    "catch_up",
     "conserved_balance",
     "credits_to_micros",
     "fold",

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 from metering.domain.alerts import dead_letter_alert, exhausted_alert, maybe_topup, threshold_alerts
 from metering.domain.config import DEFAULT_CONFIG, EngineConfig
-from metering.domain.dedupe import id_hash
 from metering.domain.entries import add_grant, emit, refresh_grants, remove_grant
 from metering.domain.errors import (
     DomainError,
@@ -42,7 +41,7 @@ from metering.domain.records import (
     LedgerEntry,
     UsageEvent,
 )
-from metering.domain.state import AccountState
+from metering.domain.state import AccountState, command_key
 from metering.domain.terms import current_plan, set_terms
 from metering.domain.timeline import advance, start
 
@@ -67,10 +66,6 @@ class Outcome:
     """Set when (part of) the input was refused; the refusal is also in ``entries``."""
     duplicate: bool = False
     """The id was already processed: nothing was emitted and nothing changed."""
-
-
-def _command_key(command_id: str) -> int:
-    return id_hash("cmd:" + command_id)
 
 
 class CreditEngine:
@@ -292,7 +287,7 @@ class CreditEngine:
 
     def apply_command(self, state: AccountState, cmd: CreditCommand, recorded_at: int) -> Outcome:
         """Apply a billing/admin command. Business refusals come back as ``rejection``."""
-        key = _command_key(cmd.command_id)
+        key = command_key(cmd.command_id)
         if key in state.commands or key in state.window:  # window: states written before
             return Outcome(duplicate=True)
         if cmd.account_id != state.account_id:

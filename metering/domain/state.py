@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from metering.domain.config import DEFAULT_CONFIG, EngineConfig
-from metering.domain.dedupe import DedupeWindow, IdMemory
+from metering.domain.dedupe import DedupeWindow, IdMemory, id_hash
 from metering.domain.errors import ValidationError
 from metering.domain.grants import NEVER, Grant
 from metering.domain.plans import NO_PLAN_TERMS_PLAN, Terms, resolve_terms
@@ -21,6 +21,11 @@ from metering.domain.records import AccountOverride, AutoTopupConfig
 
 _MAGIC = b"AS1"
 _HEAD = struct.Struct("<3sIqq")  # magic, json length, dedupe window_ms, dedupe max_ids
+
+
+def command_key(command_id: str) -> int:
+    """How a state remembers a command id (``AccountState.commands``)."""
+    return id_hash("cmd:" + command_id)
 
 
 @dataclass(frozen=True, slots=True)

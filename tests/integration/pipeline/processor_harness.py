@@ -231,13 +231,15 @@ class Worker:
         self, bootstrap: str, topics: TopicNames, app_id: str, workdir: Path, *extra: str
     ) -> None:
         self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"worker-{app_id}-{self.port}.log"
+        self.data_dir = workdir / f"data-{self.port}"
         self.args = worker_command(
             bootstrap,
             topics.prefix,
             6,
             self.port,
-            workdir / f"data-{self.port}",
+            self.data_dir,
             "--app-id",
             f"{topics.prefix}{app_id}",
             "--session-timeout",

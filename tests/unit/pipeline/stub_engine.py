@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeline.ports import InputError, Step
@@ -77,6 +77,16 @@ class StubEngine:
 
     def sweep(self, state: Any, now: int) -> Step:
         return Step(state)
+
+    def catch_up(
+        self, account_id: str, snapshot: bytes | None, entries: Sequence[Mapping[str, Any]]
+    ) -> tuple[bytes, list[tuple[str, int]]]:
+        state = self.new_state(account_id) if snapshot is None else self.load_state(snapshot)
+        for entry in entries:
+            if entry["seq"] > state["seq"]:
+                state.update(seq=entry["seq"], balance=entry["balance_after"])
+                state["seen"].append(entry["cause_id"])
+        return self.dump_state(state), []
 
 
 class StubSource:
