@@ -1,14 +1,19 @@
-"""The narrow seam between the faust adapter and the pure credit engine.
+"""The processor's seams: the engine it drives, and the stream runtime it runs on.
 
-The processor only needs a few operations from the engine; naming them here keeps the Kafka
-machinery testable with a trivial stand-in and keeps ``metering.domain`` free of I/O.
+The processor needs a few operations from the engine (``EnginePort``); naming them keeps the
+Kafka machinery testable with a trivial stand-in and ``metering.domain`` free of I/O. The
+exactly-once protocol needs a few from the stream runtime (``StreamRuntime``, ``StateTable``),
+which ``pipeline/runtime`` implements on faust; the protocol's unit tests use fakes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from aiokafka.structs import TopicPartition
 
 
 class InputError(Exception):
@@ -72,4 +77,84 @@ class EnginePort(Protocol):
     @property
     def version(self) -> str:
         """Identifies the loaded price book/plans (for logs and metrics)."""
+        ...
+
+
+class StateTable(Protocol):
+    """A per-partition RocksDB table with its changelog topic (the runtime's state store)."""
+
+    @property
+    def changelog(self) -> str:
+        """The changelog topic's name."""
+        ...
+
+    def db(self, partition: int) -> Any:
+        """The partition's local RocksDB (a ``rocksdict.Rdict`` in raw mode)."""
+        ...
+
+    def accounts(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """The partition's (key, value) records, without the runtime's own bookkeeping keys."""
+        ...
+
+    def persisted_offset(self, partition: int) -> int | None:
+        """The offset of the last changelog record the local DB holds, if known."""
+        ...
+
+    def set_persisted_offset(self, partition: int, offset: int) -> None: ...
+
+
+class StreamRuntime(Protocol):
+    """What the exactly-once protocol (``pipeline.sink``) needs from the stream runtime: faust,
+    behind ``pipeline/runtime``. Producers are aiokafka transactional producers (or fakes):
+    ``create_batch``, ``send_batch``, ``send``, ``send_offsets_to_transaction``,
+    ``commit_transaction``, ``begin_transaction``."""
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group whose offsets the transactions commit."""
+        ...
+
+    def transaction(self, partition: int) -> tuple[asyncio.Lock, Any]:
+        """The lock and the transactional producer of source ``partition``; ``KeyError`` when
+        this worker has none for it (not assigned, or being replaced)."""
+        ...
+
+    def committed_offset(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset of ``tp`` as this worker knows it."""
+        ...
+
+    def mark_committed(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Record offsets a transaction has just committed."""
+        ...
+
+    @property
+    def generation(self) -> int:
+        """The consumer group generation (changes with every rebalance)."""
+        ...
+
+    @property
+    def flowing(self) -> bool:
+        """False while a rebalance holds the consumer's flow."""
+        ...
+
+    @property
+    def rebalancing(self) -> bool: ...
+
+    @property
+    def recovering(self) -> bool:
+        """True while tables are being restored from their changelogs."""
+        ...
+
+    def assignment(self) -> set[TopicPartition]: ...
+
+    def active_partitions(self) -> list[int]:
+        """Source partitions this worker owns as active (sorted)."""
+        ...
+
+    async def seek(self, tp: TopicPartition, offset: int) -> bool:
+        """Move the consumer of ``tp`` to ``offset``; False when ``tp`` was revoked meanwhile."""
+        ...
+
+    async def crash(self, error: BaseException) -> None:
+        """Stop the worker because of ``error``."""
         ...

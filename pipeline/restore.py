@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from aiokafka.structs import TopicPartition as TP
 from rocksdict import WriteBatch
 
 from metering.topic_reader import read_to_end
@@ -25,6 +24,7 @@ from pipeline.core import BatchProcessor, PartitionOutput
 from pipeline.fast_avro import ledger_entry_head
 from pipeline.id_store import ChunkRecord, IdStore, account_prefix, id_hash, write_chunks
 from pipeline.metrics import Metrics
+from pipeline.ports import StateTable
 from pipeline.restore_check import (
     Repair,
     SeqMismatch,
@@ -35,9 +35,6 @@ from pipeline.restore_check import (
 )
 
 log = logging.getLogger("pipeline.restore")
-
-FAUST_KEY_PREFIX = b"__faust"
-"""faust's own bookkeeping keys in a table's RocksDB (not accounts)."""
 
 Records = list[tuple[bytes, bytes | None]]
 Publish = Callable[[int, PartitionOutput], Awaitable[bool]]
@@ -54,8 +51,8 @@ class RestoreVerifier:
         self,
         bootstrap: str,
         topics: TopicNames,
-        table: Any,
-        ids_table: Any,
+        table: StateTable,
+        ids_table: StateTable,
         processor: BatchProcessor,
         metrics: Metrics,
         publish: Publish,
@@ -79,7 +76,7 @@ class RestoreVerifier:
             asyncio.to_thread(
                 read_tails,
                 self.bootstrap,
-                table.changelog_topic.get_topic_name(),
+                table.changelog,
                 partitions,
                 self._tails_start(table, partitions),
             )
@@ -93,11 +90,9 @@ class RestoreVerifier:
             self._complete(table, write, table_tails)
         engine = self.processor.engine
         for partition in partitions:
-            db = self.table.data._db_for_partition(partition)
             restored = {
                 key.decode(): engine.state_seq(value)
-                for key, value in db.items()
-                if not key.startswith(FAUST_KEY_PREFIX)
+                for key, value in self.table.accounts(partition)
             }
             wrong = mismatches(restored, ledger.get(partition, {}))
             if wrong:
@@ -123,7 +118,7 @@ class RestoreVerifier:
             shown,
         )
         accounts = {m.account_id for m in wrong}
-        changelog = self.table.changelog_topic.get_topic_name()
+        changelog = self.table.changelog
         snapshots = await asyncio.to_thread(
             newest_values, self.bootstrap, changelog, partition, accounts
         )
@@ -168,7 +163,7 @@ class RestoreVerifier:
             else:
                 batch.put(account_id.encode(), state)
                 out.states[account_id] = state
-        self.table.data._db_for_partition(partition).write(batch)
+        self.table.db(partition).write(batch)
         out.id_chunks = self._ids_to_remember(partition, repair.remember)
         return out
 
@@ -176,7 +171,7 @@ class RestoreVerifier:
         self, partition: int, remember: dict[str, list[tuple[str, int]]]
     ) -> list[ChunkRecord]:
         """Id-store chunks for the event ids of rebuilt accounts that the store lacks."""
-        db = self.ids_table.data._db_for_partition(partition)
+        db = self.ids_table.db(partition)
         store = IdStore(lambda _: db)
         for account_id, event_ids in remember.items():
             prefix = account_prefix(account_id)
@@ -203,16 +198,15 @@ class RestoreVerifier:
                     entries[record["account_id"]].append(record)
         return entries
 
-    def _tails_start(self, table: Any, partitions: list[int]) -> dict[int, int]:
+    def _tails_start(self, table: StateTable, partitions: list[int]) -> dict[int, int]:
         """partition -> the offset after the last changelog record the store applied."""
-        topic = table.changelog_topic.get_topic_name()
         start = {}
         for partition in partitions:
-            done = table.data.persisted_offset(TP(topic, partition))
+            done = table.persisted_offset(partition)
             start[partition] = 0 if done is None else done + 1
         return start
 
-    def _complete(self, table: Any, write: Any, tails: dict[int, Any]) -> None:
+    def _complete(self, table: StateTable, write: Any, tails: dict[int, Any]) -> None:
         """Apply the committed changelog records that faust's restore left out, if any.
 
         Each table store records the offset of the last changelog record it applied. Reading
@@ -221,17 +215,15 @@ class RestoreVerifier:
         and after a cut-short one (docs/processor.md, item 10) exactly the records it skipped:
         the snapshot is completed from its own tail. Both tables, ids included.
         """
-        store = table.data
-        topic = table.changelog_topic.get_topic_name()
         for partition, (records, last) in tails.items():
             if not records:
                 continue
-            write(store._db_for_partition(partition), records)
-            store.set_persisted_offset(TP(topic, partition), last)
+            write(table.db(partition), records)
+            table.set_persisted_offset(partition, last)
             self.metrics.restore_repaired += len(records)
             log.warning(
                 "the restore of %s[%d] left out %d committed records: applied them",
-                topic,
+                table.changelog,
                 partition,
                 len(records),
             )

@@ -1,7 +1,8 @@
 """``metering run processor``: run one processor worker (several form one consumer group).
 
 The worker wipes its local RocksDB directory at start and restores the account table from the
-changelog (read_committed); later assignments do the same per partition (``table_store``).
+changelog (read_committed); later assignments do the same per partition
+(``pipeline.runtime.stores``).
 Local RocksDB may hold writes of a transaction that a crash aborted; faust would keep them
 (see docs/processor.md), so the changelog is the only truth.
 """
@@ -123,10 +124,7 @@ def main(argv: list[str]) -> int:
     shutil.rmtree(config.data_dir, ignore_errors=True)
     config.data_dir.mkdir(parents=True, exist_ok=True)
 
-    import faust
-
-    from pipeline.app import build_app
-    from pipeline.faust_fixes import UnsupportedFaustVersion
+    from pipeline.runtime import UnsupportedFaustVersion, build_app, run_worker
 
     try:
         built = build_app(config, engine_source(config))
@@ -141,17 +139,7 @@ def main(argv: list[str]) -> int:
         config.web_host,
         config.web_port,
     )
-    worker = faust.Worker(
-        built.app,
-        loglevel=loglevel,
-        quiet=True,
-        redirect_stdouts=False,
-        logging_config=logging_config(loglevel),
-    )
-    # faust's terminal spinner sets the root logger to DEBUG (so every library debug call
-    # builds a LogRecord: ~10 % of the CPU under load) and spins on each record. No spinner.
-    worker.spinner = None
-    worker.execute_from_commandline()
+    run_worker(built, loglevel)
     return 0
 
 

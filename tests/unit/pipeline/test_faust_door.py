@@ -1,8 +1,7 @@
 """faust stays behind its door: pinned, patched explicitly, imported by few modules only.
 
 The processor patches faust-streaming 0.15.3 and touches its private parts; an unpinned upgrade
-could break exactly-once with no error. These tests keep that contained until the runtime
-package of issue 14 replaces the allowlist below.
+could break exactly-once with no error. These tests keep all of it inside ``pipeline/runtime``.
 """
 
 from __future__ import annotations
@@ -14,17 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.faust_fixes import FAUST_VERSION, UnsupportedFaustVersion, require_supported_version
+from pipeline.runtime.fixes import FAUST_VERSION, UnsupportedFaustVersion, require_supported_version
 
 ROOT = Path(__file__).resolve().parents[3]
 PRODUCT = ("metering", "pipeline", "consumers", "projections", "schemas")
-MAY_IMPORT_FAUST = {
-    "pipeline/app.py",
-    "pipeline/fast_consumer.py",
-    "pipeline/faust_fixes.py",
-    "pipeline/table_store.py",
-    "pipeline/worker.py",
-}
+RUNTIME = "pipeline/runtime/"
 
 
 def _imports_faust(path: Path) -> bool:
@@ -39,14 +32,45 @@ def _imports_faust(path: Path) -> bool:
     return False
 
 
-def test_only_the_allowlisted_modules_import_faust() -> None:
-    found = {
-        str(path.relative_to(ROOT))
+def _product_modules() -> list[tuple[str, str]]:
+    """(path relative to the repo, source) of every product module outside the runtime."""
+    return [
+        (rel, path.read_text("utf-8"))
         for package in PRODUCT
         for path in (ROOT / package).rglob("*.py")
-        if _imports_faust(path)
+        if not (rel := str(path.relative_to(ROOT))).startswith(RUNTIME)
+    ]
+
+
+def test_only_the_runtime_package_imports_faust() -> None:
+    found = [rel for rel, _ in _product_modules() if _imports_faust(ROOT / rel)]
+    assert found == [], f"faust imported outside pipeline/runtime: {found}"
+
+
+PRIVATE_FAUST_PARTS = (
+    "_committed_offset",
+    "_trn_locks",
+    "_transaction_producers",
+    "_db_for_partition",
+    "_drain_messages",
+    "_buffered_partitions",
+    "_read_offset",
+    "_add_gap",
+    "_dbs",
+    "changelog_topic",
+    ".assignor",
+    "consumer_generation_id",
+)
+
+
+def test_no_module_outside_the_runtime_touches_a_private_faust_part() -> None:
+    touched = {
+        (rel, part)
+        for rel, text in _product_modules()
+        for part in PRIVATE_FAUST_PARTS
+        if part in text
     }
-    assert found <= MAY_IMPORT_FAUST, f"faust imported outside its door: {found - MAY_IMPORT_FAUST}"
+    assert touched == set(), f"faust internals used outside pipeline/runtime: {sorted(touched)}"
 
 
 def test_the_dependency_is_pinned_to_the_patched_release() -> None:
@@ -61,7 +85,7 @@ def test_any_other_release_is_refused_with_a_clear_message() -> None:
 
 def test_importing_the_app_patches_nothing() -> None:
     code = (
-        "import asyncio, pipeline.app\n"
+        "import asyncio, pipeline.runtime\n"
         "from faust.tables import recovery\n"
         "from faust.stores import STORES\n"
         "assert recovery.asyncio is asyncio, 'patched on import'\n"

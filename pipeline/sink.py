@@ -1,216 +1,42 @@
-"""The faust app: both source topics, an account table, a sweep; we process and commit.
+"""The exactly-once protocol: batches processed inside per-partition transactions, and committed.
 
-Exactly-once is done by *this* module rather than by faust's ``TransactionManager`` (see
-``docs/processor.md`` for the faust findings). faust still owns the consumer group, the
-per-partition transactional producers (transactional id ``{app_id}-{group}-{partition}``), the
-RocksDB table and its restore from the changelog. ``BatchConsumer`` hands us whole fetches;
-per batch and source partition we send, *under faust's own per-transaction lock*, every ledger
-entry, alert, DLQ record and the changelog record of each touched account through that
-partition's transactional producer, and note the batch's next offsets. Our commit loop adds
-those offsets to the transaction and commits it under the same lock, so a transaction holds
-whole batches and exactly their offsets. Replays after a crash start at committed offsets
-over state restored from the committed changelog.
+Per batch and source partition, under the runtime's lock for that partition's transaction, every
+ledger entry, alert, DLQ record and the changelog record of each touched account goes out
+through that partition's transactional producer, and the batch's next offsets are noted. The
+commit loop adds those offsets to the transaction and commits it under the same lock, so a
+transaction holds whole batches and exactly their offsets. Replays after a crash start at
+committed offsets over state restored from the committed changelog, verified against the
+ledger first (``pipeline.restore``).
+
+Runtime-agnostic: it speaks to the stream runtime only through ``pipeline.ports``
+(``StreamRuntime``, ``StateTable``); ``pipeline/runtime`` implements those on faust, and
+``tests/unit/pipeline/test_sink.py`` on fakes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-import faust
-from aiokafka.errors import IllegalStateError
 from aiokafka.structs import TopicPartition as TP
 from rocksdict import WriteBatch
 
-from metering.avro import (
-    CREDIT_ALERT,
-    CREDIT_COMMAND,
-    LEDGER_ENTRY,
-    USAGE_EVENT,
-    AvroCodec,
-    load_registry,
-)
 from metering.topics import TopicNames
-from pipeline import faust_fixes, table_store
-from pipeline.config_reload import EngineSource, LiveEngine
-from pipeline.core import BatchProcessor, Codecs, InMessage, PartitionOutput
-from pipeline.fast_consumer import batch_consumer_class
-from pipeline.id_store import IdStore, write_chunks
+from pipeline.core import BatchProcessor, InMessage, PartitionOutput
+from pipeline.id_store import write_chunks
 from pipeline.metrics import Metrics
-from pipeline.restore import FAUST_KEY_PREFIX, RestoreMismatchError, RestoreVerifier
-from pipeline.settings import ProcessorConfig
+from pipeline.ports import StateTable, StreamRuntime
+from pipeline.restore import RestoreMismatchError, RestoreVerifier
 
-log = logging.getLogger("pipeline.app")
-
-TABLE_NAME = "accounts"
-IDS_TABLE_NAME = "event_ids"
+log = logging.getLogger("pipeline.sink")
 
 
-@dataclass
-class ProcessorApp:
-    """The faust app plus the pieces tests and the worker poke at."""
+class TransactionalSink:
+    """Processes fetched batches inside the per-partition transactions and commits them.
 
-    app: faust.App
-    config: ProcessorConfig
-    topics: TopicNames
-    metrics: Metrics
-    live: LiveEngine
-    processor: BatchProcessor
-
-
-def make_codecs(config: ProcessorConfig) -> Codecs:
-    registry = load_registry(schema_dir=config.schema_dir)
-    return Codecs(
-        usage=AvroCodec(registry, USAGE_EVENT),
-        command=AvroCodec(registry, CREDIT_COMMAND),
-        ledger=AvroCodec(registry, LEDGER_ENTRY),
-        alert=AvroCodec(registry, CREDIT_ALERT),
-    )
-
-
-def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
-    """Create the faust app for ``config``; ``source`` builds (and rebuilds) the engine.
-
-    Raises ``faust_fixes.UnsupportedFaustVersion`` on any faust-streaming but the pinned one."""
-    faust_fixes.apply()
-    table_store.register()
-    topics = TopicNames(config.prefix)
-    metrics = Metrics()
-    live = LiveEngine(source, metrics)
-    ids_ref: list[Any] = []
-    id_store = IdStore(lambda partition: ids_ref[0].data._db_for_partition(partition))
-    processor = BatchProcessor(topics, live.current, make_codecs(config), metrics, id_store)
-    app = faust.App(
-        config.app_id,
-        broker=f"kafka://{config.bootstrap}",
-        store=f"{table_store.SCHEME}://",  # RocksDB, rebuilt from the changelog on assignment
-        processing_guarantee="exactly_once",
-        datadir=str(config.data_dir),
-        autodiscover=False,
-        web_enabled=True,
-        web_host=config.web_host,
-        web_port=config.web_port,
-        web_bind=config.web_host,
-        broker_commit_interval=config.commit_interval_s,
-        topic_partitions=config.partitions,
-        topic_replication_factor=config.replication,
-        table_standby_replicas=0,
-        consumer_auto_offset_reset="earliest",
-        stream_buffer_maxsize=max(4096, config.batch_max * 2),
-        producer_linger_ms=5,
-        producer_max_batch_size=512 * 1024,
-        broker_max_poll_records=config.batch_max,  # = the largest batch we process
-        broker_session_timeout=config.session_timeout_s,
-        consumer_group_instance_id=config.instance_id,
-        broker_heartbeat_interval=min(3.0, config.session_timeout_s / 4),
-        stream_wait_empty=False,
-    )
-    sink_ref: list[_TransactionalSink] = []
-
-    async def handle(batch: list[InMessage], generation: int) -> None:
-        await sink_ref[0].handle(batch, generation)
-
-    # Must be set before faust creates its consumer (lazily, at worker start).
-    app.transport.Consumer = batch_consumer_class(
-        frozenset({topics.usage_events, topics.credit_commands}),
-        handle,
-        delivery_delay_s=config.fault_delivery_delay_s,
-        fetch_position=config.fault_fetch_position,
-    )
-    table = app.Table(
-        TABLE_NAME,
-        partitions=config.partitions,
-        key_type=bytes,
-        value_type=bytes,
-        options={"driver": "rocksdict"},
-    )
-    ids_table = app.Table(
-        IDS_TABLE_NAME,
-        partitions=config.partitions,
-        key_type=bytes,
-        value_type=bytes,
-        options={"driver": "rocksdict"},
-        store=f"{table_store.IDS_SCHEME}:{IDS_TABLE_NAME}",  # "x://" alone is a false URL
-    )
-    ids_ref.append(ids_table)
-    source_topic = app.topic(
-        topics.usage_events,
-        topics.credit_commands,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=config.partitions,
-        internal=False,
-    )
-    sink = _TransactionalSink(app, table, ids_table, topics, metrics, processor, config.bootstrap)
-
-    def load(partition: int, account_id: str) -> bytes | None:
-        value: bytes | None = table.data._db_for_partition(partition).get(account_id.encode())
-        return value
-
-    sink.load = load
-    sink_ref.append(sink)
-
-    async def idle(stream: Any) -> None:
-        # Subscribes the source topics (faust's assignor, tables and transactions key off the
-        # agents' topics); the records themselves reach ``sink.handle`` via BatchConsumer.
-        async for _ in stream:  # pragma: no cover - BatchConsumer never feeds it
-            pass
-
-    app.agent(source_topic, concurrency=1, name="process")(idle)
-
-    async def commit_loop() -> None:
-        # A plain loop rather than app.timer: under load a commit may outlast the interval,
-        # and mode's timer then logs an "overlapping" warning ten times a second.
-        while True:
-            await asyncio.sleep(config.commit_interval_s)
-            await sink.commit()
-
-    app.task(commit_loop)
-
-    async def on_revoked(*args: Any, **kwargs: Any) -> None:
-        await sink.commit()
-
-    app.on_partitions_revoked.connect(on_revoked)
-
-    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        sink.keep_verified({tp.partition for tp in assigned if tp.topic == topics.usage_events})
-
-    app.on_partitions_assigned.connect(on_assigned)
-
-    async def on_restored(*args: Any, **kwargs: Any) -> None:
-        # Sent by faust's recovery once the changelog is read, before the streams resume.
-        await sink.verify_restored()
-
-    app.on_rebalance_complete.connect(on_restored)
-
-    if config.sweep_interval_s:
-
-        async def sweep() -> None:
-            await sink.sweep(processor, int(time.time() * 1000))
-
-        app.timer(config.sweep_interval_s, name="sweep")(sweep)
-
-    async def reload_config() -> None:
-        live.maybe_reload()
-
-    app.timer(config.reload_interval_s, name="config_reload")(reload_config)
-
-    async def metrics_view(web: Any, request: Any) -> Any:
-        return web.text(metrics.render(_lag(app)), content_type="text/plain; version=0.0.4")
-
-    app.page("/metrics")(metrics_view)
-
-    return ProcessorApp(app, config, topics, metrics, live, processor)
-
-
-class _TransactionalSink:
-    """Processes fetched batches inside faust's per-partition transactions and commits them.
-
-    Per source partition and batch, under faust's lock for that partition's transaction: load
+    Per source partition and batch, under the runtime's lock for that partition's transaction: load
     state, run the pure :class:`BatchProcessor`, send every output (ledger, alerts, DLQ, the
     changelog record of each touched account) through the partition's transactional producer,
     write RocksDB, and remember the next offset to commit. :meth:`commit` (a timer every
@@ -221,15 +47,15 @@ class _TransactionalSink:
 
     def __init__(
         self,
-        app: faust.App,
-        table: Any,
-        ids_table: Any,
+        runtime: StreamRuntime,
+        table: StateTable,
+        ids_table: StateTable,
         topics: TopicNames,
         metrics: Metrics,
         processor: BatchProcessor,
         bootstrap: str,
     ) -> None:
-        self.app = app
+        self.runtime = runtime
         self.table = table
         self.ids_table = ids_table
         self.topics = topics
@@ -249,10 +75,7 @@ class _TransactionalSink:
         )
 
     def _transaction(self, partition: int) -> tuple[Any, Any]:
-        group = self.app.assignor.group_for_topic(self.topics.usage_events)
-        tid = f"{self.app.conf.id}-{group}-{partition}"
-        producer = self.app.producer
-        return producer._trn_locks[tid], producer._transaction_producers[tid]
+        return self.runtime.transaction(partition)
 
     async def handle(self, batch: list[InMessage], generation: int) -> None:
         """Process one fetched batch (any partitions, fetch order) of the source topics."""
@@ -263,8 +86,7 @@ class _TransactionalSink:
                 by_partition[msg.partition] = [msg]
             else:
                 part.append(msg)
-        app = self.app
-        consumer = app.consumer
+        runtime = self.runtime
         if generation != self._cache_generation:
             # A rebalance: partitions may have moved and been restored from the changelog since.
             self.processor.clear_cache()
@@ -278,7 +100,7 @@ class _TransactionalSink:
             async with lock:
                 # A rebalance since the fetch: faust seeks to the committed offsets; the rewind
                 # below covers the case where that seek already happened before this drop.
-                if app.consumer_generation_id != generation or not consumer.flow_active:
+                if runtime.generation != generation or not runtime.flowing:
                     self._drop(msgs, "rebalanced since the fetch")
                     continue
                 if self._transaction(partition)[1] is not txp:
@@ -310,18 +132,14 @@ class _TransactionalSink:
         """Verify every newly restored partition against the ledger (``pipeline.restore``);
         until it is verified, a partition is not processed. When the ledger itself cannot be
         folded, the worker stops with the accounts named rather than write from wrong state."""
-        partitions = sorted(
-            tp.partition
-            for tp in self.app.assignor.assigned_actives()
-            if tp.topic == self.topics.usage_events and tp.partition not in self._verified
-        )
+        partitions = [p for p in self.runtime.active_partitions() if p not in self._verified]
         if not partitions:
             return
         try:
             self._verified.update(await self.verifier.verify(partitions))
         except RestoreMismatchError as error:
             log.error("%s", error)
-            await self.app.crash(error)
+            await self.runtime.crash(error)
             raise
         finally:
             self.metrics.verified_partitions = len(self._verified)
@@ -337,8 +155,7 @@ class _TransactionalSink:
                 txp = None
             if pending[0] is txp and tp in pending[1]:
                 return pending[1][tp]
-        committed: int | None = self.app.consumer._committed_offset.get(tp)
-        return committed
+        return self.runtime.committed_offset(tp)
 
     def _unprocessed(self, partition: int, msgs: list[InMessage]) -> list[InMessage]:
         """``msgs`` minus records already processed (a re-fetch after a seek must never apply a
@@ -381,19 +198,16 @@ class _TransactionalSink:
         read offset past its records: without this the partition would skip them until a
         restart. Waits (keeps the list) while a rebalance is in progress.
         """
-        app = self.app
-        consumer = app.consumer
-        if not consumer.flow_active or app.rebalancing:
+        runtime = self.runtime
+        if not runtime.flowing or runtime.rebalancing:
             return
-        assigned = consumer.assignment()
+        assigned = runtime.assignment()
         dropped, self._dropped = self._dropped, {}
         for tp, first in dropped.items():
             if tp not in assigned:
                 continue  # the new owner reads it from the committed offset
             target = self._next_offset(tp)
-            try:
-                await consumer.seek(tp, first if target is None else target)
-            except IllegalStateError:
+            if not await runtime.seek(tp, first if target is None else target):
                 log.info("no rewind of %s: it was revoked meanwhile", tp)
 
     async def commit(self) -> None:
@@ -424,18 +238,16 @@ class _TransactionalSink:
             return
         try:
             if pending is not None and pending[0] is txp:
-                await txp.send_offsets_to_transaction(pending[1], self.app.conf.id)
+                await txp.send_offsets_to_transaction(pending[1], self.runtime.group_id)
             await txp.commit_transaction()
             await txp.begin_transaction()
         except Exception as exc:
             log.exception("transaction commit failed for partition %d", partition)
-            await self.app.crash(exc)
+            await self.runtime.crash(exc)
             raise
         self.metrics.transactions += 1
         if pending is not None and pending[0] is txp:
-            committed = self.app.consumer._committed_offset
-            for tp, offset in pending[1].items():
-                committed[tp] = offset
+            self.runtime.mark_committed(pending[1])
 
     async def _send(self, txp: Any, partition: int, out: PartitionOutput) -> None:
         """Send a partition's output (records, account states, id chunks) in its transaction.
@@ -448,7 +260,7 @@ class _TransactionalSink:
         for rec in out.records:
             await batches.add(rec.topic, rec.key, rec.value, rec.headers)
         if out.states or out.deleted:
-            changelog = self.table.changelog_topic.get_topic_name()
+            changelog = self.table.changelog
             batch = WriteBatch(raw_mode=True)
             for account_id, state in out.states.items():
                 key = account_id.encode()
@@ -458,12 +270,12 @@ class _TransactionalSink:
                 key = account_id.encode()
                 await batches.add(changelog, key, None)
                 batch.delete(key)
-            self.table.data._db_for_partition(partition).write(batch)
+            self.table.db(partition).write(batch)
         if out.id_chunks:
-            changelog = self.ids_table.changelog_topic.get_topic_name()
+            changelog = self.ids_table.changelog
             for key, value in out.id_chunks:
                 await batches.add(changelog, key, value)
-            write_chunks(self.ids_table.data._db_for_partition(partition), out.id_chunks)
+            write_chunks(self.ids_table.db(partition), out.id_chunks)
         await batches.flush()
         self.metrics.entries += out.entries
 
@@ -481,14 +293,9 @@ class _TransactionalSink:
 
     async def sweep(self, processor: BatchProcessor, now: int) -> None:
         """Sweep every stored account of each active partition; commit what it emits."""
-        if getattr(self.app, "in_recovery", False) or self.app.tables.recovery.in_recovery:
+        if self.runtime.recovering:
             return
-        actives = sorted(
-            tp.partition
-            for tp in self.app.assignor.assigned_actives()
-            if tp.topic == self.topics.usage_events
-        )
-        for partition in actives:
+        for partition in self.runtime.active_partitions():
             if partition not in self._verified:
                 continue  # restored state not yet checked against the ledger
             try:
@@ -497,10 +304,7 @@ class _TransactionalSink:
                 continue
             async with lock:
                 out = PartitionOutput(partition)
-                db = self.table.data._db_for_partition(partition)
-                for key, value in db.items():
-                    if key.startswith(FAUST_KEY_PREFIX):
-                        continue
+                for key, value in self.table.accounts(partition):
                     processor.sweep_account(partition, key.decode(), value, now, out)
                 if not out.records and not out.states:
                     continue
@@ -547,22 +351,3 @@ class _TopicBatches:
     async def flush(self) -> None:
         for topic in list(self._open):
             await self._send(topic)
-
-
-def _lag(app: faust.App) -> dict[tuple[str, int], int]:
-    lag: dict[tuple[str, int], int] = {}
-    try:
-        consumer = app.consumer
-        for tp in consumer.assignment():
-            if tp.topic.endswith("-changelog"):
-                continue
-            high = consumer.highwater(tp)
-            committed = consumer._committed_offset.get(tp)
-            if high is not None:
-                lag[(tp.topic, tp.partition)] = max(0, high - (committed or 0))
-    except Exception:  # metrics must never break the endpoint
-        log.debug("lag unavailable", exc_info=True)
-    return lag
-
-
-EngineFactory = Callable[[ProcessorConfig], EngineSource]
