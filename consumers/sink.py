@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import queue
 import signal
 import sys
@@ -50,9 +49,6 @@ log = logging.getLogger("metering.sink")
 Decoder = Callable[[bytes], Mapping[str, Any]]
 RowBuilder = Callable[[Mapping[str, Any], int, int], tuple[Any, ...]]
 
-CRASH_HOOK_ENV = "METERING_SINK_CRASH_AFTER_INSERT"
-"""Test hook: ``os._exit(CRASH_EXIT_CODE)`` right after the first flush's inserts, pre-commit."""
-CRASH_EXIT_CODE = 77
 
 DEFAULT_MAX_ROWS = 100_000
 
@@ -169,7 +165,6 @@ class ClickHouseSink:
         max_rows: int = DEFAULT_MAX_ROWS,
         max_wait_s: float = 1.0,
         eager_rows: int = EAGER_ROWS,
-        crash_after_insert: bool = False,
         instance_id: str | None = None,
         native_avro: bool = True,
         insert_clients: Sequence[Client] = (),
@@ -194,7 +189,6 @@ class ClickHouseSink:
         self.routes = routes_for(topics, decoders, native if native_avro else None)
         self.acc = BatchAccumulator(max_rows=max_rows, max_wait_s=max_wait_s)
         self.stats = SinkStats()
-        self.crash_after_insert = crash_after_insert
         self._assigned: set[tuple[str, int]] = set()
         self._at_eof: set[tuple[str, int]] = set()
         self._stop = False
@@ -463,8 +457,6 @@ class ClickHouseSink:
         errors = [err for f in inserts if (err := f.exception()) is not None]
         if errors:
             raise errors[0]
-        if self.crash_after_insert:
-            os._exit(CRASH_EXIT_CODE)
         if self.producer.flush(30) > 0:
             raise RuntimeError("DLQ producer could not deliver within 30 s; not committing")
 
@@ -632,7 +624,6 @@ def main(argv: list[str]) -> int:
         max_rows=args.max_rows,
         max_wait_s=args.max_wait_ms / 1000,
         eager_rows=args.eager_rows,
-        crash_after_insert=os.environ.get(CRASH_HOOK_ENV) == "1",
         instance_id=args.instance_id,
     )
     signal.signal(signal.SIGTERM, lambda *_: sink.stop())

@@ -30,9 +30,3 @@ class ProcessorConfig:
     pricebook_path: Path | None = None
     plans_path: Path | None = None
     schema_dir: Path | None = None
-    engine_factory: str | None = None
-    """``module:callable`` returning a :class:`pipeline.config_reload.EngineSource`; for tests."""
-    fault_delivery_delay_s: float = 0.0
-    """Fault injection for tests: a pause between each fetch and its delivery."""
-    fault_fetch_position: bool = False
-    """Fault injection for tests: consumer positions as aiokafka gives them (the restore bug)."""

@@ -10,7 +10,6 @@ Local RocksDB may hold writes of a transaction that a crash aborted; faust would
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import logging.config
 import shutil
@@ -18,7 +17,7 @@ import sys
 from pathlib import Path
 
 from metering.config import env_value, load_settings
-from pipeline.config_reload import EngineSource
+from pipeline.engine_adapter import file_source
 from pipeline.logs import logging_config
 from pipeline.settings import ProcessorConfig
 
@@ -57,9 +56,6 @@ def parse_config(argv: list[str]) -> tuple[ProcessorConfig, str]:
         default=settings.plans_path,
         help="plans file (default: METERING_PLANS, else the shipped one)",
     )
-    p.add_argument("--engine-factory", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--fault-delivery-delay", type=float, default=0.0, help=argparse.SUPPRESS)
-    p.add_argument("--fault-fetch-position", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--loglevel", default="info")
     a = p.parse_args(argv)
     a.app_id = a.app_id or f"{a.prefix}metering-processor"
@@ -80,9 +76,6 @@ def parse_config(argv: list[str]) -> tuple[ProcessorConfig, str]:
         reload_interval_s=a.reload_interval,
         pricebook_path=a.pricebook,
         plans_path=a.plans,
-        engine_factory=a.engine_factory,
-        fault_delivery_delay_s=a.fault_delivery_delay,
-        fault_fetch_position=a.fault_fetch_position,
     )
     return config, a.loglevel
 
@@ -109,15 +102,6 @@ def worker_command(
     ]
 
 
-def engine_source(config: ProcessorConfig) -> EngineSource:
-    """The real engine from the (watched) data files, or a test factory ``module:callable``."""
-    target = config.engine_factory or "pipeline.engine_adapter:file_source"
-    module_name, _, attr = target.partition(":")
-    factory = getattr(importlib.import_module(module_name), attr)
-    source: EngineSource = factory(config)
-    return source
-
-
 def main(argv: list[str]) -> int:
     config, loglevel = parse_config(argv)
     logging.config.dictConfig(logging_config(loglevel))
@@ -127,7 +111,7 @@ def main(argv: list[str]) -> int:
     from pipeline.runtime import UnsupportedFaustVersion, build_app, run_worker
 
     try:
-        built = build_app(config, engine_source(config))
+        built = build_app(config, file_source(config))
     except UnsupportedFaustVersion as exc:
         print(f"metering run processor: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,10 +112,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
 
     # Must be set before faust creates its consumer (lazily, at worker start).
     app.transport.Consumer = batch_consumer_class(
-        frozenset({topics.usage_events, topics.credit_commands}),
-        handle,
-        delivery_delay_s=config.fault_delivery_delay_s,
-        fetch_position=config.fault_fetch_position,
+        frozenset({topics.usage_events, topics.credit_commands}), handle
     )
     table = app.Table(
         TABLE_NAME,
@@ -317,9 +314,6 @@ def _lag(app: faust.App) -> dict[tuple[str, int], int]:
     except Exception:  # metrics must never break the endpoint
         log.debug("lag unavailable", exc_info=True)
     return lag
-
-
-EngineFactory = Callable[[ProcessorConfig], EngineSource]
 
 
 def run_worker(built: ProcessorApp, loglevel: str) -> None:

@@ -12,7 +12,6 @@ transactional producers, the tables) stays faust's.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -54,15 +53,8 @@ class _ConsumerThread(AIOKafkaConsumerThread):  # type: ignore[misc]
 def batch_consumer_class(
     source_topics: frozenset[str],
     handler: BatchHandler,
-    delivery_delay_s: float = 0.0,
-    fetch_position: bool = False,
 ) -> type[Any]:
-    """A faust aiokafka ``Consumer`` subclass that batches ``source_topics`` to ``handler``.
-
-    Fault injection for tests: ``delivery_delay_s`` pauses between each fetch and its delivery,
-    the window in which faust's recovery used to lose a partition's state; ``fetch_position``
-    answers positions as aiokafka does (the bug), to test the restore check's repair alone.
-    """
+    """A faust aiokafka ``Consumer`` subclass that batches ``source_topics`` to ``handler``."""
 
     class BatchConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         undelivered: dict[Any, int]
@@ -86,7 +78,7 @@ def batch_consumer_class(
             of the partition started again at seq 1 (docs/processor.md, item 10).
             """
             pos: int | None = await super().position(tp)
-            first = None if fetch_position else self.undelivered.get(tp)
+            first = self.undelivered.get(tp)
             if first is None or pos is None:
                 return pos
             return min(pos, first)
@@ -114,8 +106,6 @@ def batch_consumer_class(
 
         async def _deliver(self, records: Any, active: set[Any] | None) -> None:
             """Hand one fetch on: source topics as one batch, other topics record by record."""
-            if delivery_delay_s:
-                await asyncio.sleep(delivery_delay_s)
             await self.sleep(0)
             if not records or self.should_stop:
                 return

@@ -8,15 +8,17 @@ import sys
 import uuid
 from collections import Counter, defaultdict
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
 from chsink_helpers import Dataset, make_dataset, produce
 from confluent_kafka import Consumer, TopicPartition
+from crashing_sink import CRASH_EXIT_CODE
 
 from consumers import queries
 from consumers.clickhouse import close_all, connect
-from consumers.sink import CRASH_EXIT_CODE, CRASH_HOOK_ENV, ClickHouseSink
+from consumers.sink import ClickHouseSink
 from metering.topics import TopicNames
 
 pytestmark = pytest.mark.integration
@@ -27,11 +29,11 @@ PERIOD = queries.Period(date(2025, 11, 1), date(2026, 1, 1))
 def run_sink_process(
     topics: TopicNames, database: str, group: str, crash: bool
 ) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env.pop(CRASH_HOOK_ENV, None)
-    if crash:
-        env[CRASH_HOOK_ENV] = "1"
-    argv = [sys.executable, "-m", "metering.cli", "run", "sink", "--database", database]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3]))
+    command = [sys.executable, "-m", "metering.cli", "run", "sink"]
+    if crash:  # the same sink, dying right after its first inserts (test-only)
+        command = [sys.executable, str(Path(__file__).with_name("crashing_sink.py"))]
+    argv = [*command, "--database", database]
     argv += ["--topic-prefix", topics.prefix, "--group", group, "--max-rows", "700"]
     argv += ["--exit-when-caught-up", "--instance-id", f"{group}-1"]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)

@@ -225,7 +225,8 @@ def debits(ledger: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
 
 
 class Worker:
-    """``python -m pipeline.worker`` as a subprocess (what ``metering run processor`` runs)."""
+    """``python -m pipeline.worker`` as a subprocess (what ``metering run processor`` runs);
+    with ``--fault-*`` options, ``faulty_worker.py`` (the same worker, faults injected)."""
 
     def __init__(
         self, bootstrap: str, topics: TopicNames, app_id: str, workdir: Path, *extra: str
@@ -252,6 +253,8 @@ class Worker:
             os.environ.get("METERING_TEST_WORKER_LOGLEVEL", "warning"),
             *extra,
         )
+        if any(arg.startswith("--fault-") for arg in extra):  # the test-only faulty worker
+            self.args[1:3] = [str(Path(__file__).with_name("faulty_worker.py"))]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
