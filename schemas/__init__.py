@@ -1,4 +1,6 @@
-"""Avro contracts (``*.avsc``). Shipped as package data so an installed wheel finds them."""
+"""Avro contracts (``*.avsc``) and their registry (``registry.json``). Shipped as package data
+so an installed wheel finds them. Imports nothing; read by ``metering.avro``.
+"""
 
 from pathlib import Path
 

@@ -4,7 +4,7 @@ Where the services come from, in order:
 1. ``METERING_KAFKA_BOOTSTRAP`` and ``METERING_REDIS_URL`` set in the environment: used as is
    (``METERING_CLICKHOUSE_URL`` too, else an embedded chDB dir in the session's tmp dir);
 2. a Docker engine that answers a ping: testcontainers' Kafka, Redis and ClickHouse;
-3. otherwise the local stack (``metering.stack.LocalStack``) in a tmp state dir, started once
+3. otherwise the local stack (``devstack.LocalStack``) in a tmp state dir, started once
    and stopped at the end of the session.
 
 Nothing starts until a test asks for one of these fixtures, so unit-only runs stay fast.
@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from metering.stack import LocalStack
-from metering.stack.watchdog import spawn_watchdog
+from devstack import LocalStack
+from devstack.watchdog import spawn_watchdog
 from metering.topics import TopicNames, create_topics, delete_topics
 
 TEST_PARTITIONS = 6

@@ -1,4 +1,7 @@
-"""Avro contracts on the wire: schemas, the registry of ids and the Confluent-framed codec."""
+"""Avro contracts on the wire: schemas, the registry of ids and the Confluent-framed codec.
+
+May import: ``metering``, ``schemas``.
+"""
 
 from metering.avro.codec import HEADER_SIZE, MAGIC, AvroCodec, frame_header, read_header
 from metering.avro.errors import (

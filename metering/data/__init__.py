@@ -1,4 +1,5 @@
-"""Shipped default data (price book, plans). A package so the YAML ships in the wheel."""
+"""Shipped default data (price book, plans). A package so the YAML ships in the wheel.
+Imports nothing of ours."""
 
 from pathlib import Path
 

@@ -10,7 +10,11 @@ Typical use::
     publish(outcome.entries, outcome.alerts)      # the engine mutated ``state`` in place
     table[account_id] = state.to_bytes()
 
-See docs/engine.md for the rules.
+See docs/engine.md for the rules. One rule per module: ``pricing``, ``grants`` (burn-down),
+``terms`` (plans and overrides), ``timeline`` (expiry, period reset, rollover), ``alerts``,
+``entries`` (writing ledger entries), ``fold`` and ``catch_up`` (the ledger back into state).
+
+May import: nothing outside ``metering.domain`` but the standard library and PyYAML.
 """
 
 from metering.domain.catch_up import CaughtUp, catch_up

@@ -1,4 +1,7 @@
-"""Producer SDK: validated, Avro-encoded, idempotent publishing keyed by account."""
+"""Producer SDK: validated, Avro-encoded, idempotent publishing keyed by account.
+
+May import: ``metering`` (domain records, avro codecs, config).
+"""
 
 from metering.domain.records import AccountOverride, AutoTopupConfig, CommandKind, CreditCommand
 from metering.sdk.commands import CommandPublisher

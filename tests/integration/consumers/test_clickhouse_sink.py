@@ -30,7 +30,7 @@ def run_sink_process(
     topics: TopicNames, database: str, group: str, crash: bool
 ) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3]))
-    command = [sys.executable, "-m", "metering.cli", "run", "sink"]
+    command = [sys.executable, "-m", "cli.main", "run", "sink"]
     if crash:  # the same sink, dying right after its first inserts (test-only)
         command = [sys.executable, str(Path(__file__).with_name("crashing_sink.py"))]
     argv = [*command, "--database", database]

@@ -1,7 +1,7 @@
 """The account page in a real headless Chromium against the real pipeline.
 
 Processor and projection run as subprocesses; the web app (sidecar + page) and the
-ClickHouse sink run in this process, exactly as ``metering.web.server`` hosts them, so this
+ClickHouse sink run in this process, exactly as ``accountpage.server`` hosts them, so this
 process owns the chDB engine and can check the page's figures against ClickHouse directly.
 """
 
@@ -23,15 +23,15 @@ from typing import Any
 import httpx
 import pytest
 
+from accountpage.access import AccessControl
+from accountpage.app import build_app
+from accountpage.server import EmbeddedSink, ReaderHolder
 from consumers.clickhouse import connect
 from consumers.migrations import migrate
-from metering.demo.scenario import command, month_start
+from demo.scenario import command, month_start
 from metering.net import free_port
 from metering.sdk import CommandPublisher, UsageReporter, make_usage_event
 from metering.topics import TopicNames
-from metering.web.access import AccessControl
-from metering.web.app import build_app
-from metering.web.server import EmbeddedSink, ReaderHolder
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ class Children:
     def start(self, name: str, *args: str) -> None:
         with open(self.log_dir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "metering.cli", *args],
+                [sys.executable, "-m", "cli.main", *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,

@@ -24,7 +24,7 @@ def test_demo_no_serve_exits_zero(stack: object, tmp_path: Path) -> None:
     for key in ("METERING_API_KEYS", "METERING_ADMIN_KEY", "METERING_ACCOUNT_KEYS"):
         env.pop(key, None)
     result = subprocess.run(
-        [sys.executable, "-m", "metering.cli", "demo", "--no-serve", "--port", "0"],
+        [sys.executable, "-m", "cli.main", "demo", "--no-serve", "--port", "0"],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -10,12 +10,12 @@ import redis
 from conftest import CREDIT, LedgerBuilder
 from starlette.testclient import TestClient
 
+from devstack.redis import LocalRedis
 from projections.apply import Projector
 from projections.breaker import BreakerState, CircuitBreaker
 from projections.enforcement import UNKNOWN_FEATURE_DECISION, Enforcer
 from projections.features import FeatureCatalog
 from projections.keys import account_keys
-from projections.localredis import LocalRedis
 from projections.sidecar import Sidecar
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,10 @@ import redis
 from conftest import CREDIT, LedgerBuilder
 from starlette.testclient import TestClient
 
+from devstack.redis import LocalRedis
 from metering.net import free_port
 from projections.apply import Projector
 from projections.failmode import FailMode
-from projections.localredis import LocalRedis
 from projections.sidecar import Sidecar
 
 pytestmark = pytest.mark.integration
@@ -231,7 +231,7 @@ def test_real_uvicorn_server(redis_url: str, seeded: str) -> None:
         "METERING_API_KEYS": "svcA:key-a-secret,svcB:key-b-secret",
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "metering.cli", "run", "sidecar", "--port", str(port)],
+        [sys.executable, "-m", "cli.main", "run", "sidecar", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

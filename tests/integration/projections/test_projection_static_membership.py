@@ -45,7 +45,7 @@ class Projection:
     def start(self) -> None:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "metering.cli", "run", "projection", *self.args],
+                [sys.executable, "-m", "cli.main", "run", "projection", *self.args],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,

@@ -44,12 +44,12 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from starlette.types import Message
 
+from benchmarks.enforce import running_sidecar
+from devstack.redis import LocalRedis
 from metering.net import free_port
 from projections.apply import Projector
-from projections.bench import running_sidecar
 from projections.failmode import FailMode
 from projections.keys import account_pattern
-from projections.localredis import LocalRedis
 from projections.sidecar import Sidecar
 
 pytestmark = pytest.mark.integration

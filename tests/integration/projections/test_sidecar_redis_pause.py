@@ -19,10 +19,10 @@ import time
 import pytest
 import redis
 
+from benchmarks.enforce import Answer, check_bodies, run_loop, running_sidecar, seed_entries
+from benchmarks.enforce import sidecar_load as _sidecar_load
+from devstack.redis import LocalRedis
 from projections.apply import Projector
-from projections.bench import Answer, check_bodies, run_loop, running_sidecar, seed_entries
-from projections.bench import sidecar_load as _sidecar_load
-from projections.localredis import LocalRedis
 
 RATE = 2000.0
 DURATION_S = 30.0
@@ -31,7 +31,7 @@ CREDIT = 1_000_000
 
 _LOAD = """
 import json, sys
-from projections.bench import run_loop, sidecar_load
+from benchmarks.enforce import run_loop, sidecar_load
 bodies = [b.encode() for b in json.load(sys.stdin)]
 port, rate, duration = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 answers = run_loop(sidecar_load(port, bodies, rate, duration))

@@ -19,13 +19,13 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from metering.stack import LocalStack
-from metering.stack.process import pid_alive
+from devstack import LocalStack
+from devstack.process import pid_alive
 from metering.topics import TopicNames, create_topics
 
 pytestmark = pytest.mark.integration
 
-METERING = [sys.executable, "-m", "metering.cli"]
+METERING = [sys.executable, "-m", "cli.main"]
 
 
 def _run(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from metering.demo.cli import credits
-from metering.demo.scenario import (
+from demo.cli import credits
+from demo.scenario import (
     DEMO_GROWTH_ROLLOVER_CAP,
     build_scenario,
     demo_plans_yaml,

@@ -137,7 +137,7 @@ def test_dedupe_memory_per_id_is_within_budget(ids: int) -> None:
 
 
 def test_bench_prints_one_json_line(capsys: pytest.CaptureFixture[str]) -> None:
-    from metering.bench.engine import main
+    from benchmarks.engine import main
 
     assert main(["--json", "--events", "2000", "--accounts", "50"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from metering.cli import COMMANDS
+from cli.main import COMMANDS
 from metering.config import load_settings
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -81,7 +81,7 @@ def test_invalid_values_fail_naming_the_variable(tmp_path: Path, variable: str, 
 def test_cli_reports_a_config_error_with_the_variable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from metering.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("METERING_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("METERING_REDIS_URL", "nonsense")

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from devstack import LocalStack
+from devstack import kafka as kafka_mod
+from devstack.kafka import KafkaNode, jars_present, new_cluster_id
+from devstack.process import cmdline, owns, pid_alive, port_open, stop
+from devstack.redis import RedisNode
 from metering.net import free_port
-from metering.stack import LocalStack
-from metering.stack import kafka as kafka_mod
-from metering.stack.kafka import KafkaNode, jars_present, new_cluster_id
-from metering.stack.process import cmdline, owns, pid_alive, port_open, stop
-from metering.stack.redis import RedisNode
 
 
 def _sleeper() -> subprocess.Popen[bytes]:

@@ -7,9 +7,9 @@ from datetime import date
 import pytest
 from starlette.testclient import TestClient
 
-from metering.web.access import AccessConfigError, AccessControl, parse_account_keys
-from metering.web.app import build_app
-from metering.web.usage import period_days
+from accountpage.access import AccessConfigError, AccessControl, parse_account_keys
+from accountpage.app import build_app
+from accountpage.usage import period_days
 
 
 def _client() -> TestClient:

@@ -31,11 +31,11 @@ from typing import Any, TypeVar
 import httpx
 import redis
 
+from devstack.redis import LocalRedis, reachable
 from metering.config import env_value
 from metering.net import free_port
 from projections.apply import Projector
 from projections.enforcement import Enforcer
-from projections.localredis import LocalRedis, reachable
 
 T = TypeVar("T")
 
@@ -267,7 +267,7 @@ def running_sidecar(
         **(env or {}),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "metering.cli", "run", "sidecar", "--port", str(port)],
+        [sys.executable, "-m", "cli.main", "run", "sidecar", "--port", str(port)],
         env=proc_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

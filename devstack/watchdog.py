@@ -3,7 +3,7 @@
 The test fixtures start the stack with ``start_new_session=True`` (so a Ctrl-C in pytest
 doesn't kill the broker mid-teardown); if pytest itself is then killed hard (a CI time-out,
 ``kill -9``), this watchdog still stops Kafka and Redis instead of leaving them running.
-Usage: ``python -m metering.stack.watchdog <owner pid> <state dir>``.
+Usage: ``python -m devstack.watchdog <owner pid> <state dir>``.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from metering.stack.local import LocalStack
-from metering.stack.process import pid_alive
+from devstack.local import LocalStack
+from devstack.process import pid_alive
 
 
 def spawn_watchdog(owner_pid: int, state_dir: Path) -> subprocess.Popen[bytes]:
     """Start a watchdog for ``state_dir`` that acts when ``owner_pid`` exits."""
     return subprocess.Popen(
-        [sys.executable, "-m", "metering.stack.watchdog", str(owner_pid), str(state_dir)],
+        [sys.executable, "-m", "devstack.watchdog", str(owner_pid), str(state_dir)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from devstack.kafka import KafkaError, ensure_jars, jars_present, libs_dir
+from devstack.local import LocalStack, StackError
+from devstack.redis import RedisError
 from metering.config import load_settings
-from metering.stack.kafka import KafkaError, ensure_jars, jars_present, libs_dir
-from metering.stack.local import LocalStack, StackError
-from metering.stack.redis import RedisError
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""``python -m metering.web.server``: the sidecar API + account page, and (for chDB) the sink.
+"""``python -m accountpage.server``: the sidecar API + account page, and (for chDB) the sink.
 
 Why the sink may live here: embedded ClickHouse (chDB) runs inside one process, and only
 one process may open a given chDB path at a time. The page must read what the sink writes,
@@ -22,7 +22,7 @@ from consumers.clickhouse import DEFAULT_DATABASE, connect, is_embedded
 from metering.config import env_value
 from metering.topics import TopicNames
 
-log = logging.getLogger("metering.web")
+log = logging.getLogger("accountpage")
 
 
 class EmbeddedSink:
@@ -85,7 +85,7 @@ class ReaderHolder:
     def __call__(self) -> Client:
         with self._lock:
             if self._client is None:
-                from metering.web.usage import open_reader
+                from accountpage.usage import open_reader
 
                 self._client = open_reader(self.url, self.database)
             return self._client
@@ -124,9 +124,9 @@ def _parse(argv: list[str], env: Mapping[str, str]) -> argparse.Namespace:
 def main(argv: list[str]) -> int:
     import uvicorn
 
+    from accountpage.access import AccessConfigError, AccessControl
+    from accountpage.app import build_app
     from metering.config import load_settings
-    from metering.web.access import AccessConfigError, AccessControl
-    from metering.web.app import build_app
     from projections.failmode import FailMode
     from projections.keys import prefix_from_env
     from projections.sidecar import parse_api_keys, sidecar_from_env

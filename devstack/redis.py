@@ -1,7 +1,7 @@
 """The one redis-server launcher: Debian's ``redis-server`` on a free port under a directory.
 
 The local stack runs it with AOF (``appendonly yes``), which keeps the demo's projection across
-restarts; a throwaway one (``projections.localredis``, the benches and the tests that kill
+restarts; a throwaway one (:class:`LocalRedis`, for the benches and the tests that kill
 Redis) runs without persistence. RDB snapshots are always off (``save ''``): the projection can
 be rebuilt from the ledger anyway.
 """
@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from metering.stack.process import pid_alive, spawn
+import redis
+
+from devstack.process import pid_alive, spawn
+from metering.net import free_port
 
 MARKER = "redis-server"
 """Identifies our Redis pid in ``/proc/<pid>/cmdline``."""
@@ -100,3 +104,49 @@ class RedisNode:
                 time.sleep(0.05)
         finally:
             client.close()
+
+
+class LocalRedis:
+    """``with LocalRedis() as r: r.url`` starts redis-server and stops it on exit."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.node = RedisNode(
+            Path(tempfile.mkdtemp(prefix="metering-redis-")), port or free_port(), persistent=False
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def port(self) -> int:
+        return self.node.port
+
+    @property
+    def url(self) -> str:
+        return self.node.url
+
+    def start(self, timeout: float = 10.0) -> LocalRedis:
+        self.proc = self.node.spawn()
+        self.node.wait_ready(self.proc.pid, timeout)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+        shutil.rmtree(self.node.home, ignore_errors=True)
+
+    def __enter__(self) -> LocalRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def reachable(url: str, timeout: float = 0.3) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except redis.exceptions.RedisError:
+        return False
+    finally:
+        client.close()

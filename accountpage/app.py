@@ -3,7 +3,7 @@
 Built by composition: :class:`projections.sidecar.Sidecar` makes the app (its routes, its
 Redis lifespan, its service keys), and this module appends the page's routes to that same
 router, so one process and one port serve both. The page's API has its own keys
-(:mod:`metering.web.access`): an account key sees one account, the admin key every account.
+(:mod:`accountpage.access`): an account key sees one account, the admin key every account.
 
 Routes added:
 - ``GET /account`` (+ ``/account/static/*``): the page (static, holds no data; the key is
@@ -32,16 +32,16 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from accountpage.access import AccessControl, Viewer
+from accountpage.usage import usage_report
 from metering.domain.identifiers import identifier_problem
-from metering.web.access import AccessControl, Viewer
-from metering.web.usage import usage_report
 from projections.enforcement import Balance
 from projections.failmode import FailMode
 from projections.keys import account_from_key, balance_pattern
 from projections.redis_guard import RedisUnavailable
 from projections.sidecar import Sidecar
 
-log = logging.getLogger("metering.web")
+log = logging.getLogger("accountpage")
 STATIC_DIR = Path(__file__).with_name("static")
 MAX_LISTED_ACCOUNTS = 1000
 

@@ -15,23 +15,23 @@ from metering.config import ConfigError
 
 # (command words) -> "module:function"; the function takes the remaining argv.
 COMMANDS: dict[tuple[str, ...], str] = {
-    ("stack",): "metering.stack.cli:main",
+    ("stack",): "devstack.cli:main",
     ("topics",): "metering.topics:main",
-    ("bench", "produce"): "metering.bench.produce:main",
-    ("bench", "engine"): "metering.bench.engine:main",
-    ("bench", "processor"): "pipeline.bench:main",
-    ("bench", "enforce"): "projections.bench:main",
-    ("bench", "clickhouse"): "consumers.bench:main",
+    ("bench", "produce"): "benchmarks.produce:main",
+    ("bench", "engine"): "benchmarks.engine:main",
+    ("bench", "processor"): "benchmarks.processor:main",
+    ("bench", "enforce"): "benchmarks.enforce:main",
+    ("bench", "clickhouse"): "benchmarks.sink:main",
     ("run", "processor"): "pipeline.worker:main",
     ("run", "projection"): "projections.consumer:main",
     ("run", "sidecar"): "projections.sidecar:main",
     ("run", "sink"): "consumers.sink:main",
-    ("run", "web"): "metering.web.server:main",
+    ("run", "web"): "accountpage.server:main",
     ("projection",): "projections.cli:main",
     ("clickhouse",): "consumers.migrations:main",
     ("usage",): "consumers.queries_cli:main",
     ("reconcile",): "consumers.reconcile:main",
-    ("demo",): "metering.demo:main",
+    ("demo",): "demo:main",
 }
 
 

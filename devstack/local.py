@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from devstack import kafka as kafka_mod
+from devstack import process
+from devstack import redis as redis_mod
+from devstack.kafka import KafkaNode
+from devstack.redis import RedisNode
 from metering.config import STACK_FILE
 from metering.net import free_port
-from metering.stack import kafka as kafka_mod
-from metering.stack import process
-from metering.stack import redis as redis_mod
-from metering.stack.kafka import KafkaNode
-from metering.stack.redis import RedisNode
 
 
 class StackError(RuntimeError):

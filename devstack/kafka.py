@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from devstack.process import pid_alive, port_open, spawn
 from metering.config import env_value
-from metering.stack.process import pid_alive, port_open, spawn
 
 KAFKA_VERSION = "4.1.2"
 MAIN_CLASS = "kafka.Kafka"
@@ -50,7 +50,7 @@ def libs_dir() -> Path:
 
 
 def _resource_text(name: str) -> str:
-    return resources.files("metering.stack").joinpath(name).read_text()
+    return resources.files("devstack").joinpath(name).read_text()
 
 
 def _pom_digest() -> str:

@@ -88,8 +88,8 @@ class ServiceSet:
 
 
 def metering_command(*words: str) -> list[str]:
-    """``python -m metering.cli WORDS``: the same interpreter and code as this process."""
-    return [sys.executable, "-m", "metering.cli", *words]
+    """``python -m cli.main WORDS``: the same interpreter and code as this process."""
+    return [sys.executable, "-m", "cli.main", *words]
 
 
 def module_command(module: str, *args: str) -> list[str]:

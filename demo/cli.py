@@ -2,7 +2,7 @@
 
 Starts the local stack (unless ``METERING_KAFKA_BOOTSTRAP``/``METERING_REDIS_URL`` point at
 one), creates a fresh namespace for this run (topic prefix, Redis key prefix, ClickHouse
-database), starts every service as a child process, plays :mod:`metering.demo.scenario`,
+database), starts every service as a child process, plays :mod:`demo.scenario`,
 waits until the ledger is fully in Redis and ClickHouse, prints balances and usage, and
 serves the account page until Ctrl-C. Everything it started, it stops.
 """
@@ -33,15 +33,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from metering.config import Settings, env_value, load_settings
-from metering.demo.scenario import Scenario, build_scenario, demo_plans_yaml
-from metering.demo.services import (
+from demo.scenario import Scenario, build_scenario, demo_plans_yaml
+from demo.services import (
     ServiceSet,
     child_env,
     metering_command,
     module_command,
 )
-from metering.demo.watch import LedgerWatcher
+from demo.watch import LedgerWatcher
+from metering.config import Settings, env_value, load_settings
 from metering.net import free_port
 from metering.topics import TopicNames, create_topics
 
@@ -108,7 +108,7 @@ class Demo:
         if env_value("METERING_KAFKA_BOOTSTRAP", env) and env_value("METERING_REDIS_URL", env):
             self.console.print("[dim]using the services named by METERING_* variables[/]")
             return load_settings()
-        from metering.stack import LocalStack
+        from devstack import LocalStack
 
         stack = LocalStack(load_settings().state_dir)
         if stack.up():
@@ -169,7 +169,7 @@ class Demo:
         services.start(
             "web",
             module_command(
-                "metering.web.server", "--port", str(self.port), "--database", ns.database,
+                "accountpage.server", "--port", str(self.port), "--database", ns.database,
                 "--topic-prefix", prefix, "--sink", "on" if embedded else "off",
                 "--sink-group", f"{prefix}clickhouse-sink", *(["--migrate"] if embedded else []),
             ),

@@ -78,7 +78,7 @@ def _kafka_bootstrap(want: str) -> tuple[str, Any]:
         AdminClient({"bootstrap.servers": want}).list_topics(timeout=5)
         return want, None
     except Exception:
-        from metering.stack import LocalStack
+        from devstack import LocalStack
 
         local = LocalStack(Path(tempfile.mkdtemp(prefix="bench-ch-stack-")))
         local.up()

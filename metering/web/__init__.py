@@ -1,1 +1,0 @@
-"""Account page and its JSON API, served next to the sidecar's balance API."""
