@@ -13,28 +13,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from metering.domain.alerts import dead_letter_alert, exhausted_alert, maybe_topup, threshold_alerts
+from metering.domain.commands import CommandStep, apply_rule, validate_command
 from metering.domain.config import DEFAULT_CONFIG, EngineConfig
-from metering.domain.entries import add_grant, emit, refresh_grants, remove_grant
+from metering.domain.entries import emit, refresh_grants
 from metering.domain.errors import (
     DomainError,
-    DuplicateGrant,
     FeatureNotInPlan,
-    InsufficientBalance,
     OutsideDedupeWindow,
     Rejection,
-    TopupNotAllowed,
-    UnknownGrant,
-    UnknownPlan,
     UsageBlocked,
     ValidationError,
 )
-from metering.domain.grants import SOURCES, Grant, burn, drawable
+from metering.domain.grants import burn
 from metering.domain.plans import ALLOW, UNLIMITED, PlanCatalog
-from metering.domain.plans import validate_override as _validate_override
 from metering.domain.pricing import PriceBook
 from metering.domain.records import (
     Allocation,
-    CommandKind,
     CreditAlert,
     CreditCommand,
     EntryType,
@@ -42,18 +36,12 @@ from metering.domain.records import (
     UsageEvent,
 )
 from metering.domain.state import AccountState, command_key
-from metering.domain.terms import current_plan, set_terms
 from metering.domain.timeline import advance, start
 
 _new = tuple.__new__
 _DEBIT = EntryType.USAGE_DEBIT
 _OVERAGE = EntryType.OVERAGE
 _REJECTED = EntryType.USAGE_REJECTED
-_GRANT_KINDS = {
-    CommandKind.GRANT: None,
-    CommandKind.PURCHASE: "purchase",
-    CommandKind.PROMOTION: "promotion",
-}
 
 
 @dataclass(slots=True)
@@ -283,7 +271,7 @@ class CreditEngine:
         :func:`metering.domain.alerts.dead_letter_alert`)."""
         return dead_letter_alert(state, event, error)
 
-    # == commands ==================================================================================
+    # == commands (the rules are in commands.py) ==================================================
 
     def apply_command(self, state: AccountState, cmd: CreditCommand, recorded_at: int) -> Outcome:
         """Apply a billing/admin command. Business refusals come back as ``rejection``."""
@@ -292,7 +280,7 @@ class CreditEngine:
             return Outcome(duplicate=True)
         if cmd.account_id != state.account_id:
             raise ValidationError(f"command {cmd.command_id} is for another account")
-        self._validate(cmd)
+        validate_command(cmd)
         at = cmd.issued_at
         entries: list[LedgerEntry] = []
         alerts: list[CreditAlert] = []
@@ -304,7 +292,9 @@ class CreditEngine:
                 advance(self.config, self.plans, state, at, recorded_at, entries, alerts)
         state.commands.add(key)
 
-        rejection = self._dispatch(state, cmd, at, recorded_at, entries)
+        rejection = apply_rule(
+            CommandStep(self.config, self.plans, state, cmd, recorded_at, entries)
+        )
         if rejection is not None:
             emit(
                 state,
@@ -320,211 +310,7 @@ class CreditEngine:
         self._settle(state, cmd.command_id, recorded_at, entries, alerts)
         return Outcome(entries, alerts, rejection)
 
-    def _validate(self, cmd: CreditCommand) -> None:
-        kind = cmd.kind
-        if kind in _GRANT_KINDS:
-            if cmd.amount is None or cmd.amount <= 0:
-                raise ValidationError(f"{kind.value} needs a positive amount")
-            source = _GRANT_KINDS[kind] or cmd.grant_source or "adjustment"
-            if source not in SOURCES or source == "rollover":
-                raise ValidationError(f"bad grant_source {source!r}")
-            effective = cmd.issued_at if cmd.effective_at is None else cmd.effective_at
-            if cmd.expires_at is not None and cmd.expires_at <= effective:
-                raise ValidationError("expires_at must be after effective_at")
-        elif kind is CommandKind.ADJUSTMENT:
-            if not cmd.amount:
-                raise ValidationError("adjustment needs a non-zero amount")
-        elif kind is CommandKind.VOID_GRANT:
-            if not cmd.grant_id:
-                raise ValidationError("void_grant needs grant_id")
-        elif kind is CommandKind.ASSIGN_PLAN:
-            if not cmd.plan_id:
-                raise ValidationError("assign_plan needs plan_id")
-        elif kind is CommandKind.SET_OVERRIDE:
-            if cmd.override is None:
-                raise ValidationError("set_override needs override")
-            _validate_override(cmd.override)
-        elif kind is CommandKind.CONFIGURE_AUTO_TOPUP:
-            cfg = cmd.auto_topup
-            if cfg is None:
-                raise ValidationError("configure_auto_topup needs auto_topup")
-            if cfg.enabled and (cfg.amount <= 0 or cfg.threshold < 0 or cfg.max_requests < 1):
-                raise ValidationError("auto_topup needs amount > 0, threshold >= 0, max >= 1")
-
-    def _dispatch(
-        self,
-        state: AccountState,
-        cmd: CreditCommand,
-        at: int,
-        recorded_at: int,
-        entries: list[LedgerEntry],
-    ) -> Rejection | None:
-        kind = cmd.kind
-        if kind in _GRANT_KINDS:
-            return self._grant(state, cmd, at, recorded_at, entries)
-        if kind is CommandKind.ADJUSTMENT:
-            return self._adjust(state, cmd, at, recorded_at, entries)
-        if kind is CommandKind.VOID_GRANT:
-            return self._void(state, cmd, at, recorded_at, entries)
-        if kind is CommandKind.ASSIGN_PLAN:
-            plan = self.plans.get(cmd.plan_id or "")
-            if plan is None:
-                return UnknownPlan(f"plan {cmd.plan_id!r} is not in the catalog")
-            set_terms(
-                self.config,
-                state,
-                plan,
-                state.override,
-                EntryType.PLAN_ASSIGNED,
-                cmd.command_id,
-                at,
-                recorded_at,
-                entries,
-            )
-            return None
-        if kind is CommandKind.SET_OVERRIDE:
-            plan = current_plan(self.plans, state)
-            set_terms(
-                self.config,
-                state,
-                plan,
-                cmd.override,
-                EntryType.OVERRIDE_SET,
-                cmd.command_id,
-                at,
-                recorded_at,
-                entries,
-            )
-            return None
-        if kind is CommandKind.CONFIGURE_AUTO_TOPUP:
-            cfg = cmd.auto_topup
-            state.topup = cfg if cfg is not None and cfg.enabled else None
-            return None
-        if kind is CommandKind.TOPUP_DECLINED:
-            state.topup_pending_since = None
-            backoff = self.config.topup_backoff_ms << min(state.topup_declines, 6)
-            state.topup_backoff_until = at + backoff
-            state.topup_declines += 1
-            return None
-        raise ValidationError(f"unknown command kind {kind!r}")  # pragma: no cover
-
-    def _grant(
-        self,
-        state: AccountState,
-        cmd: CreditCommand,
-        at: int,
-        recorded_at: int,
-        entries: list[LedgerEntry],
-    ) -> Rejection | None:
-        source = _GRANT_KINDS[cmd.kind] or cmd.grant_source or "adjustment"
-        if source == "purchase" and not state.terms.topups_allowed:
-            return TopupNotAllowed(f"plan {state.terms.plan_id} does not allow buying credits")
-        grant_id = cmd.grant_id or cmd.command_id
-        if state.grant(grant_id) is not None:
-            return DuplicateGrant(f"grant {grant_id} already exists")
-        amount = cmd.amount or 0
-        grant = Grant(
-            grant_id,
-            source,
-            amount,
-            self.config.priorities[source] if cmd.priority is None else cmd.priority,
-            at if cmd.effective_at is None else cmd.effective_at,
-            cmd.expires_at,
-            cmd.cost_basis_micros if source == "purchase" else None,
-        )
-        add_grant(
-            self.config,
-            state,
-            grant,
-            EntryType.GRANT_CREATED,
-            cmd.command_id,
-            at,
-            recorded_at,
-            entries,
-            reason=cmd.reason,
-        )
-        if source == "purchase":
-            state.topup_pending_since = None
-            state.topup_declines = 0
-        return None
-
-    def _adjust(
-        self,
-        state: AccountState,
-        cmd: CreditCommand,
-        at: int,
-        recorded_at: int,
-        entries: list[LedgerEntry],
-    ) -> Rejection | None:
-        amount = cmd.amount or 0
-        if amount > 0:
-            grant_id = cmd.grant_id or cmd.command_id
-            if state.grant(grant_id) is not None:
-                return DuplicateGrant(f"grant {grant_id} already exists")
-            priority = (
-                self.config.priorities["adjustment"] if cmd.priority is None else cmd.priority
-            )
-            grant = Grant(grant_id, "adjustment", amount, priority, at, cmd.expires_at)
-            add_grant(
-                self.config,
-                state,
-                grant,
-                EntryType.ADJUSTMENT,
-                cmd.command_id,
-                at,
-                recorded_at,
-                entries,
-                reason=cmd.reason,
-            )
-            return None
-        need = -amount
-        available = drawable(state.grants, state.clock)
-        if need > available:
-            return InsufficientBalance(f"cannot remove {need} from {available} credits in effect")
-        allocations, _ = burn(state.grants, need, state.clock)
-        state.balance += amount
-        emit(
-            state,
-            entries,
-            EntryType.ADJUSTMENT,
-            amount,
-            tuple(allocations),
-            cmd.command_id,
-            at,
-            recorded_at,
-            reason=cmd.reason,
-        )
-        return None
-
-    def _void(
-        self,
-        state: AccountState,
-        cmd: CreditCommand,
-        at: int,
-        recorded_at: int,
-        entries: list[LedgerEntry],
-    ) -> Rejection | None:
-        grant = state.grant(cmd.grant_id or "")
-        if grant is None:
-            return UnknownGrant(f"no live grant {cmd.grant_id!r}")
-        if grant.grant_id == state.plan_grant_id:
-            state.plan_carry += grant.amount  # a voided plan grant counts as fully used
-            state.plan_grant_id = None
-        remove_grant(
-            state,
-            grant,
-            EntryType.GRANT_VOIDED,
-            cmd.command_id,
-            at,
-            recorded_at,
-            entries,
-            reason=cmd.reason,
-        )
-        return None
-
-    # == plans and terms ===========================================================================
-
-    # == time ======================================================================================
+    # == time (timeline.py: expiry, period reset, rollover) =====================================
 
     def sweep(self, state: AccountState, now: int, recorded_at: int | None = None) -> Outcome:
         """Apply what time alone does (expiry, period reset, notices) up to ``now``.
