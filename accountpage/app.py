@@ -203,7 +203,7 @@ def build_app(
     sidecar: Sidecar | None = None,
 ) -> Starlette:
     """The sidecar app with the account page's routes appended to its router (``sidecar``, when
-    given, is used as built, e.g. by :func:`projections.sidecar.sidecar_from_env`)."""
+    given, is used as built, e.g. by :func:`projections.sidecar_cli.sidecar_from_env`)."""
     if sidecar is None:
         sidecar = Sidecar(redis_url, redis_prefix, api_keys, fail_mode)
     page = AccountPage(sidecar, access, clickhouse)

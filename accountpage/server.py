@@ -129,7 +129,8 @@ def main(argv: list[str]) -> int:
     from metering.config import load_settings
     from projections.failmode import FailMode
     from projections.keys import prefix_from_env
-    from projections.sidecar import parse_api_keys, sidecar_from_env
+    from projections.sidecar import parse_api_keys
+    from projections.sidecar_cli import sidecar_from_env
 
     env = dict(os.environ)
     args = _parse(argv, env)

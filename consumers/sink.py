@@ -20,34 +20,34 @@ rebalance finishes the in-flight flush before partitions change hands.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import queue
-import signal
-import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DatabaseError
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from consumers.batching import Batch, BatchAccumulator, DeadRecord, parse_intent
-from consumers.clickhouse import DEFAULT_DATABASE, connect
+from consumers.inserts import (
+    Decoder,
+    NativePart,
+    Route,
+    default_decoders,
+    insert_native,
+    insert_rows,
+    prepare_native,
+    routes_for,
+)
 from consumers.native_avro import NativeAvro
-from consumers.rows import LEDGER_COLUMNS, USAGE_COLUMNS, ledger_row, usage_row
-from metering.avro.schemas import full_name
 from metering.dlq import dlq_headers
 from metering.topics import TopicNames
 
 log = logging.getLogger("metering.sink")
-
-Decoder = Callable[[bytes], Mapping[str, Any]]
-RowBuilder = Callable[[Mapping[str, Any], int, int], tuple[Any, ...]]
 
 
 DEFAULT_MAX_ROWS = 100_000
@@ -67,35 +67,6 @@ CONSUMER_TUNING: dict[str, Any] = {
     "fetch.wait.max.ms": 100,
 }
 
-INSERT_SETTINGS: dict[str, Any] = {
-    "insert_deduplicate": 1,
-    "deduplicate_blocks_in_dependent_materialized_views": 1,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Where one source topic's records go."""
-
-    table: str
-    columns: tuple[str, ...]
-    build: RowBuilder
-    decode: Decoder
-    dlq: str
-    native: NativeAvro | None = None
-    """When set, rows are the raw message values (framing checked) for ClickHouse to decode."""
-
-
-@dataclass(frozen=True, slots=True)
-class NativePart:
-    """One Avro insert of a native batch: the records of one writer schema, ready to send."""
-
-    token: str
-    schema_id: int
-    values: list[bytes]
-    offsets: list[int]
-    container: bytes
-
 
 @dataclass(frozen=True, slots=True)
 class _Flight:
@@ -113,42 +84,6 @@ class SinkStats:
     first_message_at: float | None = None
     last_flush_at: float | None = None
     per_table: dict[str, int] = field(default_factory=dict)
-
-
-def default_decoders(topics: TopicNames) -> tuple[dict[str, Decoder], NativeAvro]:
-    """The project's Avro codec, one per source topic, and native loading for usage events."""
-    from metering.avro import LEDGER_ENTRY, USAGE_EVENT, AvroCodec, load_registry
-    from metering.config import load_settings
-
-    registry = load_registry(load_settings())
-    usage = AvroCodec(registry, USAGE_EVENT)
-    decoders: dict[str, Decoder] = {
-        topics.usage_events: usage.decode,
-        topics.credit_ledger: AvroCodec(registry, LEDGER_ENTRY).decode,
-    }
-    return decoders, NativeAvro(registry, full_name(usage.writer.schema))
-
-
-def routes_for(
-    topics: TopicNames, decoders: Mapping[str, Decoder], native_usage: NativeAvro | None = None
-) -> dict[str, Route]:
-    return {
-        topics.usage_events: Route(
-            "usage_events",
-            USAGE_COLUMNS,
-            usage_row,
-            decoders[topics.usage_events],
-            topics.usage_events_dlq,
-            native_usage,
-        ),
-        topics.credit_ledger: Route(
-            "ledger_entries",
-            LEDGER_COLUMNS,
-            ledger_row,
-            decoders[topics.credit_ledger],
-            topics.credit_ledger_dlq,
-        ),
-    }
 
 
 class ClickHouseSink:
@@ -461,35 +396,7 @@ class ClickHouseSink:
             raise RuntimeError("DLQ producer could not deliver within 30 s; not committing")
 
     def _prepare(self, batch: Batch) -> list[NativePart]:
-        """The Avro payloads of a native batch (one per writer schema); [] for other routes."""
-        native = self.routes[batch.topic].native
-        if native is None or not batch.rows:
-            return []
-        values: list[bytes] = batch.rows
-        head = values[0][:5]
-        groups: dict[bytes, tuple[list[bytes], list[int]]]
-        if all(v.startswith(head) for v in values):
-            groups = {head: (values, batch.offsets)}
-        else:
-            groups = {}
-            for value, offset in zip(values, batch.offsets, strict=True):
-                group = groups.setdefault(value[:5], ([], []))
-                group[0].append(value)
-                group[1].append(offset)
-        parts = []
-        for header, (group_values, group_offsets) in sorted(groups.items()):
-            schema_id = int.from_bytes(header[1:5], "big")
-            data = native.records(batch.partition, group_values, group_offsets)
-            parts.append(
-                NativePart(
-                    batch.token if len(groups) == 1 else f"{batch.token}#{schema_id}",
-                    schema_id,
-                    group_values,
-                    group_offsets,
-                    native.container_of(schema_id, len(group_values), data),
-                )
-            )
-        return parts
+        return prepare_native(self.routes[batch.topic], batch)
 
     def _insert_with_free_client(self, batch: Batch, prepared: Future[list[NativePart]]) -> None:
         client = self._free_clients.get()
@@ -509,55 +416,15 @@ class ClickHouseSink:
         elif route.native is not None:
             if parts is None:
                 parts = self._prepare(batch)
-            inserted = self._insert_native(client, route, batch, parts)
+            inserted = insert_native(client, route, batch, parts, self._decode_native_rows)
         else:
-            self._insert_rows(client, route, batch.rows, batch.token)
+            insert_rows(client, route, batch.rows, batch.token)
             inserted = len(batch.rows)
         with self._stats_lock:
             self.stats.batches += 1
             self.stats.rows += inserted
             table = self.stats.per_table
             table[route.table] = table.get(route.table, 0) + inserted
-
-    def _insert_rows(
-        self, client: Client, route: Route, rows: list[tuple[Any, ...]], token: str
-    ) -> None:
-        if not rows:
-            return
-        client.insert(
-            route.table,
-            list(zip(*rows, strict=True)),
-            column_names=list(route.columns),
-            column_oriented=True,
-            settings={**INSERT_SETTINGS, "insert_deduplication_token": token},
-        )
-
-    def _insert_native(
-        self, client: Client, route: Route, batch: Batch, parts: list[NativePart]
-    ) -> int:
-        """One Avro insert per writer schema in the batch; returns the rows inserted."""
-        inserted = 0
-        for part in parts:
-            try:
-                client.raw_insert(
-                    route.table,
-                    column_names=list(route.columns),
-                    insert_block=part.container,
-                    fmt="Avro",
-                    settings={**INSERT_SETTINGS, "insert_deduplication_token": part.token},
-                )
-                inserted += len(part.values)
-            except DatabaseError as exc:
-                # Same records, same token, same outcome on a replay: still deterministic.
-                log.warning(
-                    "native Avro insert of %s failed, decoding in Python: %s", part.token, exc
-                )
-                rows = self._decode_native_rows(
-                    route, batch.topic, batch.partition, part.values, part.offsets
-                )
-                self._insert_rows(client, route, rows, part.token)
-                inserted += len(rows)
-        return inserted
 
     def _decode_native_rows(
         self,
@@ -575,63 +442,3 @@ class ClickHouseSink:
             except Exception as exc:
                 self._dead_letter(route, topic, partition, offset, None, value, exc)
         return rows
-
-
-def main(argv: list[str]) -> int:
-    from metering.config import load_settings
-
-    parser = argparse.ArgumentParser(prog="metering run sink")
-    parser.add_argument("--database", default=DEFAULT_DATABASE)
-    parser.add_argument("--topic-prefix", default="")
-    parser.add_argument("--group", default="metering-clickhouse-sink")
-    parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS)
-    parser.add_argument("--max-wait-ms", type=int, default=1_000)
-    parser.add_argument(
-        "--eager-rows", type=int, default=EAGER_ROWS, help="flush this many at once when idle"
-    )
-    parser.add_argument(
-        "--instance-id",
-        default=None,
-        help="static group membership (Kafka group.instance.id), unique and stable per sink "
-        "of the group: restarted after a crash with the same id, the sink takes its partitions "
-        "back at once instead of after the session timeout (45 s)",
-    )
-    parser.add_argument(
-        "--insert-threads", type=int, default=2, help="partitions inserted in parallel"
-    )
-    parser.add_argument("--migrate", action="store_true", help="apply migrations first")
-    parser.add_argument(
-        "--exit-when-caught-up",
-        action="store_true",
-        help="stop once every partition is at its end and everything is committed",
-    )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    settings = load_settings()
-    if args.migrate:
-        from consumers.migrations import migrate
-
-        migrate(settings.clickhouse_url, args.database)
-    sink = ClickHouseSink(
-        bootstrap=settings.kafka_bootstrap,
-        client=connect(settings.clickhouse_url, args.database),
-        insert_clients=[
-            connect(settings.clickhouse_url, args.database, slot=i)
-            for i in range(1, max(1, args.insert_threads))
-        ],
-        topics=TopicNames(args.topic_prefix),
-        group=args.group,
-        max_rows=args.max_rows,
-        max_wait_s=args.max_wait_ms / 1000,
-        eager_rows=args.eager_rows,
-        instance_id=args.instance_id,
-    )
-    signal.signal(signal.SIGTERM, lambda *_: sink.stop())
-    signal.signal(signal.SIGINT, lambda *_: sink.stop())
-    rows = sink.run(exit_when_caught_up=args.exit_when_caught_up)
-    log.info("sink stopped: %d rows inserted, %d dead-lettered", rows, sink.stats.dead)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

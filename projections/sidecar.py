@@ -13,11 +13,9 @@ Redis (``failmode``). This module wires them into the Starlette app and its rout
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -36,7 +34,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from metering.auth import key_owner
-from metering.config import env_value
 from metering.domain.identifiers import is_identifier
 from projections.breaker import BreakerState, CircuitBreaker
 from projections.enforcement import (
@@ -48,11 +45,11 @@ from projections.enforcement import (
     HoldConflict,
     new_hold_id,
 )
-from projections.failmode import FailMode, PolicyCache, degraded_decision, parse_unseen
+from projections.failmode import FailMode, PolicyCache, degraded_decision
 from projections.fast_check import FastCheck
 from projections.features import FeatureCatalog
 from projections.hold_owners import HoldOwners
-from projections.keys import account_from_key, balance_pattern, hold_account, prefix_from_env
+from projections.keys import account_from_key, balance_pattern, hold_account
 from projections.openapi import SPEC
 from projections.redis_guard import RedisGuard, RedisUnavailable
 from projections.requests import (
@@ -442,61 +439,3 @@ class Sidecar:
             f"metering_sidecar_policy_cache_bytes {self.policies.bytes}",
         ]
         return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
-
-
-def app_from_env(env: Mapping[str, str] | None = None) -> Starlette:
-    """Build the app from ``METERING_*`` variables (what ``metering run sidecar`` does)."""
-    return sidecar_from_env(env).app
-
-
-def sidecar_from_env(env: Mapping[str, str] | None = None) -> Sidecar:
-    """The sidecar ``METERING_*`` variables describe (``run sidecar`` and ``run web``)."""
-    from metering.config import load_settings
-
-    env = os.environ if env is None else env
-    settings = load_settings(env)
-    keys = parse_api_keys(env_value("METERING_API_KEYS", env))
-    mode = FailMode.parse(env_value("METERING_FAIL_MODE", env, "auto"))
-    unseen = parse_unseen(env_value("METERING_FAIL_MODE_UNSEEN", env, "closed"))
-    deadline = env_value("METERING_REDIS_DEADLINE_MS", env, str(DEFAULT_DEADLINE_S * 1000))
-    try:
-        deadline_ms = float(deadline)
-    except ValueError:
-        raise ValueError(
-            f"METERING_REDIS_DEADLINE_MS={deadline!r}: expected milliseconds"
-        ) from None
-    return Sidecar(
-        settings.redis_url,
-        prefix_from_env(),
-        keys,
-        mode,
-        unseen=unseen,
-        # Reloaded by the sidecar's own background task, off the event loop (a YAML parse
-        # inside a request would eat its Redis deadline).
-        features=FeatureCatalog.from_settings(settings, check_interval_s=None),
-        deadline_s=deadline_ms / 1000,
-    )
-
-
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="metering run sidecar", description=__doc__)
-    parser.add_argument("--host", default=env_value("METERING_SIDECAR_HOST", default="127.0.0.1"))
-    parser.add_argument(
-        "--port", type=int, default=int(env_value("METERING_SIDECAR_PORT", default="8088"))
-    )
-    parser.add_argument("--fail-mode", choices=[m.value for m in FailMode], default=None)
-    parser.add_argument("--log-level", default="warning")
-    args = parser.parse_args(argv)
-    import uvicorn
-
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    env = dict(os.environ)
-    if args.fail_mode:
-        env["METERING_FAIL_MODE"] = args.fail_mode
-    try:
-        app = app_from_env(env)
-    except ValueError as exc:
-        print(f"metering run sidecar: {exc}", flush=True)
-        return 2
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
-    return 0

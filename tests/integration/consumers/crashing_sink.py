@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from consumers import sink
+from consumers import sink, sink_cli
 
 CRASH_EXIT_CODE = 77
 
@@ -20,7 +20,7 @@ def main(argv: list[str]) -> int:
         os._exit(CRASH_EXIT_CODE)
 
     sink.ClickHouseSink._insert_batches = insert_then_die  # type: ignore[method-assign]
-    return sink.main(argv)
+    return sink_cli.main(argv)
 
 
 if __name__ == "__main__":

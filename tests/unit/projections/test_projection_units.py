@@ -240,9 +240,9 @@ def test_instance_id_maps_to_static_group_membership(
     assert configs[0]["group.instance.id"] == "projection-0"
     assert "group.instance.id" not in configs[1]
 
-    from consumers import sink
+    from consumers import sink_cli
 
-    for main in (consumer.main, sink.main):
+    for main in (consumer.main, sink_cli.main):
         with pytest.raises(SystemExit):
             main(["--help"])
         assert "group.instance.id" in " ".join(capsys.readouterr().out.split())
