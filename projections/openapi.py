@@ -1,4 +1,5 @@
-"""The sidecar's OpenAPI 3.1 document (hand-written: the API is small and stable).
+"""The sidecar's OpenAPI 3.1 document. Request bodies are generated from the request models
+(``projections.requests``) that parse them; responses are written out here.
 
 It lists every status code each route can answer, and the schema of every answer, because
 the schemathesis test (``tests/integration/projections/test_sidecar_fuzz.py``) validates the
@@ -20,43 +21,16 @@ from __future__ import annotations
 from typing import Any
 
 from metering.domain.identifiers import MAX_ID_BYTES as MAX_IDENTIFIER_BYTES
-from projections.enforcement import MAX_AMOUNT as MAX_SAFE_INTEGER
-
-MAX_BODY_BYTES = 65_536
-"""Largest request body accepted (bytes); larger is 413 ``payload_too_large``."""
-
-_IDENTIFIER_PATTERN = "^[^{}]+$"
-
-
-def _identifier(what: str) -> dict[str, Any]:
-    return {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": MAX_IDENTIFIER_BYTES,
-        "pattern": _IDENTIFIER_PATTERN,
-        "description": f"{what}: 1..{MAX_IDENTIFIER_BYTES} UTF-8 bytes, no `{{` or `}}` "
-        "(maxLength counts characters; the byte limit is enforced, 422)",
-    }
-
-
-def _micros(
-    minimum: int = 0, description: str = "micro-credits (1 credit = 1e6)"
-) -> dict[str, Any]:
-    return {
-        "type": "integer",
-        "minimum": minimum,
-        "maximum": MAX_SAFE_INTEGER,
-        "description": description,
-    }
-
+from projections.requests import (
+    MAX_BODY_BYTES,
+    CheckRequest,
+    CommitRequest,
+    RequestBody,
+    ReserveRequest,
+    identifier_schema,
+)
 
 _MICROS_OUT = {"type": "integer", "minimum": 0, "description": "micro-credits (1 credit = 1e6)"}
-_FEATURE = {
-    **_identifier("feature"),
-    "type": ["string", "null"],
-    "description": "a feature the price book prices (else `unknown_feature`); null = no feature. "
-    f"1..{MAX_IDENTIFIER_BYTES} UTF-8 bytes, no `{{` or `}}`",
-}
 
 
 def _error(*codes: str) -> dict[str, Any]:
@@ -255,8 +229,9 @@ def _response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, **_json(schema)}
 
 
-def _body(required: list[str], props: dict[str, Any]) -> dict[str, Any]:
-    schema = {"type": "object", "required": required, "properties": props}
+def _body(model: type[RequestBody]) -> dict[str, Any]:
+    """A request body, generated from the request model that parses it."""
+    schema = model.json_schema()
     return {
         "required": True,
         "description": f"a JSON object of at most {MAX_BODY_BYTES} bytes (else 413)",
@@ -346,14 +321,7 @@ SPEC: dict[str, Any] = {
             "post": {
                 "summary": "May the account spend this much on this feature?",
                 "operationId": "check",
-                "requestBody": _body(
-                    ["account_id", "estimated_credits"],
-                    {
-                        "account_id": _identifier("account_id"),
-                        "feature": _FEATURE,
-                        "estimated_credits": _micros(),
-                    },
-                ),
+                "requestBody": _body(CheckRequest),
                 "responses": {
                     "200": _response("decision (also when degraded)", _CHECK_DECISION),
                     **_400,
@@ -367,15 +335,7 @@ SPEC: dict[str, Any] = {
             "post": {
                 "summary": "Hold an amount atomically until commit, release or TTL",
                 "operationId": "reserve",
-                "requestBody": _body(
-                    ["account_id", "amount", "ttl_s"],
-                    {
-                        "account_id": _identifier("account_id"),
-                        "amount": _micros(1),
-                        "ttl_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
-                        "feature": _FEATURE,
-                    },
-                ),
+                "requestBody": _body(ReserveRequest),
                 "responses": {
                     "201": _response("held; hold_id set", _HELD),
                     "200": _response(
@@ -397,7 +357,7 @@ SPEC: dict[str, Any] = {
                 "actual, or a commit after a release, is 409.",
                 "operationId": "commit",
                 "parameters": _HOLD_PARAM,
-                "requestBody": _body(["actual"], {"actual": _micros()}),
+                "requestBody": _body(CommitRequest),
                 "responses": {
                     "200": _response("committed", _COMMITTED),
                     **_400,
@@ -437,7 +397,7 @@ SPEC: dict[str, Any] = {
                         "name": "account_id",
                         "in": "path",
                         "required": True,
-                        "schema": _identifier("account_id"),
+                        "schema": identifier_schema("account_id"),
                     }
                 ],
                 "responses": {

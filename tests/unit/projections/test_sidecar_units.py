@@ -9,8 +9,7 @@ import pytest
 from projections.breaker import BreakerState, CircuitBreaker
 from projections.failmode import PolicyCache, parse_unseen
 from projections.hold_owners import HoldOwners
-from projections.openapi import MAX_BODY_BYTES
-from projections.requests import BadRequest, parse_object, read_limited
+from projections.requests import MAX_BODY_BYTES, BadRequest, parse_object, read_limited
 
 
 class Clock:
@@ -132,3 +131,21 @@ def test_requests_are_refused_before_redis_with_the_field_named(
     with pytest.raises(BadRequest, match=problem) as info:
         ReserveRequest.parse(data)
     assert info.value.status == 422
+
+
+def test_each_request_model_declares_its_body_once_for_the_parser_and_the_openapi() -> None:
+    from projections.openapi import SPEC
+    from projections.requests import CheckRequest, CommitRequest, ReserveRequest, declared_in_order
+
+    routes = {
+        "/v1/check": CheckRequest,
+        "/v1/reservations": ReserveRequest,
+        "/v1/reservations/{hold_id}/commit": CommitRequest,
+    }
+    for path, model in routes.items():
+        assert declared_in_order(model), f"{model.__name__}.FIELDS drifted from its fields"
+        body = SPEC["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+        assert body["schema"] == model.json_schema()
+    assert CheckRequest.parse({"account_id": "a", "estimated_credits": 5}) == CheckRequest(
+        "a", None, 5
+    )
