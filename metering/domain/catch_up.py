@@ -103,16 +103,7 @@ def _apply(state: AccountState, e: LedgerEntry, plans: PlanCatalog) -> None:
             state.prev_period_start = period_bounds(state.period_start - 1, anchor)[0]
     if e.grant is not None:
         info = e.grant
-        grant = Grant(
-            info.grant_id,
-            info.source,
-            info.amount,
-            info.priority,
-            info.effective_at,
-            info.expires_at,
-            info.cost_basis_micros,
-            remaining=0,
-        )
+        grant = Grant.from_info(info)
         state.grants.append(grant)
         if info.source == "plan" and info.grant_id.startswith("plan:"):  # terms.plan_grant
             state.plan_grant_id = info.grant_id

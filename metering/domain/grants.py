@@ -66,6 +66,21 @@ class Grant:
             cost_basis_micros=self.cost_basis_micros,
         )
 
+    @classmethod
+    def from_info(cls, info: GrantInfo) -> Grant:
+        """The grant an entry's ``grant`` describes, with nothing left yet (its allocation
+        fills it): the inverse of :meth:`info`."""
+        return cls(
+            info.grant_id,
+            info.source,
+            info.amount,
+            info.priority,
+            info.effective_at,
+            info.expires_at,
+            info.cost_basis_micros,
+            remaining=0,
+        )
+
     def to_json(self) -> list[Any]:
         return [
             self.grant_id,
