@@ -11,8 +11,10 @@ Typical use::
     table[account_id] = state.to_bytes()
 
 See docs/engine.md for the rules. One rule per module: ``pricing``, ``grants`` (burn-down),
-``terms`` (plans and overrides), ``timeline`` (expiry, period reset, rollover), ``alerts``,
-``entries`` (writing ledger entries), ``fold`` and ``catch_up`` (the ledger back into state).
+``commands`` (grants, adjustments, voids, plans, overrides, top-ups), ``terms`` (plans and
+overrides), ``timeline`` (what time does, in order), ``expiry``, ``rollover`` (the period reset
+and its rollover), ``alerts``, ``entries`` (writing ledger entries), ``fold`` and ``catch_up``
+(the ledger back into state); ``engine`` is the facade.
 
 May import: nothing outside ``metering.domain`` but the standard library and PyYAML.
 """

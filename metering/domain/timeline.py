@@ -2,22 +2,25 @@
 notices, the period reset with its rollover), in time order.
 
 The engine calls :func:`advance` whenever an account's clock passes its next wake-up (usage,
-commands, sweeps); :func:`start` opens an account's first period. No wall clock: ``now`` is
-always event time.
+commands, sweeps); :func:`start` opens an account's first period. A grant's expiry is
+``expiry.expire``; closing a period (plan grant out, rollover in, the new plan grant) is
+``rollover.reset``. No wall clock: ``now`` is always event time.
 """
 
 from __future__ import annotations
 
 from metering.domain.config import EngineConfig
-from metering.domain.entries import add_grant, emit, refresh_grants, remove_grant
+from metering.domain.entries import refresh_grants
 from metering.domain.errors import InvalidAccountId
+from metering.domain.expiry import expire
 from metering.domain.grants import Grant
 from metering.domain.identifiers import identifier_problem
-from metering.domain.periods import next_anchor_after, period_bounds
-from metering.domain.plans import PlanCatalog, resolve_terms
+from metering.domain.periods import period_bounds
+from metering.domain.plans import PlanCatalog
 from metering.domain.records import AlertKind, CreditAlert, EntryType, LedgerEntry
+from metering.domain.rollover import reset
 from metering.domain.state import AccountState
-from metering.domain.terms import current_plan, plan_grant, set_terms
+from metering.domain.terms import set_terms
 
 
 def start(
@@ -111,91 +114,3 @@ def advance(
                 )
             )
     refresh_grants(config, state)
-
-
-def expire(state: AccountState, grant: Grant, recorded_at: int, entries: list[LedgerEntry]) -> None:
-    """GRANT_EXPIRED at the grant's own ``expires_at``: what it had left leaves the balance."""
-    cause = f"{state.account_id}/expiry/{grant.grant_id}"
-    if grant.grant_id == state.plan_grant_id:
-        state.plan_grant_id = None
-    remove_grant(
-        state,
-        grant,
-        EntryType.GRANT_EXPIRED,
-        cause,
-        grant.expires_at or 0,
-        recorded_at,
-        entries,
-        reason="expired",
-    )
-
-
-def reset(
-    config: EngineConfig,
-    plans: PlanCatalog,
-    state: AccountState,
-    recorded_at: int,
-    entries: list[LedgerEntry],
-) -> None:
-    """Close the period at ``period_end``: expire its plan grant, roll over, grant anew."""
-    boundary = state.period_end
-    cause = f"{state.account_id}/period/{boundary}"
-    period_grant = state.grant(state.plan_grant_id) if state.plan_grant_id else None
-    unused = 0
-    if period_grant is not None:
-        unused = period_grant.remaining
-        remove_grant(
-            state,
-            period_grant,
-            EntryType.GRANT_EXPIRED,
-            cause,
-            boundary,
-            recorded_at,
-            entries,
-            reason="period_end",
-        )
-    for g in [g for g in state.grants if g.expires_at is not None and g.expires_at <= boundary]:
-        expire(state, g, recorded_at, entries)
-    state.terms = terms = resolve_terms(current_plan(plans, state), state.override)
-    state.prev_period_start = state.period_start
-    state.period_start = boundary
-    state.period_end = next_anchor_after(boundary, terms.anchor_day)
-    state.overage = 0
-    state.period_used = 0
-    state.alerted = 0
-    state.plan_carry = 0
-    state.plan_grant_id = None
-    emit(
-        state,
-        entries,
-        EntryType.PERIOD_RESET,
-        0,
-        (),
-        cause,
-        boundary,
-        recorded_at,
-        terms=terms.published(),
-    )
-    cap = terms.rollover_cap
-    rollover = min(unused, cap) if cap is not None else 0
-    if rollover > 0:
-        grant = Grant(
-            f"rollover:{boundary}",
-            "rollover",
-            rollover,
-            config.priorities["rollover"],
-            boundary,
-            state.period_end,
-        )
-        add_grant(config, state, grant, EntryType.ROLLOVER, cause, boundary, recorded_at, entries)
-    if terms.monthly_credits:
-        plan_grant(
-            config,
-            state,
-            f"plan:{boundary}",
-            terms.monthly_credits,
-            boundary,
-            cause,
-            recorded_at,
-            entries,
-        )
