@@ -36,7 +36,7 @@ from metering.domain.records import (
     UsageEvent,
 )
 from metering.domain.state import AccountState, command_key
-from metering.domain.timeline import advance, start
+from metering.domain.timeline import advance, arrive
 
 _new = tuple.__new__
 _DEBIT = EntryType.USAGE_DEBIT
@@ -101,12 +101,7 @@ class CreditEngine:
 
         entries: list[LedgerEntry] = []
         alerts: list[CreditAlert] = []
-        if not state.period_end:
-            start(self.config, self.plans, state, at, recorded_at, entries)
-        if at > state.clock:
-            state.clock = at
-            if at >= state.next_wakeup:
-                advance(self.config, self.plans, state, at, recorded_at, entries, alerts)
+        arrive(self.config, self.plans, state, at, recorded_at, entries, alerts)
         clock = state.clock
         # Outside the window: an earlier copy may be forgotten already, so never charge it.
         horizon = clock - self.config.dedupe_window_ms
@@ -284,12 +279,7 @@ class CreditEngine:
         at = cmd.issued_at
         entries: list[LedgerEntry] = []
         alerts: list[CreditAlert] = []
-        if not state.period_end:
-            start(self.config, self.plans, state, at, recorded_at, entries)
-        if at > state.clock:
-            state.clock = at
-            if at >= state.next_wakeup:
-                advance(self.config, self.plans, state, at, recorded_at, entries, alerts)
+        arrive(self.config, self.plans, state, at, recorded_at, entries, alerts)
         state.commands.add(key)
 
         rejection = apply_rule(

@@ -1,8 +1,9 @@
 """Time: what event time alone does to an account (first touch, grant expiry, expiring
 notices, the period reset with its rollover), in time order.
 
-The engine calls :func:`advance` whenever an account's clock passes its next wake-up (usage,
-commands, sweeps); :func:`start` opens an account's first period. A grant's expiry is
+The engine calls :func:`arrive` for every input (the first opens the account's period with
+:func:`start`) and :func:`advance` whenever an account's clock passes its next wake-up (inputs,
+commands, sweeps). A grant's expiry is
 ``expiry.expire``; closing a period (plan grant out, rollover in, the new plan grant) is
 ``rollover.reset``. No wall clock: ``now`` is always event time.
 """
@@ -57,6 +58,26 @@ def start(
             entries,
         )
     refresh_grants(config, state)
+
+
+def arrive(
+    config: EngineConfig,
+    plans: PlanCatalog,
+    state: AccountState,
+    at: int,
+    recorded_at: int,
+    entries: list[LedgerEntry],
+    alerts: list[CreditAlert],
+) -> None:
+    """An input (usage or command) at event time ``at``: the account's first input opens its
+    period; a later one moves the clock forward, and what time does up to ``at`` happens
+    before the input itself."""
+    if not state.period_end:
+        start(config, plans, state, at, recorded_at, entries)
+    if at > state.clock:
+        state.clock = at
+        if at >= state.next_wakeup:
+            advance(config, plans, state, at, recorded_at, entries, alerts)
 
 
 def advance(
