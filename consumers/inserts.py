@@ -1,5 +1,5 @@
 """How the sink's batches become ClickHouse inserts: the route of each source topic (table,
-columns, row builder, decoder, DLQ), native Avro parts (ClickHouse decodes the records itself),
+columns, row builder, decoder), native Avro parts (ClickHouse decodes the records itself),
 and the inserts, each with its deduplication token so a replayed batch is dropped.
 """
 
@@ -39,7 +39,6 @@ class Route:
     columns: tuple[str, ...]
     build: RowBuilder
     decode: Decoder
-    dlq: str
     native: NativeAvro | None = None
     """When set, rows are the raw message values (framing checked) for ClickHouse to decode."""
 
@@ -78,7 +77,6 @@ def routes_for(
             USAGE_COLUMNS,
             usage_row,
             decoders[topics.usage_events],
-            topics.usage_events_dlq,
             native_usage,
         ),
         topics.credit_ledger: Route(
@@ -86,7 +84,6 @@ def routes_for(
             LEDGER_COLUMNS,
             ledger_row,
             decoders[topics.credit_ledger],
-            topics.credit_ledger_dlq,
         ),
     }
 
@@ -143,7 +140,7 @@ def insert_native(
     decode_slowly: SlowDecoder,
 ) -> int:
     """One Avro insert per writer schema in the batch; returns the rows inserted. A part
-    ClickHouse cannot parse is decoded by ``decode_slowly``, which dead-letters the bad records."""
+    ClickHouse cannot parse is decoded by ``decode_slowly``, which skips the bad records."""
     inserted = 0
     for part in parts:
         try:

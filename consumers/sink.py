@@ -5,11 +5,14 @@ Loop: consume, decode (one injected function per topic), append rows per partiti
 
 1. commits each batch's first offset with its range as metadata (the *intent*),
 2. inserts each batch with ``insert_deduplication_token`` = topic/partition/first-last,
-3. flushes the DLQ producer, then commits ``last + 1``.
+3. commits ``last + 1``.
 
 A crash anywhere replays the intended range with the same token, which ClickHouse drops as a
-duplicate block (the rollup views too). Undecodable records go to the topic's DLQ with
-headers saying why; their offsets still count in the range so the batch stays deterministic.
+duplicate block (the rollup views too). A record the sink cannot decode is counted
+(``SinkStats.dead``), logged and skipped, never dead-lettered: each input has one DLQ writer,
+and for usage events that is the processor (which dead-letters what it cannot decode or price,
+with the original key and headers); the ledger is written by the processor alone. The skipped
+offsets still count in the range, so the batch stays deterministic.
 
 The inserts of a flush run on a background thread, so batch N is inserted while batch N+1 is
 consumed (chDB and the Kafka client release the GIL). Kafka commits stay on the polling
@@ -30,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumers.batching import Batch, BatchAccumulator, DeadRecord, parse_intent
 from consumers.inserts import (
@@ -44,7 +47,6 @@ from consumers.inserts import (
     routes_for,
 )
 from consumers.native_avro import NativeAvro
-from metering.dlq import dlq_headers
 from metering.topics import TopicNames
 
 log = logging.getLogger("metering.sink")
@@ -152,9 +154,6 @@ class ClickHouseSink:
                 **CONSUMER_TUNING,
             }
         )
-        self.producer = Producer(
-            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 20}
-        )
 
     # -- rebalance -----------------------------------------------------------------------
 
@@ -226,7 +225,6 @@ class ClickHouseSink:
                 self._pool.shutdown(wait=True)
                 self._prep_pool.shutdown(wait=True)
                 self._insert_pool.shutdown(wait=True)
-                self.producer.flush(30)
                 self.consumer.close()
         return self.stats.rows
 
@@ -300,25 +298,14 @@ class ClickHouseSink:
             else:
                 row = route.build(route.decode(value), key[1], offset)
         except Exception as exc:
-            self._dead_letter(route, key[0], key[1], offset, msg.key(), value, exc)
+            self._skip_poison(key[0], key[1], offset, exc)
             row = DeadRecord(offset, exc)
         self.acc.add(key, offset, row)
 
-    def _dead_letter(
-        self,
-        route: Route,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        error: BaseException,
-    ) -> None:
-        log.warning("poison record %s[%d]@%d: %r", topic, partition, offset, error)
+    def _skip_poison(self, topic: str, partition: int, offset: int, error: BaseException) -> None:
+        """Count and skip a record the sink cannot decode (the processor dead-letters it)."""
+        log.warning("skipped undecodable record %s[%d]@%d: %r", topic, partition, offset, error)
         self.stats.dead += 1
-        headers = dlq_headers(type(error).__name__, str(error), topic, partition, offset)
-        self.producer.produce(route.dlq, value=value, key=key, headers=headers)
-        self.producer.poll(0)
 
     def _wait_inflight(self) -> None:
         """Finish the in-flight flush: wait for its inserts, then commit its end offsets.
@@ -392,8 +379,6 @@ class ClickHouseSink:
         errors = [err for f in inserts if (err := f.exception()) is not None]
         if errors:
             raise errors[0]
-        if self.producer.flush(30) > 0:
-            raise RuntimeError("DLQ producer could not deliver within 30 s; not committing")
 
     def _prepare(self, batch: Batch) -> list[NativePart]:
         return prepare_native(self.routes[batch.topic], batch)
@@ -434,11 +419,11 @@ class ClickHouseSink:
         values: list[bytes],
         offsets: list[int],
     ) -> list[tuple[Any, ...]]:
-        """The slow path for records ClickHouse could not parse: find and dead-letter the bad."""
+        """The slow path for records ClickHouse could not parse: find and skip the bad ones."""
         rows = []
         for value, offset in zip(values, offsets, strict=True):
             try:
                 rows.append(route.build(route.decode(value), partition, offset))
             except Exception as exc:
-                self._dead_letter(route, topic, partition, offset, None, value, exc)
+                self._skip_poison(topic, partition, offset, exc)
         return rows

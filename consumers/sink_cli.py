@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sink.stop())
     signal.signal(signal.SIGINT, lambda *_: sink.stop())
     rows = sink.run(exit_when_caught_up=args.exit_when_caught_up)
-    log.info("sink stopped: %d rows inserted, %d dead-lettered", rows, sink.stats.dead)
+    log.info("sink stopped: %d rows inserted, %d undecodable skipped", rows, sink.stats.dead)
     return 0
 
 

@@ -2,9 +2,11 @@
 
 Every dead-letter queue of the pipeline (the processor's input DLQs, the sink's and the
 projection's ledger DLQs) is written with :func:`dlq_headers`, so the headers mean the same
-everywhere. Headers (all UTF-8): ``error.class``, ``error.message``, ``source.topic``,
-``source.partition``, ``source.offset``. The value and key are the input's, byte for byte,
-so a fixed record can be replayed to the source topic unchanged.
+everywhere. Headers (all UTF-8): the input's own headers first, as they were, then
+``error.class``, ``error.message``, ``source.topic``, ``source.partition``, ``source.offset``.
+The value and key are the input's, byte for byte, so a fixed record can be replayed to the
+source topic unchanged. One writer per input: the processor for usage events and credit
+commands, the projection for the ledger (the ClickHouse sink only counts and skips).
 """
 
 from __future__ import annotations
@@ -55,9 +57,14 @@ def dead_letter(
     source_topic: str,
     partition: int,
     offset: int,
+    original_headers: list[tuple[str, bytes]] | None = None,
 ) -> DeadLetter:
-    """Build the DLQ record for one input that could not be decoded, validated or priced."""
-    headers = dlq_headers(error_class, message, source_topic, partition, offset)
+    """Build the DLQ record for one input that could not be decoded, validated or priced: its
+    key, value and headers, then the headers that say why and where from."""
+    headers = [
+        *(original_headers or ()),
+        *dlq_headers(error_class, message, source_topic, partition, offset),
+    ]
     return DeadLetter(dlq_topic, key, value, headers)
 
 

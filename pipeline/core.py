@@ -31,6 +31,8 @@ class InMessage:
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
+    """The record's own headers: a dead-lettered input keeps them."""
 
 
 @dataclass(slots=True)
@@ -226,6 +228,7 @@ class BatchProcessor:
             source_topic=msg.topic,
             partition=msg.partition,
             offset=msg.offset,
+            original_headers=msg.headers,
         )
         out.records.append(OutRecord(letter.topic, letter.key, letter.value, letter.headers))
         self.metrics.dead_lettered[msg.topic] = self.metrics.dead_lettered.get(msg.topic, 0) + 1

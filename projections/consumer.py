@@ -51,7 +51,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from metering.dlq import dlq_headers
+from metering.dlq import dead_letter
 from metering.topics import TopicNames
 from projections.apply import ApplyResult, Gap, Projector
 from projections.keys import prefix_from_env
@@ -235,15 +235,19 @@ class ProjectionConsumer:
         return batch
 
     def _dead_letter(self, msg: Message, exc: Exception) -> None:
-        headers = dlq_headers(
-            type(exc).__name__,
-            str(exc),
-            str(msg.topic()),
-            msg.partition() or 0,
-            msg.offset() or 0,
+        letter = dead_letter(
+            self.topics.credit_ledger_dlq,
+            key=msg.key(),
+            value=msg.value(),
+            error_class=type(exc).__name__,
+            message=str(exc),
+            source_topic=str(msg.topic()),
+            partition=msg.partition() or 0,
+            offset=msg.offset() or 0,
+            original_headers=list(msg.headers() or ()),
         )
         self.producer.produce(
-            self.topics.credit_ledger_dlq, key=msg.key(), value=msg.value(), headers=headers
+            letter.topic, key=letter.key, value=letter.value, headers=letter.headers
         )
         self.metrics.dead_lettered += 1
         log.error(

@@ -131,7 +131,13 @@ def batch_consumer_class(
                     if fast:
                         batch.append(
                             InMessage(
-                                rec.topic, rec.partition, offset, rec.timestamp, rec.key, rec.value
+                                rec.topic,
+                                rec.partition,
+                                offset,
+                                rec.timestamp,
+                                rec.key,
+                                rec.value,
+                                list(rec.headers) if rec.headers else None,
                             )
                         )
                     else:
