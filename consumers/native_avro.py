@@ -10,8 +10,10 @@ The container's schema is the writer schema with two changes, so a record is jus
 
 - a leading ``fixed(5)`` field ``_confluent_header`` that swallows the Confluent framing
   (no such column exists, so ClickHouse skips it);
-- trailing ``long`` fields ``kafka_partition`` and ``kafka_offset``.
+- trailing ``long`` fields ``kafka_partition`` and ``kafka_offset`` (``rows.POSITION_COLUMNS``).
 
+The record's own fields are the writer schema's, as registered: no field list is written out
+here, and a test holds the container's fields for the committed schema to ``USAGE_COLUMNS``.
 ClickHouse maps fields to columns by name, so a newer writer schema with extra fields still
 loads. A body the header check cannot catch (corrupt Avro) fails the whole insert; the sink
 then falls back to Python decoding for that batch, dead-letters the bad records and inserts
@@ -26,6 +28,7 @@ from collections.abc import Sequence
 from itertools import chain, repeat
 from typing import Any
 
+from consumers.rows import POSITION_COLUMNS
 from metering.avro import SchemaRegistry, read_header
 from metering.avro.schemas import full_name
 from metering.avro.varint import encode_long, encode_offset
@@ -72,8 +75,7 @@ class NativeAvro:
                 "type": {"type": "fixed", "name": "ConfluentHeader", "size": 5},
             },
             *schema["fields"],
-            {"name": "kafka_partition", "type": "long"},
-            {"name": "kafka_offset", "type": "long"},
+            *({"name": name, "type": "long"} for name in POSITION_COLUMNS),
         ]
         meta = {b"avro.schema": json.dumps(schema).encode(), b"avro.codec": b"null"}
         self._headers[schema_id] = (

@@ -5,8 +5,11 @@ and ~9 us per UsageEvent here (BytesIO, per-field schema dispatch): a third of t
 CPU once faust's per-record machinery was gone. These know the v1 shapes and only join or
 slice bytes. Both are byte-for-byte / value-for-value equal to fastavro (hypothesis tests in
 ``tests/unit/pipeline/test_pipeline_fast_avro.py``) and are only used when the codec's
-schema has exactly the expected shape; anything else (another writer schema id, malformed
-bytes) goes to the generic :class:`~metering.avro.AvroCodec`, which also raises the errors.
+schema has exactly the shape written out here (:data:`LEDGER_ENTRY_SHAPE`, and
+``USAGE_EVENT_SHAPE``); a schema of another shape logs a warning naming the first differing
+field, and tests fail when the committed ``.avsc`` drifts from these shapes. Anything else
+(another writer schema id, malformed bytes) goes to the generic :class:`~metering.avro.AvroCodec`,
+which also raises the errors.
 """
 
 from __future__ import annotations
@@ -15,51 +18,77 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from metering.avro import AvroCodec
-from metering.avro.schemas import strip_int_logical_types
-from metering.avro.usage_encoder import USAGE_EVENT_SHAPE, record_shape
+from metering.avro.fields import Field, enum_type, fits_shape, record_type
+from metering.avro.usage_encoder import USAGE_EVENT_SHAPE
 from metering.avro.varint import decode_long as _long
 from metering.avro.varint import encode_long
 
-_ALLOCATION = {
-    "type": "record",
-    "name": "Allocation",
-    "fields": [{"name": "grant_id", "type": "string"}, {"name": "amount", "type": "long"}],
-}
-LEDGER_ENTRY_FIELDS: list[str] = [
-    "entry_id",
-    "account_id",
-    "seq",
-    "type",
-    "amount",
-    "allocations",
-    "balance_after",
-    "overage_after",
-    "cause_id",
-    "subject",
-    "feature",
-    "model",
-    "price_version",
-    "occurred_at",
-    "recorded_at",
-    "period_start",
-    "period_end",
-    "reason",
-    "reservation_id",
-    "grant",
-    "terms",
-]
-"""Field order of LedgerEntry v1 (the encoder below hard-codes their types)."""
-
-_GRANT_FIELDS = [
-    "grant_id",
-    "source",
-    "amount",
-    "priority",
-    "effective_at",
-    "expires_at",
-    "cost_basis_micros",
-]
-_TERMS_FIELDS = ["plan_id", "overage_policy", "overage_limit", "features", "monthly_credits"]
+_OPT_STRING = ["null", "string"]
+_OPT_LONG = ["null", "long"]
+LEDGER_ENTRY_SHAPE: tuple[Field, ...] = (
+    Field("entry_id", "string"),
+    Field("account_id", "string"),
+    Field("seq", "long"),
+    Field("type", enum_type("io.metering.EntryType")),
+    Field("amount", "long"),
+    Field(
+        "allocations",
+        {
+            "type": "array",
+            "items": record_type(
+                "io.metering.Allocation", Field("grant_id", "string"), Field("amount", "long")
+            ),
+        },
+        [],
+    ),
+    Field("balance_after", "long"),
+    Field("overage_after", "long"),
+    Field("cause_id", "string"),
+    Field("subject", _OPT_STRING, None),
+    Field("feature", _OPT_STRING, None),
+    Field("model", _OPT_STRING, None),
+    Field("price_version", _OPT_STRING, None),
+    Field("occurred_at", "long"),
+    Field("recorded_at", "long"),
+    Field("period_start", "long"),
+    Field("period_end", "long"),
+    Field("reason", _OPT_STRING, None),
+    Field("reservation_id", _OPT_STRING, None),
+    Field(
+        "grant",
+        [
+            "null",
+            record_type(
+                "io.metering.GrantInfo",
+                Field("grant_id", "string"),
+                Field("source", "string"),
+                Field("amount", "long"),
+                Field("priority", "int"),
+                Field("effective_at", "long"),
+                Field("expires_at", _OPT_LONG, None),
+                Field("cost_basis_micros", _OPT_LONG, None),
+            ),
+        ],
+        None,
+    ),
+    Field(
+        "terms",
+        [
+            "null",
+            record_type(
+                "io.metering.AccountTerms",
+                Field("plan_id", "string"),
+                Field("overage_policy", "string"),
+                Field("overage_limit", "long"),
+                Field("features", ["null", {"type": "array", "items": "string"}], None),
+                Field("monthly_credits", "long"),
+            ),
+        ],
+        None,
+    ),
+)
+"""The LedgerEntry v1 shape the encoder below is hand-unrolled for (enum symbols are read from
+the writer schema). ``test_ledger_entry_shape_is_the_committed_schema`` holds it to the .avsc."""
 
 _NULL = b"\x00"
 _SOME = b"\x02"
@@ -76,47 +105,6 @@ def _opt_string(s: str | None) -> bytes:
 
 def _opt_long(n: int | None) -> bytes:
     return _NULL if n is None else _SOME + encode_long(n)
-
-
-def _ledger_shape_ok(schema: Mapping[str, Any]) -> bool:
-    """True when ``schema`` is the LedgerEntry v1 shape this encoder was written for."""
-    fields = schema["fields"]
-    if [f["name"] for f in fields] != LEDGER_ENTRY_FIELDS:
-        return False
-    types = {f["name"]: f["type"] for f in fields}
-    simple = {
-        "entry_id": "string",
-        "account_id": "string",
-        "seq": "long",
-        "amount": "long",
-        "balance_after": "long",
-        "overage_after": "long",
-        "cause_id": "string",
-        "occurred_at": "long",
-        "recorded_at": "long",
-        "period_start": "long",
-        "period_end": "long",
-    }
-    if any(types[name] != t for name, t in simple.items()):
-        return False
-    for name in ("subject", "feature", "model", "price_version", "reason", "reservation_id"):
-        if types[name] != ["null", "string"]:
-            return False
-    alloc = types["allocations"]
-    if alloc.get("type") != "array" or record_shape(alloc["items"]) != record_shape(_ALLOCATION):
-        return False
-    grant, terms = types["grant"], types["terms"]
-    return (
-        types["type"].get("type") == "enum"
-        and grant[0] == "null"
-        and [f["name"] for f in grant[1]["fields"]] == _GRANT_FIELDS
-        and [f["type"] for f in grant[1]["fields"]]
-        == ["string", "string", "long", "int", "long", ["null", "long"], ["null", "long"]]
-        and terms[0] == "null"
-        and [f["name"] for f in terms[1]["fields"]] == _TERMS_FIELDS
-        and [f["type"] for f in terms[1]["fields"]]
-        == ["string", "string", "long", ["null", {"type": "array", "items": "string"}], "long"]
-    )
 
 
 K = TypeVar("K", str, int)
@@ -140,11 +128,15 @@ def _bounded_memo(encode: Callable[[K], bytes], cap: int = 50_000) -> Callable[[
 
 
 def make_ledger_entry_encoder(codec: AvroCodec) -> Callable[[Mapping[str, Any]], bytes]:
-    """``encode(entry) -> framed bytes``: fast for the v1 shape, else ``codec.encode``."""
-    schema = strip_int_logical_types(codec.writer.schema)
-    if not _ledger_shape_ok(schema):
+    """``encode(entry) -> framed bytes``: fast for the v1 shape, else ``codec.encode``.
+
+    The shape check runs here, once; a writer schema of another shape gets the generic
+    encoder and a warning naming the first differing field.
+    """
+    if not fits_shape(LEDGER_ENTRY_SHAPE, codec.writer, "LedgerEntry encoder"):
         return codec.encode
-    symbols = {s: encode_long(i) for i, s in enumerate(schema["fields"][3]["type"]["symbols"])}
+    (entry_type,) = (f["type"] for f in codec.writer.schema["fields"] if f["name"] == "type")
+    symbols = {s: encode_long(i) for i, s in enumerate(entry_type["symbols"])}
     header = codec.header
     cached = _bounded_memo(_string)
     # Timestamps, period bounds and balances repeat: a varint loop in Python is the cost.
@@ -239,7 +231,7 @@ def make_usage_event_decoder(codec: AvroCodec) -> Callable[[bytes], dict[str, An
     Other schema ids, and any payload the fast path cannot read exactly (truncated, trailing
     bytes, bad UTF-8...), go to ``codec.decode``, which resolves or raises ``CodecError``.
     """
-    if record_shape(strip_int_logical_types(codec.writer.schema)) != USAGE_EVENT_SHAPE:
+    if not fits_shape(USAGE_EVENT_SHAPE, codec.writer, "UsageEvent decoder"):
         return codec.decode
     header = codec.header
     slow = codec.decode
@@ -349,11 +341,16 @@ def _cached_string(b: bytes, pos: int, cache: dict[bytes, str]) -> tuple[str, in
     return s, pos + n
 
 
+LEDGER_ENTRY_HEAD: tuple[Field, ...] = LEDGER_ENTRY_SHAPE[:3]
+"""The leading fields :func:`ledger_entry_head` skips (``entry_id``) and reads."""
+
+
 def ledger_entry_head(value: bytes) -> tuple[str, int]:
     """``(account_id, seq)`` of a framed LedgerEntry, without decoding the rest.
 
     The restore check reads a whole ledger partition for these two fields; they are the
-    schema's 2nd and 3rd fields (after ``entry_id``), pinned by ``test_ledger_entry_head``.
+    schema's 2nd and 3rd fields (after ``entry_id``: :data:`LEDGER_ENTRY_HEAD`), in every
+    version, which ``test_ledger_entry_head_fields_lead_every_ledger_schema`` pins.
     """
     n, pos = _long(value, 5)  # after the magic byte and the 4-byte schema id
     n, pos = _long(value, pos + n)

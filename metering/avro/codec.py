@@ -20,9 +20,10 @@ from metering.avro.errors import (
     SchemaMismatchError,
     TruncatedPayloadError,
 )
+from metering.avro.fields import fits_shape
 from metering.avro.registry import RegisteredSchema, SchemaRegistry
-from metering.avro.schemas import USAGE_EVENT, full_name, strip_int_logical_types
-from metering.avro.usage_encoder import USAGE_EVENT_SHAPE, make_usage_event_encoder, record_shape
+from metering.avro.schemas import USAGE_EVENT, full_name
+from metering.avro.usage_encoder import USAGE_EVENT_SHAPE, make_usage_event_encoder
 
 MAGIC = 0
 HEADER_SIZE = 5
@@ -63,11 +64,12 @@ class AvroCodec:
         self._reader_name = full_name(self.writer.schema)
         self._resolved: dict[int, RegisteredSchema] = {self.schema_id: self.writer}
         self._encode_body: Callable[[Mapping[str, Any]], bytes] = self._generic_encoder()
-        if subject == USAGE_EVENT and self._has_usage_event_shape():
+        self.fast_encoder = subject == USAGE_EVENT and fits_shape(
+            USAGE_EVENT_SHAPE, self.writer, "UsageEvent encoder"
+        )
+        """Whether encoding uses the hand-unrolled encoder (else fastavro, after a warning)."""
+        if self.fast_encoder:
             self._encode_body = make_usage_event_encoder(self.header)
-
-    def _has_usage_event_shape(self) -> bool:
-        return record_shape(strip_int_logical_types(self.writer.schema)) == USAGE_EVENT_SHAPE
 
     def _generic_encoder(self) -> Callable[[Mapping[str, Any]], bytes]:
         parsed, header = self.writer.parsed, self.header

@@ -4,7 +4,8 @@ fastavro's generic writer costs ~7 us per event here; this one knows the record'
 so it only joins pre-computed pieces: zig-zag varints come from a table for small values,
 and repeated strings (account, feature, model, unit names...) are cached already encoded.
 It produces byte-for-byte what fastavro writes (a hypothesis test holds it to that), and
-the codec only uses it when the schema's shape equals :data:`USAGE_EVENT_SHAPE`.
+the codec only uses it when the writer schema's shape equals :data:`USAGE_EVENT_SHAPE`
+(otherwise it logs a warning and uses fastavro; see :mod:`metering.avro.fields`).
 """
 
 from __future__ import annotations
@@ -12,30 +13,27 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from metering.avro.fields import Field
 from metering.avro.varint import SMALL, TABLE_LIMIT, encode_long, encode_string
 
-USAGE_EVENT_SHAPE: list[tuple[str, Any, Any]] = [
-    ("event_id", "string", None),
-    ("account_id", "string", None),
-    ("subject", "string", "default"),
-    ("feature", "string", None),
-    ("model", ["null", "string"], None),
-    ("units", {"type": "map", "values": "long"}, None),
-    ("occurred_at", "long", None),
-    ("source", "string", ""),
-    ("attributes", {"type": "map", "values": "string"}, {}),
-    ("reservation_id", ["null", "string"], None),
-]
-"""(name, type, default) of each field, in order, with int logical types stripped."""
+USAGE_EVENT_SHAPE: tuple[Field, ...] = (
+    Field("event_id", "string"),
+    Field("account_id", "string"),
+    Field("subject", "string", "default"),
+    Field("feature", "string"),
+    Field("model", ["null", "string"], None),
+    Field("units", {"type": "map", "values": "long"}),
+    Field("occurred_at", "long"),
+    Field("source", "string", ""),
+    Field("attributes", {"type": "map", "values": "string"}, {}),
+    Field("reservation_id", ["null", "string"], None),
+)
+"""The UsageEvent v1 shape this encoder, ``pipeline.fast_avro``'s decoder and the SDK's fast
+path are hand-unrolled for. Written out, not read from the ``.avsc``: it states what the code
+assumes, and ``test_usage_event_shape_is_the_committed_schema`` holds it to the schema."""
 
-_NO_DEFAULT = object()
 _CACHE_MAX_ENTRIES = 100_000
 _CACHE_MAX_CHARS = 256
-
-
-def record_shape(schema: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(name, type, default) per field of a stripped record schema, docs dropped."""
-    return [(f["name"], f["type"], f.get("default")) for f in schema["fields"]]
 
 
 def make_usage_event_encoder(header: bytes = b"") -> Callable[[Mapping[str, Any]], bytes]:

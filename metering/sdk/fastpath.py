@@ -24,10 +24,14 @@ re-fill, never unbounded memory.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from operator import itemgetter
 from typing import Any
 
+from metering.avro import USAGE_EVENT, RegisteredSchema, load_catalog
+from metering.avro.fields import fits_shape, record_fields
+from metering.avro.usage_encoder import USAGE_EVENT_SHAPE
 from metering.avro.varint import SMALL, TABLE_LIMIT, encode_long, encode_string
 from metering.domain.identifiers import MAX_ID_BYTES, is_identifier
 from metering.sdk.validation import (
@@ -54,14 +58,12 @@ FIELD_ORDER = (
     *("event_id", "account_id", "subject", "feature", "model"),
     *("units", "occurred_at", "source", "attributes", "reservation_id"),
 )
-"""The schema's field order (``tests`` hold it to ``USAGE_EVENT_SHAPE``)."""
+"""The order the encoder below unpacks and writes the fields in: hand-unrolled, so written out;
+``test_fast_path_field_order_is_the_committed_schema`` holds it to the ``.avsc``."""
 OPTIONAL_DEFAULTS: dict[str, Any] = {
-    "subject": "default",
-    "model": None,
-    "source": "",
-    "attributes": {},
-    "reservation_id": None,
+    f.name: copy.deepcopy(f.default) for f in record_fields(USAGE_EVENT) if not f.required
 }
+"""The schema's defaults, merged into events that leave optional fields out (read once)."""
 
 Encoder = Callable[[Mapping[str, Any]], bytes]
 
@@ -109,8 +111,20 @@ def _long_cache(
     return cache.get, miss
 
 
-def make_checked_encoder(header: bytes, slow_path: Encoder) -> Encoder:
-    """``encode(event) -> framed bytes``; ``slow_path`` validates (raising) and encodes."""
+def make_checked_encoder(
+    header: bytes, slow_path: Encoder, *, writer: RegisteredSchema | None = None
+) -> Encoder:
+    """``encode(event) -> framed bytes``; ``slow_path`` validates (raising) and encodes.
+
+    ``writer`` is the schema ``header`` names (default: the committed UsageEvent, which is
+    what :class:`~metering.avro.AvroCodec` writes with). If its shape is not the one this
+    encoder is unrolled for, a warning names the first difference and ``slow_path`` is
+    returned as the whole encoder: slower, never wrong bytes.
+    """
+    if not fits_shape(
+        USAGE_EVENT_SHAPE, writer or load_catalog().get(USAGE_EVENT), "SDK usage fast path"
+    ):
+        return slow_path
     small = SMALL
     half = TABLE_LIMIT >> 1  # values below this have a table entry; all limits are below it
     known = KNOWN_FIELDS.issuperset
@@ -150,7 +164,7 @@ def make_checked_encoder(header: bytes, slow_path: Encoder) -> Encoder:
 
     def encode(event: Mapping[str, Any]) -> bytes:
         try:
-            if type(event) is dict and len(event) == 10:
+            if type(event) is dict and len(event) == 10:  # len(FIELD_ORDER), a constant
                 # All ten found among ten keys: no unknown field.
                 (
                     event_id,

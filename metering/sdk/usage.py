@@ -149,7 +149,9 @@ class UsageReporter(_PublisherBase):
         """
         bootstrap, registry = _resolve(bootstrap, settings, registry)
         self.codec = AvroCodec(registry, USAGE_EVENT)
-        self._encode = make_checked_encoder(self.codec.header, self._encode_slow)
+        self._encode = make_checked_encoder(
+            self.codec.header, self._encode_slow, writer=self.codec.writer
+        )
         self._core = KeyedProducer(
             bootstrap,
             topic or DEFAULT_TOPICS.usage_events,

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import logging
 from typing import Any
 
+import pytest
 from fastavro import schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering.avro import USAGE_EVENT, load_catalog
-from metering.avro.schemas import strip_int_logical_types
-from metering.avro.usage_encoder import (
-    USAGE_EVENT_SHAPE,
-    encode_long,
-    make_usage_event_encoder,
-    record_shape,
-)
+from metering.avro import USAGE_EVENT, AvroCodec, RegisteredSchema, load_catalog, load_registry
+from metering.avro.fields import first_difference, record_fields
+from metering.avro.schemas import parse
+from metering.avro.usage_encoder import USAGE_EVENT_SHAPE, encode_long, make_usage_event_encoder
 
 PARSED = load_catalog().get(USAGE_EVENT).parsed
 LONGS = st.integers(min_value=-(2**63), max_value=2**63 - 1)
@@ -51,10 +50,12 @@ def usage_events(draw: st.DrawFn) -> dict[str, Any]:
     return event
 
 
-def test_shape_matches_the_committed_schema() -> None:
-    """If this fails, the .avsc changed: update the encoder (the codec falls back meanwhile)."""
-    schema = load_catalog().get(USAGE_EVENT).schema
-    assert record_shape(strip_int_logical_types(schema)) == USAGE_EVENT_SHAPE
+def test_usage_event_shape_is_the_committed_schema() -> None:
+    """If this fails, the .avsc changed: update the hand-unrolled UsageEvent codecs (encoder,
+    ``pipeline.fast_avro`` decoder, SDK fast path) and their shape; until then they fall back."""
+    committed = record_fields(USAGE_EVENT)
+    assert first_difference(USAGE_EVENT_SHAPE, committed) is None
+    assert committed == USAGE_EVENT_SHAPE
 
 
 @settings(max_examples=400, deadline=None)
@@ -75,3 +76,41 @@ def test_long_encoding_equals_fastavro(n: int) -> None:
     buf = io.BytesIO()
     schemaless_writer(buf, "long", n)
     assert encode_long(n) == buf.getvalue()
+
+
+class OneSchema:
+    """A registry whose only schema is ``schema`` (a drifted UsageEvent)."""
+
+    def __init__(self, schema: dict[str, Any], schema_id: int) -> None:
+        self.entry = RegisteredSchema(schema_id, USAGE_EVENT, None, schema, parse(schema))
+
+    def writer_schema(self, subject: str, version: int | None = None) -> RegisteredSchema:
+        return self.entry
+
+    def by_id(self, schema_id: int) -> RegisteredSchema:
+        return self.entry
+
+
+def test_the_committed_schema_takes_the_fast_encoder(caplog: pytest.LogCaptureFixture) -> None:
+    """Drift between the .avsc and USAGE_EVENT_SHAPE fails here, not silently in production."""
+    with caplog.at_level(logging.WARNING, logger="metering.avro.fields"):
+        codec = AvroCodec(load_registry(), USAGE_EVENT)
+    assert codec.fast_encoder
+    assert caplog.records == []
+
+
+def test_a_drifted_schema_falls_back_to_fastavro_and_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    schema = copy.deepcopy(load_catalog().get(USAGE_EVENT).schema)
+    schema["fields"].insert(3, {"name": "region", "type": "string", "default": "eu"})
+    registry = OneSchema(schema, 901)
+    with caplog.at_level(logging.WARNING, logger="metering.avro.fields"):
+        codecs = [AvroCodec(registry, USAGE_EVENT) for _ in range(2)]
+    assert not any(codec.fast_encoder for codec in codecs)
+    [warning] = caplog.records
+    message = warning.getMessage()
+    assert "io.metering.UsageEvent (schema id 901)" in message
+    assert "UsageEvent encoder" in message and "field 3 is 'region', expected 'feature'" in message
+    event = {"event_id": "e", "account_id": "a", "feature": "f", "units": {}, "occurred_at": 1}
+    assert codecs[0].decode(codecs[0].encode(event))["region"] == "eu"

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import copy
+import logging
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering.avro import LEDGER_ENTRY, USAGE_EVENT, AvroCodec, CodecError, load_registry
-from pipeline.fast_avro import make_ledger_entry_encoder, make_usage_event_decoder
+from metering.avro import (
+    LEDGER_ENTRY,
+    USAGE_EVENT,
+    AvroCodec,
+    CodecError,
+    RegisteredSchema,
+    load_catalog,
+    load_registry,
+)
+from metering.avro.fields import field_names, first_difference, record_fields
+from metering.avro.schemas import parse
+from pipeline.fast_avro import (
+    LEDGER_ENTRY_HEAD,
+    LEDGER_ENTRY_SHAPE,
+    make_ledger_entry_encoder,
+    make_usage_event_decoder,
+)
 
 REGISTRY = load_registry()
 LEDGER = AvroCodec(REGISTRY, LEDGER_ENTRY)
@@ -102,6 +120,91 @@ usage_events = st.fixed_dictionaries(
 def test_the_fast_paths_are_in_use() -> None:
     assert LEDGER.encode != FAST_ENCODE
     assert USAGE.decode != FAST_DECODE
+
+
+def test_the_committed_schemas_take_the_fast_paths_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="metering.avro.fields"):
+        assert make_ledger_entry_encoder(LEDGER) != LEDGER.encode
+        assert make_usage_event_decoder(USAGE) != USAGE.decode
+    assert caplog.records == []
+
+
+def test_ledger_entry_shape_is_the_committed_schema() -> None:
+    """If this fails, the .avsc changed: update the hand-unrolled encoder and its shape."""
+    committed = record_fields(LEDGER_ENTRY)
+    assert first_difference(LEDGER_ENTRY_SHAPE, committed) is None
+    assert committed == LEDGER_ENTRY_SHAPE
+
+
+def test_ledger_entry_head_fields_lead_every_ledger_schema() -> None:
+    """``ledger_entry_head`` reads any writer version: each must start entry_id, account_id, seq."""
+    assert [(f.name, f.type) for f in LEDGER_ENTRY_HEAD] == [
+        ("entry_id", "string"),
+        ("account_id", "string"),
+        ("seq", "long"),
+    ]
+    for entry in load_catalog().versions(LEDGER_ENTRY):
+        assert record_fields(LEDGER_ENTRY, entry.version)[:3] == LEDGER_ENTRY_HEAD
+
+
+def test_usage_event_decoder_returns_the_fields_in_schema_order() -> None:
+    event = {"event_id": "e", "account_id": "a", "feature": "f", "units": {}, "occurred_at": 1}
+    assert tuple(FAST_DECODE(USAGE.encode(event))) == field_names(USAGE_EVENT)
+
+
+class OneSchema:
+    """A registry whose only schema is ``schema`` (a drifted one)."""
+
+    def __init__(self, subject: str, schema: dict[str, Any], schema_id: int) -> None:
+        self.entry = RegisteredSchema(schema_id, subject, None, schema, parse(schema))
+
+    def writer_schema(self, subject: str, version: int | None = None) -> RegisteredSchema:
+        return self.entry
+
+    def by_id(self, schema_id: int) -> RegisteredSchema:
+        return self.entry
+
+
+def _drifted(subject: str, schema_id: int, edit: Any) -> AvroCodec:
+    schema = copy.deepcopy(load_catalog().get(subject).schema)
+    edit(schema["fields"])
+    return AvroCodec(OneSchema(subject, schema, schema_id), subject)
+
+
+def test_a_drifted_ledger_schema_gets_the_generic_encoder_and_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def add_grant_note(fields: list[dict[str, Any]]) -> None:
+        (grant,) = (f for f in fields if f["name"] == "grant")
+        grant["type"][1]["fields"].append({"name": "note", "type": "string", "default": ""})
+
+    codec = _drifted(LEDGER_ENTRY, 903, add_grant_note)
+    with caplog.at_level(logging.WARNING, logger="metering.avro.fields"):
+        assert make_ledger_entry_encoder(codec) == codec.encode
+        assert make_ledger_entry_encoder(codec) == codec.encode
+    [warning] = caplog.records
+    message = warning.getMessage()
+    assert "io.metering.LedgerEntry (schema id 903)" in message
+    assert "LedgerEntry encoder" in message and "unexpected field 'grant.note'" in message
+
+
+def test_a_drifted_usage_schema_gets_the_generic_decoder_and_one_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def swap_subject_and_feature(fields: list[dict[str, Any]]) -> None:
+        fields[2], fields[3] = fields[3], fields[2]
+
+    with caplog.at_level(logging.WARNING, logger="metering.avro.fields"):
+        codec = _drifted(USAGE_EVENT, 904, swap_subject_and_feature)
+        assert not codec.fast_encoder
+        assert make_usage_event_decoder(codec) == codec.decode
+        assert make_usage_event_decoder(codec) == codec.decode
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2  # once for the codec's encoder, once for this decoder
+    assert "UsageEvent decoder" in messages[1] and "(schema id 904)" in messages[1]
+    assert "field 2 is 'feature', expected 'subject'" in messages[1]
 
 
 @settings(max_examples=400, deadline=None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import logging
 from typing import Any
 
 import pytest
@@ -10,7 +12,8 @@ from fastavro import schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering.avro import USAGE_EVENT, AvroCodec, load_registry
+from metering.avro import USAGE_EVENT, AvroCodec, RegisteredSchema, load_registry
+from metering.avro.schemas import parse
 from metering.sdk import InvalidUsageEvent, make_usage_event, validate_usage_event
 from metering.sdk.fastpath import make_checked_encoder
 
@@ -189,15 +192,44 @@ def test_fast_path_bytes_equal_fastavro_for_valid_events(
     assert CHECKED(valid) == fastavro_bytes(valid)
 
 
-def test_field_order_is_the_schema_order() -> None:
+def test_fast_path_field_order_is_the_committed_schema() -> None:
+    """The fast path unpacks the fields in FIELD_ORDER: if this fails, the .avsc changed."""
+    from metering.avro.fields import field_names, record_fields
     from metering.avro.usage_encoder import USAGE_EVENT_SHAPE
     from metering.sdk.fastpath import FIELD_ORDER, OPTIONAL_DEFAULTS
+    from metering.sdk.validation import KNOWN_FIELDS
 
-    assert tuple(name for name, _, _ in USAGE_EVENT_SHAPE) == FIELD_ORDER
-    assert {n: d for n, t, d in USAGE_EVENT_SHAPE if n not in REQUIRED} == OPTIONAL_DEFAULTS
+    assert field_names(USAGE_EVENT) == FIELD_ORDER
+    assert tuple(f.name for f in USAGE_EVENT_SHAPE) == FIELD_ORDER
+    assert {f.name: f.default for f in USAGE_EVENT_SHAPE if not f.required} == OPTIONAL_DEFAULTS
+    assert {f.name for f in record_fields(USAGE_EVENT) if f.required} == {
+        "event_id",
+        "account_id",
+        "feature",
+        "units",
+        "occurred_at",
+    }
+    assert frozenset(FIELD_ORDER) == KNOWN_FIELDS
 
 
-REQUIRED = {"event_id", "account_id", "feature", "units", "occurred_at"}
+def test_the_committed_schema_takes_the_sdk_fast_path(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="metering.avro.fields"):
+        assert make_checked_encoder(CODEC.header, slow_path) is not slow_path
+        assert make_checked_encoder(CODEC.header, slow_path, writer=CODEC.writer) is not slow_path
+    assert caplog.records == []
+
+
+def test_a_drifted_schema_leaves_only_the_slow_path(caplog: pytest.LogCaptureFixture) -> None:
+    """Never wrong bytes: a writer schema the fast path was not unrolled for bypasses it."""
+    schema = copy.deepcopy(CODEC.writer.schema)
+    schema["fields"].append({"name": "region", "type": "string", "default": ""})
+    writer = RegisteredSchema(905, USAGE_EVENT, None, schema, parse(schema))
+    with caplog.at_level(logging.WARNING, logger="metering.avro.fields"):
+        assert make_checked_encoder(CODEC.header, slow_path, writer=writer) is slow_path
+    [warning] = caplog.records
+    assert "SDK usage fast path" in warning.getMessage()
+    assert "(schema id 905)" in warning.getMessage()
+    assert "unexpected field 'region'" in warning.getMessage()
 
 
 def test_cache_hits_still_check_types() -> None:
