@@ -390,17 +390,65 @@ def _cleanup(client: redis.Redis, prefix: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="metering bench enforce", description=__doc__)
-    parser.add_argument("--json", action="store_true", help="print only the JSON line")
-    parser.add_argument("--accounts", type=int, default=1000)
-    parser.add_argument("--checks", type=int, default=20_000)
-    parser.add_argument("--rate", type=float, default=2000.0, help="sidecar requests/s")
-    parser.add_argument("--duration", type=float, default=5.0, help="sidecar seconds")
-    parser.add_argument("--entries", type=int, default=100_000)
-    parser.add_argument("--batch", type=int, default=2000, help="entries per apply batch")
-    parser.add_argument("--skip-sidecar", action="store_true")
+    parser = argparse.ArgumentParser(
+        prog="metering bench enforce",
+        description="Enforcement latency, sidecar latency and projection apply throughput, "
+        "each next to a baseline in the same run: the library check vs a raw Redis GET, the "
+        "sidecar at a fixed request rate vs the library check, the projection's apply vs a "
+        "raw pipelined HSET. Uses METERING_REDIS_URL (or the local stack's Redis) when it "
+        "answers, else starts its own redis-server. The last line of output is JSON.",
+    )
     parser.add_argument(
-        "--memory-requests", type=int, default=100_000, help="random-id checks (0 = skip)"
+        "--json", action="store_true", help="no progress messages, only the JSON result line"
+    )
+    parser.add_argument(
+        "--accounts", type=int, default=1000, metavar="N", help="accounts (default: 1000)"
+    )
+    parser.add_argument(
+        "--checks",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="library checks and raw GETs, each (default: 20000)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=2000.0,
+        metavar="N",
+        help="sidecar requests per second (default: 2000)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="length of the sidecar run (default: 5)",
+    )
+    parser.add_argument(
+        "--entries",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="ledger entries applied by the projection (default: 100000)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="entries per apply batch (default: 2000)",
+    )
+    parser.add_argument(
+        "--skip-sidecar", action="store_true", help="leave out the sidecar and its memory check"
+    )
+    parser.add_argument(
+        "--memory-requests",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="checks of random account ids for the sidecar memory figure; 0 skips it "
+        "(default: 100000)",
     )
     args = parser.parse_args(argv)
 

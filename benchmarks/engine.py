@@ -208,11 +208,22 @@ def run(events: int, accounts: int, seed: int) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="metering bench engine", description=__doc__)
-    parser.add_argument("--json", action="store_true", help="print only the JSON line")
-    parser.add_argument("--events", type=int, default=300_000)
-    parser.add_argument("--accounts", type=int, default=10_000)
-    parser.add_argument("--seed", type=int, default=7)
+    parser = argparse.ArgumentParser(
+        prog="metering bench engine",
+        description="Throughput of the pure credit engine in one process (no Kafka, no Redis) "
+        "over a realistic mix of accounts, plans, grants and usage, next to a loop that only "
+        "prices the same events. The last line of output is JSON.",
+    )
+    parser.add_argument("--json", action="store_true", help="print only the JSON result line")
+    parser.add_argument(
+        "--events", type=int, default=300_000, metavar="N", help="usage events (default: 300000)"
+    )
+    parser.add_argument(
+        "--accounts", type=int, default=10_000, metavar="N", help="accounts (default: 10000)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=7, help="random seed of the generated mix (default: 7)"
+    )
     args = parser.parse_args(argv)
     result = run(args.events, args.accounts, args.seed)
     if not args.json:

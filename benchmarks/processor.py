@@ -224,7 +224,7 @@ def _phase(a: argparse.Namespace, bootstrap: str, skew: str, latency: bool) -> d
             Path(tmp) / "data",
             "--sweep-interval",
             "0",
-            "--loglevel",
+            "--log-level",
             "warning",
             "--batch-max",
             str(a.batch_max),
@@ -330,22 +330,66 @@ def _latency(
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="metering bench processor")
-    p.add_argument("--events", type=int, default=200_000)
-    p.add_argument("--accounts", type=int, default=1000)
-    p.add_argument("--partitions", type=int, default=6)
-    p.add_argument("--rate", type=int, default=5000, help="events/s for the latency phase")
-    p.add_argument("--latency-seconds", type=float, default=8.0)
-    p.add_argument("--batch-max", type=int, default=2000)
-    p.add_argument("--commit-interval", type=float, default=0.1, help="seconds")
+    p = argparse.ArgumentParser(
+        prog="metering bench processor",
+        description="Throughput and latency of one processor worker with exactly-once on, on "
+        "fresh topics. Throughput: events produced up front, next to a raw consume and decode "
+        "of the same topic. Latency: events sent at a fixed rate, timed until their ledger "
+        "entries are readable. The last line of output is JSON.",
+    )
+    p.add_argument(
+        "--events",
+        type=int,
+        default=200_000,
+        metavar="N",
+        help="usage events for the throughput phase (default: 200000)",
+    )
+    p.add_argument(
+        "--accounts", type=int, default=1000, metavar="N", help="accounts (default: 1000)"
+    )
+    p.add_argument(
+        "--partitions",
+        type=int,
+        default=6,
+        metavar="N",
+        help="partitions of the fresh topics (default: 6)",
+    )
+    p.add_argument(
+        "--rate",
+        type=int,
+        default=5000,
+        metavar="N",
+        help="events per second in the latency phase (default: 5000)",
+    )
+    p.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=8.0,
+        metavar="SECONDS",
+        help="length of the latency phase (default: 8)",
+    )
+    p.add_argument(
+        "--batch-max",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="the worker's --batch-max (default: 2000)",
+    )
+    p.add_argument(
+        "--commit-interval",
+        type=float,
+        default=0.1,
+        metavar="SECONDS",
+        help="the worker's --commit-interval (default: 0.1)",
+    )
     p.add_argument(
         "--skew",
         choices=["uniform", "zipf"],
         default="uniform",
         help="zipf: also a run where accounts are Zipf-distributed (the busiest carries about "
-        "a third of the events), reported beside the uniform run's figures",
+        "a third of the events), reported beside the uniform run's figures (default: uniform)",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print only the JSON result line")
     a = p.parse_args(argv)
     bootstrap = load_settings().kafka_bootstrap
     uniform = _phase(a, bootstrap, "uniform", latency=True)

@@ -170,17 +170,53 @@ def _round(
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="metering bench produce", description=__doc__)
-    parser.add_argument("--events", type=int, default=500_000)
-    parser.add_argument("--accounts", type=int, default=10_000)
-    parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--bootstrap", default=None, help="default: METERING_KAFKA_BOOTSTRAP")
-    parser.add_argument("--batch", type=int, default=1000, help="events per report_many call")
-    parser.add_argument(
-        "--rounds", type=int, default=3, help="raw/SDK rounds, interleaved; medians are reported"
+    parser = argparse.ArgumentParser(
+        prog="metering bench produce",
+        description="Produce throughput of the SDK next to a raw confluent-kafka loop, in the "
+        "same run, to fresh topics with the same producer config. Both clocks stop after the "
+        "broker acknowledged every record. The last line of output is JSON.",
     )
-    parser.add_argument("--json", action="store_true", help="only the JSON result line")
-    parser.add_argument("--keep-topics", action="store_true")
+    parser.add_argument(
+        "--events", type=int, default=500_000, metavar="N", help="events per run (default: 500000)"
+    )
+    parser.add_argument(
+        "--accounts",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="accounts the events are spread over (default: 10000)",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=6,
+        metavar="N",
+        help="partitions of the fresh topics (default: 6)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        default=None,
+        metavar="HOST:PORT",
+        help="Kafka bootstrap servers (default: METERING_KAFKA_BOOTSTRAP, else the local stack)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="events per SDK report_many call (default: 1000)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="raw and SDK rounds, interleaved; medians are reported (default: 3)",
+    )
+    parser.add_argument("--json", action="store_true", help="print only the JSON result line")
+    parser.add_argument(
+        "--keep-topics", action="store_true", help="keep the benchmark topics afterwards"
+    )
     args = parser.parse_args(argv)
     bootstrap = args.bootstrap or load_settings().kafka_bootstrap
 

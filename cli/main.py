@@ -10,44 +10,100 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from metering.config import ConfigError
 
-# (command words) -> "module:function"; the function takes the remaining argv.
-COMMANDS: dict[tuple[str, ...], str] = {
-    ("stack",): "devstack.cli:main",
-    ("topics",): "metering.topics:main",
-    ("bench", "produce"): "benchmarks.produce:main",
-    ("bench", "engine"): "benchmarks.engine:main",
-    ("bench", "processor"): "benchmarks.processor:main",
-    ("bench", "enforce"): "benchmarks.enforce:main",
-    ("bench", "clickhouse"): "benchmarks.sink:main",
-    ("run", "processor"): "pipeline.worker:main",
-    ("run", "projection"): "projections.consumer:main",
-    ("run", "sidecar"): "projections.sidecar_cli:main",
-    ("run", "sink"): "consumers.sink_cli:main",
-    ("run", "web"): "accountpage.server:main",
-    ("projection",): "projections.cli:main",
-    ("clickhouse",): "consumers.migrations:main",
-    ("usage",): "consumers.queries_cli:main",
-    ("reconcile",): "consumers.reconcile:main",
-    ("demo",): "demo:main",
+
+class Command(NamedTuple):
+    """One ``metering`` command: where it lives and what ``metering --help`` says about it."""
+
+    target: str  # "module:function"; the function takes the remaining argv
+    summary: str  # one line, user-facing
+    group: str  # heading it is listed under in ``metering --help``
+
+
+SETUP = "set up"
+RUN = "services (one process each)"
+OPERATE = "operate"
+TRY = "try it"
+BENCH = "benchmarks (each beside a baseline; the last line is JSON)"
+
+# (command words) -> Command, listed in this order, grouped by heading.
+COMMANDS: dict[tuple[str, ...], Command] = {
+    ("stack",): Command("devstack.cli:main", "start, check or stop a local Kafka and Redis", SETUP),
+    ("topics",): Command("metering.topics:main", "create the pipeline's Kafka topics", SETUP),
+    ("clickhouse",): Command(
+        "consumers.migrations:main", "apply or list the ClickHouse schema migrations", SETUP
+    ),
+    ("run", "processor"): Command(
+        "pipeline.worker:main", "price usage into the credit ledger (a faust worker)", RUN
+    ),
+    ("run", "projection"): Command(
+        "projections.projection_cli:main", "keep the Redis balances current from the ledger", RUN
+    ),
+    ("run", "sidecar"): Command(
+        "projections.sidecar_cli:main", "the enforcement HTTP API (check, reserve, ...)", RUN
+    ),
+    ("run", "sink"): Command(
+        "consumers.sink_cli:main", "copy usage and the ledger into ClickHouse", RUN
+    ),
+    ("run", "web"): Command(
+        "accountpage.server:main", "the account page plus the sidecar API", RUN
+    ),
+    ("projection",): Command(
+        "projections.cli:main", "rebuild or verify the Redis balances from the ledger", OPERATE
+    ),
+    ("usage",): Command(
+        "consumers.queries_cli:main", "credit usage reports from ClickHouse", OPERATE
+    ),
+    ("reconcile",): Command(
+        "consumers.reconcile:main", "check that the ledger, ClickHouse and Redis agree", OPERATE
+    ),
+    ("demo",): Command("demo:main", "the whole pipeline on this machine, playing a story", TRY),
+    ("bench", "produce"): Command(
+        "benchmarks.produce:main", "SDK produce throughput vs raw confluent-kafka", BENCH
+    ),
+    ("bench", "engine"): Command(
+        "benchmarks.engine:main", "credit engine throughput in one process", BENCH
+    ),
+    ("bench", "processor"): Command(
+        "benchmarks.processor:main", "processor throughput and latency, exactly-once", BENCH
+    ),
+    ("bench", "enforce"): Command(
+        "benchmarks.enforce:main", "enforcement and sidecar latency, apply throughput", BENCH
+    ),
+    ("bench", "clickhouse"): Command(
+        "benchmarks.sink:main", "sink throughput and usage query time in ClickHouse", BENCH
+    ),
 }
 
 
 def _usage() -> str:
-    lines = ["usage: metering <command> [args]", "", "commands:"]
-    lines += [f"  {' '.join(words)}" for words in COMMANDS]
+    width = max(len(" ".join(words)) for words in COMMANDS) + 2
+    lines = [
+        "usage: metering <command> [options]",
+        "",
+        "AI-credit metering: usage events on Kafka, priced into a credit ledger,",
+        "enforced from Redis, reported from ClickHouse.",
+    ]
+    group = None
+    for words, command in COMMANDS.items():
+        if command.group != group:
+            group = command.group
+            lines += ["", f"{group}:"]
+        lines.append(f"  {' '.join(words):<{width}}{command.summary}")
+    lines += ["", "Run 'metering <command> --help' for the options of a command."]
     return "\n".join(lines)
 
 
 def resolve(argv: Sequence[str]) -> tuple[Callable[[list[str]], int], list[str]] | None:
     """Find the longest command prefix of ``argv`` and load its entry point."""
     for length in (2, 1):
-        target = COMMANDS.get(tuple(argv[:length]))
-        if target is None:
+        command = COMMANDS.get(tuple(argv[:length]))
+        if command is None:
             continue
-        module_name, _, func_name = target.partition(":")
+        module_name, _, func_name = command.target.partition(":")
         module = importlib.import_module(module_name)
         func: Callable[[list[str]], int] = getattr(module, func_name)
         return func, list(argv[length:])

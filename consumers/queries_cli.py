@@ -81,27 +81,73 @@ def render(rows: list[dict[str, Any]], fmt: str, title: str) -> str:
     return out.getvalue().rstrip("\n")
 
 
+USAGE_DESCRIPTION = """\
+Credit usage from ClickHouse (METERING_CLICKHOUSE_URL): one account's credits by
+subject, feature or model, or day by day; the top accounts; or credits by
+subject across all accounts."""
+
+USAGE_EXAMPLES = """\
+examples:
+  metering usage --account acme --by subject --from 2026-11-01 --to 2026-12-01
+  metering usage --account acme --daily --format csv
+  metering usage --top 10            # top accounts by credits
+  metering usage --subjects          # credits by subject across all accounts"""
+
+
 def main(argv: list[str]) -> int:
     from metering.config import load_settings
 
     today = datetime.now(UTC).date()
-    parser = argparse.ArgumentParser(prog="metering usage")
-    parser.add_argument("--account", help="account id (required for --by and --daily)")
+    parser = argparse.ArgumentParser(
+        prog="metering usage",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=USAGE_DESCRIPTION,
+        epilog=USAGE_EXAMPLES,
+    )
+    parser.add_argument(
+        "--account", metavar="ID", help="account id (needed unless --top or --subjects)"
+    )
     what = parser.add_mutually_exclusive_group()
-    what.add_argument("--by", choices=queries.DIMENSIONS, default="subject")
+    what.add_argument(
+        "--by",
+        choices=queries.DIMENSIONS,
+        default="subject",
+        metavar="DIMENSION",
+        help="the account's credits by subject, feature or model (default: subject)",
+    )
     what.add_argument("--daily", action="store_true", help="daily series for the account")
     what.add_argument("--top", type=int, metavar="N", help="top N accounts by credits")
     what.add_argument("--subjects", action="store_true", help="credits by subject, all accounts")
     parser.add_argument("--subject", help="with --daily: only this subject")
     parser.add_argument(
-        "--from", dest="start", type=date.fromisoformat, default=today.replace(day=1)
+        "--from",
+        dest="start",
+        type=date.fromisoformat,
+        default=today.replace(day=1),
+        metavar="YYYY-MM-DD",
+        help="first day, included (default: the first of this month, UTC)",
     )
     parser.add_argument(
-        "--to", dest="end", type=date.fromisoformat, default=today + timedelta(days=1)
+        "--to",
+        dest="end",
+        type=date.fromisoformat,
+        default=today + timedelta(days=1),
+        metavar="YYYY-MM-DD",
+        help="last day, excluded (default: tomorrow, UTC)",
     )
     parser.add_argument("--raw", action="store_true", help="answer from raw tables, not rollups")
-    parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
-    parser.add_argument("--database", default=DEFAULT_DATABASE)
+    parser.add_argument(
+        "--format",
+        choices=["table", "json", "csv"],
+        default="table",
+        help="table shows credits; json and csv keep integer micro-credits (default: table)",
+    )
+    parser.add_argument(
+        "--database",
+        default=DEFAULT_DATABASE,
+        metavar="NAME",
+        help=f"ClickHouse database (default: {DEFAULT_DATABASE})",
+    )
     args = parser.parse_args(argv)
 
     client = connect(load_settings().clickhouse_url, args.database)

@@ -242,9 +242,26 @@ def main(argv: list[str]) -> int:
     from metering.config import load_settings
     from metering.topics import TopicNames
 
-    parser = argparse.ArgumentParser(prog="metering reconcile")
-    parser.add_argument("--database", default=DEFAULT_DATABASE)
-    parser.add_argument("--topic-prefix", default="")
+    parser = argparse.ArgumentParser(
+        prog="metering reconcile",
+        description="Check the credit ledger and the stores built from it. First the ledger "
+        "topic itself, per account: gap-free sequence numbers, unique entry ids, a consistent "
+        "balance chain, grants within bounds. Then per-account totals of the ledger against "
+        "ClickHouse (raw entries and the usage_daily rollup) and the Redis balances. Prints "
+        "one line per finding; exit status 1 when anything is wrong, 0 when all agree.",
+    )
+    parser.add_argument(
+        "--database",
+        default=DEFAULT_DATABASE,
+        metavar="NAME",
+        help=f"ClickHouse database (default: {DEFAULT_DATABASE})",
+    )
+    parser.add_argument(
+        "--topic-prefix",
+        default="",
+        metavar="PREFIX",
+        help="prefix of the Kafka topic names (default: none)",
+    )
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis balance check")
     parser.add_argument(
         "--ledger-only",

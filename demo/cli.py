@@ -146,9 +146,9 @@ class Demo:
         services.start(
             "processor",
             metering_command(
-                "run", "processor", "--prefix", prefix, "--plans", str(plans),
+                "run", "processor", "--topic-prefix", prefix, "--plans", str(plans),
                 "--web-port", str(free_port()), "--data-dir", str(log_dir / "processor-data"),
-                "--loglevel", "warning",
+                "--log-level", "warning",
             ),
         )  # fmt: skip
         services.start(
@@ -457,11 +457,17 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="metering demo", description=__doc__)
-    parser.add_argument(
-        "--no-serve", action="store_true", help="play, print, stop everything and exit"
+    parser = argparse.ArgumentParser(
+        prog="metering demo",
+        description="Run the whole pipeline on this machine and play a realistic story: starts "
+        "the local stack (unless METERING_KAFKA_BOOTSTRAP and METERING_REDIS_URL name one) and "
+        "every service, sends usage, prints balances and usage, then serves the account page "
+        "until Ctrl-C. Everything it started, it stops.",
     )
-    parser.add_argument("--port", type=int, default=8088, help="web port (a free one if taken)")
+    parser.add_argument("--no-serve", action="store_true", help="play, print, stop and exit")
+    parser.add_argument(
+        "--port", type=int, default=8088, help="web port, a free one if taken (default: 8088)"
+    )
     parser.add_argument("--no-trickle", action="store_true", help="no live usage while serving")
     args = parser.parse_args(argv)
     console = Console()

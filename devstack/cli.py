@@ -12,15 +12,51 @@ from metering.config import load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="metering stack", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="metering stack",
+        description="Run a local Kafka (KRaft) and Redis for development, on free ports, with "
+        "their data under the state dir (METERING_STATE_DIR, default .metering). The other "
+        "commands find them without any METERING_* address set.",
+    )
     sub = parser.add_subparsers(dest="action", required=True)
-    up = sub.add_parser("up", help="start Kafka (KRaft) and Redis; returns once they answer")
-    up.add_argument("--timeout", type=float, default=120.0)
-    sub.add_parser("status", help="each component, up or down, with its address")
-    down = sub.add_parser("down", help="stop the processes `up` started")
+    up = sub.add_parser(
+        "up",
+        help="start Kafka (KRaft) and Redis; returns once they answer",
+        description="Start Kafka (KRaft) and Redis unless they run already, wait until both "
+        "answer, then print their addresses.",
+    )
+    up.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="how long to wait for both to answer (default: 120)",
+    )
+    sub.add_parser(
+        "status",
+        help="each component, up or down, with its address",
+        description="Print each component, up or down, with its address. Exit status 3 when "
+        "the stack is not up.",
+    )
+    down = sub.add_parser(
+        "down",
+        help="stop the processes `up` started",
+        description="Stop the Kafka and Redis processes that `metering stack up` started.",
+    )
     down.add_argument("--purge", action="store_true", help="also delete Kafka and Redis data")
-    down.add_argument("--timeout", type=float, default=30.0)
-    sub.add_parser("jars", help="resolve the Kafka jars with Maven (skipped when cached)")
+    down.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for each process to stop (default: 30)",
+    )
+    sub.add_parser(
+        "jars",
+        help="resolve the Kafka jars with Maven (skipped when cached)",
+        description="Download the Kafka broker's jars with Maven into METERING_KAFKA_LIBS "
+        "(default: under ~/.cache/metering). Nothing happens when they are already there.",
+    )
     return parser
 
 

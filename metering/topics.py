@@ -188,20 +188,44 @@ def delete_topics(bootstrap: str, names: TopicNames, timeout: float = 10.0) -> N
 
 
 def main(argv: list[str]) -> int:
-    """``metering topics create [--partitions N] [--prefix P]``."""
+    """``metering topics create [--partitions N] [--topic-prefix P]``."""
     import argparse
 
     from metering.config import load_settings
 
-    parser = argparse.ArgumentParser(prog="metering topics")
+    parser = argparse.ArgumentParser(
+        prog="metering topics",
+        description="Manage the pipeline's Kafka topics on the broker METERING_KAFKA_BOOTSTRAP "
+        "names (else the local stack's).",
+    )
     sub = parser.add_subparsers(dest="action", required=True)
-    create = sub.add_parser("create", help="create the pipeline's topics (idempotent)")
-    create.add_argument("--partitions", type=int, default=None, help="default: METERING_PARTITIONS")
-    create.add_argument("--prefix", default="", help="namespace for side-by-side runs")
+    create = sub.add_parser(
+        "create",
+        help="create the pipeline's topics (idempotent)",
+        description="Create every topic of the pipeline; topics that exist are kept. All keyed "
+        "topics get the same partition count; an existing topic with another count is an "
+        "error.",
+    )
+    create.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="partitions of each keyed topic (default: METERING_PARTITIONS, else 6)",
+    )
+    create.add_argument(
+        "--topic-prefix",
+        default="",
+        metavar="PREFIX",
+        help="prefix of the topic names, for runs side by side on one broker (default: none)",
+    )
+    create.add_argument(  # the old name
+        "--prefix", dest="topic_prefix", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     settings = load_settings()
     partitions = args.partitions if args.partitions is not None else settings.partitions
-    names = TopicNames(args.prefix)
+    names = TopicNames(args.topic_prefix)
     try:
         create_topics(settings.kafka_bootstrap, names, partitions)
     except TopicError as exc:

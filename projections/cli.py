@@ -15,25 +15,66 @@ from projections.keys import REBUILD_PREFIX, check_prefix, prefix_from_env
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="metering projection")
+    parser = argparse.ArgumentParser(
+        prog="metering projection",
+        description="Rebuild the Redis balances from the credit ledger, or compare a rebuilt "
+        "copy with the live one. Redis comes from METERING_REDIS_URL; the live key prefix is "
+        "METERING_REDIS_PREFIX.",
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     rb = sub.add_parser(
         "rebuild",
-        help="replay credit-ledger from offset 0 into an empty keyspace",
-        description="Default target is a separate prefix (compare with --verify); "
-        "--live rebuilds the live keyspace in place (repairs a gap or a lost Redis; "
-        "holds are kept and 'reserved' recomputed from them).",
+        help="replay the credit ledger from its start into Redis",
+        description="Replay the credit ledger from offset 0 into an empty keyspace. By default "
+        f"it writes under a separate key prefix ({REBUILD_PREFIX}) that --verify compares "
+        "with the live one; --live rebuilds the live keyspace in place, which repairs a gap "
+        "or a lost Redis (holds are kept and 'reserved' is recomputed from them). Prints a "
+        "JSON report; exit status 1 when the ledger has gaps or --verify finds differences.",
     )
-    rb.add_argument("--account", default=None, help="only this account")
+    rb.add_argument("--account", default=None, metavar="ID", help="only this account")
     target = rb.add_mutually_exclusive_group()
-    target.add_argument("--prefix", default=None, help=f"target key prefix ({REBUILD_PREFIX})")
-    target.add_argument("--live", action="store_true", help="rebuild the live prefix in place")
-    rb.add_argument("--verify", action="store_true", help="then compare with the live prefix")
-    rb.add_argument("--topic-prefix", default="", help="TopicNames prefix")
-    rb.add_argument("--timeout", type=float, default=600.0)
-    vf = sub.add_parser("verify", help="compare a rebuilt prefix with the live one")
-    vf.add_argument("--prefix", default=REBUILD_PREFIX)
-    vf.add_argument("--account", default=None)
+    target.add_argument(
+        "--redis-prefix",
+        default=None,
+        metavar="PREFIX",
+        help=f"Redis key prefix to rebuild into (default: {REBUILD_PREFIX})",
+    )
+    target.add_argument(  # the old name
+        "--prefix", dest="redis_prefix", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    target.add_argument("--live", action="store_true", help="rebuild the live key prefix in place")
+    rb.add_argument(
+        "--verify", action="store_true", help="then compare the result with the live keys"
+    )
+    rb.add_argument(
+        "--topic-prefix",
+        default="",
+        metavar="PREFIX",
+        help="prefix of the Kafka topic names (default: none)",
+    )
+    rb.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="give up after this long (default: 600)",
+    )
+    vf = sub.add_parser(
+        "verify",
+        help="compare a rebuilt key prefix with the live one",
+        description="Compare the balances under a rebuilt key prefix with the live ones and "
+        "print the differences (up to 50) and a JSON summary; exit status 1 when they differ.",
+    )
+    vf.add_argument(
+        "--redis-prefix",
+        default=REBUILD_PREFIX,
+        metavar="PREFIX",
+        help=f"Redis key prefix of the rebuilt copy (default: {REBUILD_PREFIX})",
+    )
+    vf.add_argument(  # the old name
+        "--prefix", dest="redis_prefix", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
+    vf.add_argument("--account", default=None, metavar="ID", help="only this account")
     args = parser.parse_args(argv)
     logging.basicConfig(level="WARNING", format="%(asctime)s %(name)s %(message)s")
 
@@ -44,11 +85,11 @@ def main(argv: list[str]) -> int:
     live = prefix_from_env()
     try:
         if args.action == "verify":
-            return _verify(client, live, check_prefix(args.prefix), args.account)
+            return _verify(client, live, check_prefix(args.redis_prefix), args.account)
         from projections.consumer import codec_decoder
         from projections.rebuild import rebuild
 
-        prefix = live if args.live else check_prefix(args.prefix or REBUILD_PREFIX)
+        prefix = live if args.live else check_prefix(args.redis_prefix or REBUILD_PREFIX)
         if prefix == live and not args.live:
             print(
                 "metering projection rebuild: use --live to rebuild the live prefix",

@@ -101,10 +101,28 @@ def migrate(url: str, database: str = DEFAULT_DATABASE) -> list[Migration]:
 def main(argv: list[str]) -> int:
     from metering.config import load_settings
 
-    parser = argparse.ArgumentParser(prog="metering clickhouse")
-    parser.add_argument("action", choices=["migrate", "status"])
-    parser.add_argument("--database", default=DEFAULT_DATABASE)
-    parser.add_argument("--url", help="ClickHouse URL (default: METERING_CLICKHOUSE_URL)")
+    parser = argparse.ArgumentParser(
+        prog="metering clickhouse",
+        description="Apply the ClickHouse schema migrations not applied yet, in order, or list "
+        "each one with its state. Safe to run again, also after an interrupted run.",
+    )
+    parser.add_argument(
+        "action",
+        choices=["migrate", "status"],
+        help="migrate: create the database and apply pending migrations; "
+        "status: list each migration, applied or pending",
+    )
+    parser.add_argument(
+        "--database",
+        default=DEFAULT_DATABASE,
+        metavar="NAME",
+        help=f"ClickHouse database (default: {DEFAULT_DATABASE})",
+    )
+    parser.add_argument(
+        "--url",
+        metavar="URL",
+        help="ClickHouse server (http://...) or chdb://PATH (default: METERING_CLICKHOUSE_URL)",
+    )
     args = parser.parse_args(argv)
     url = args.url or load_settings().clickhouse_url
     if args.action == "migrate":

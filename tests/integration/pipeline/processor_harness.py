@@ -249,7 +249,7 @@ class Worker:
             "0",
             "--commit-interval",
             "0.1",
-            "--loglevel",
+            "--log-level",
             os.environ.get("METERING_TEST_WORKER_LOGLEVEL", "warning"),
             *extra,
         )

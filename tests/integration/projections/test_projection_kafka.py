@@ -135,7 +135,7 @@ def test_consume_dead_letter_gap_and_rebuild(
     # The CLI: one account into a third prefix, verified against the live projection.
     monkeypatch.setenv("METERING_REDIS_PREFIX", live)
     third = make_prefix()
-    args = ["rebuild", "--account", "kafka-b", "--prefix", third, "--verify"]
+    args = ["rebuild", "--account", "kafka-b", "--redis-prefix", third, "--verify"]
     assert cli.main([*args, "--topic-prefix", topics.prefix]) == 0
     assert compare(rclient, live, third, "kafka-b") == []
     assert rclient.exists(f"{third}{{kafka-a}}:bal") == 0

@@ -85,11 +85,11 @@ def test_cli_creates_prefixed_topics(
     prefix = f"cli{uuid.uuid4().hex[:8]}."
     names = TopicNames(prefix)
     try:
-        assert topics_main(["create", "--partitions", "3", "--prefix", prefix]) == 0
-        assert topics_main(["create", "--partitions", "3", "--prefix", prefix]) == 0
+        assert topics_main(["create", "--partitions", "3", "--topic-prefix", prefix]) == 0
+        assert topics_main(["create", "--partitions", "3", "--topic-prefix", prefix]) == 0
         assert names.credit_ledger_dlq in capsys.readouterr().out
         counts = _partition_counts(kafka_bootstrap, names)
         assert {counts[name] for name in names.keyed()} == {3}
-        assert topics_main(["create", "--partitions", "4", "--prefix", prefix]) == 1
+        assert topics_main(["create", "--partitions", "4", "--topic-prefix", prefix]) == 1
     finally:
         delete_topics(kafka_bootstrap, names)

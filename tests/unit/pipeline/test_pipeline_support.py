@@ -51,7 +51,7 @@ def test_live_engine_reloads_on_change_and_keeps_the_old_one_on_bad_data(tmp_pat
 
 def test_worker_defaults_derive_the_app_id_from_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("METERING_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-    config, level = parse_config(["--prefix", "t1.", "--sweep-interval", "0"])
+    config, level = parse_config(["--topic-prefix", "t1.", "--sweep-interval", "0"])
     assert config.app_id == "t1.metering-processor"
     assert config.sweep_interval_s is None and level == "info"
 
