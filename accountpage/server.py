@@ -98,26 +98,70 @@ class ReaderHolder:
 
 
 def _parse(argv: list[str], env: Mapping[str, str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="metering run web", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="metering run web",
+        description="Serve the account page (/account) together with the sidecar's enforcement "
+        "API, so it can stand in for `metering run sidecar`. With embedded ClickHouse "
+        "(a chdb:// METERING_CLICKHOUSE_URL) it also runs the ClickHouse sink, since only one "
+        "process may open a chDB directory; with a ClickHouse server, run `metering run sink` "
+        "on its own.",
+    )
     # Falls back to the sidecar's variables: this service is a drop-in for `run sidecar`.
     host = env_value("METERING_WEB_HOST", env) or env_value(
         "METERING_SIDECAR_HOST", env, "127.0.0.1"
     )
     port = env_value("METERING_WEB_PORT", env) or env_value("METERING_SIDECAR_PORT", env, "8088")
-    parser.add_argument("--host", default=host)
-    parser.add_argument("--port", type=int, default=int(port))
-    parser.add_argument("--database", default=DEFAULT_DATABASE)
-    parser.add_argument("--topic-prefix", default="")
+    parser.add_argument(
+        "--host",
+        default=host,
+        help="address to listen on (default: METERING_WEB_HOST, else METERING_SIDECAR_HOST, "
+        "else 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(port),
+        help="port to listen on (default: METERING_WEB_PORT, else METERING_SIDECAR_PORT, "
+        "else 8088)",
+    )
+    parser.add_argument(
+        "--database",
+        default=DEFAULT_DATABASE,
+        metavar="NAME",
+        help=f"ClickHouse database (default: {DEFAULT_DATABASE})",
+    )
+    parser.add_argument(
+        "--topic-prefix",
+        default="",
+        metavar="PREFIX",
+        help="prefix of the Kafka topic names, for the sink (default: none)",
+    )
     parser.add_argument(
         "--sink",
         choices=["auto", "on", "off"],
         default="auto",
-        help="run the ClickHouse sink in this process (auto: only for chdb://)",
+        help="run the ClickHouse sink in this process; auto: only for chdb:// (default: auto)",
     )
-    parser.add_argument("--sink-group", default="metering-clickhouse-sink")
+    parser.add_argument(
+        "--sink-group",
+        default="metering-clickhouse-sink",
+        metavar="ID",
+        help="Kafka consumer group of that sink (default: metering-clickhouse-sink)",
+    )
     parser.add_argument("--migrate", action="store_true", help="apply ClickHouse migrations first")
-    parser.add_argument("--fail-mode", default=None)
-    parser.add_argument("--log-level", default="warning")
+    parser.add_argument(
+        "--fail-mode",
+        default=None,
+        metavar="MODE",
+        help="answers while Redis is unreachable: open (allow), closed (deny) or auto (deny "
+        "only accounts whose overage policy is block) (default: METERING_FAIL_MODE, else auto)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        metavar="LEVEL",
+        help="debug, info, warning or error (default: warning)",
+    )
     return parser.parse_args(argv)
 
 
@@ -127,6 +171,7 @@ def main(argv: list[str]) -> int:
     from accountpage.access import AccessConfigError, AccessControl
     from accountpage.app import build_app
     from metering.config import load_settings
+    from metering.logs import service_logging
     from projections.failmode import FailMode
     from projections.keys import prefix_from_env
     from projections.sidecar import parse_api_keys
@@ -134,8 +179,8 @@ def main(argv: list[str]) -> int:
 
     env = dict(os.environ)
     args = _parse(argv, env)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
     settings = load_settings(env)
+    service_logging(args.log_level, "web", settings.kafka_bootstrap)
     try:
         access = AccessControl.from_env(env)
         api_keys = parse_api_keys(env_value("METERING_API_KEYS", env))

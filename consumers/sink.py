@@ -47,6 +47,7 @@ from consumers.inserts import (
     routes_for,
 )
 from consumers.native_avro import NativeAvro
+from metering.logs import kafka_client_logging
 from metering.topics import TopicNames
 
 log = logging.getLogger("metering.sink")
@@ -150,6 +151,7 @@ class ClickHouseSink:
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
+                **kafka_client_logging("sink"),
                 "enable.partition.eof": True,
                 **CONSUMER_TUNING,
             }

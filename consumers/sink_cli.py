@@ -9,6 +9,7 @@ import sys
 
 from consumers.clickhouse import DEFAULT_DATABASE, connect
 from consumers.sink import DEFAULT_MAX_ROWS, EAGER_ROWS, ClickHouseSink
+from metering.logs import service_logging
 from metering.topics import TopicNames
 
 log = logging.getLogger("metering.sink")
@@ -17,34 +18,84 @@ log = logging.getLogger("metering.sink")
 def main(argv: list[str]) -> int:
     from metering.config import load_settings
 
-    parser = argparse.ArgumentParser(prog="metering run sink")
-    parser.add_argument("--database", default=DEFAULT_DATABASE)
-    parser.add_argument("--topic-prefix", default="")
-    parser.add_argument("--group", default="metering-clickhouse-sink")
-    parser.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS)
-    parser.add_argument("--max-wait-ms", type=int, default=1_000)
+    parser = argparse.ArgumentParser(
+        prog="metering run sink",
+        description="Copy the usage-events and credit-ledger topics into ClickHouse "
+        "(METERING_CLICKHOUSE_URL), exactly once, in batches. Run several with the same "
+        "--group to share the partitions.",
+    )
     parser.add_argument(
-        "--eager-rows", type=int, default=EAGER_ROWS, help="flush this many at once when idle"
+        "--database",
+        default=DEFAULT_DATABASE,
+        metavar="NAME",
+        help=f"ClickHouse database (default: {DEFAULT_DATABASE})",
+    )
+    parser.add_argument(
+        "--topic-prefix",
+        default="",
+        metavar="PREFIX",
+        help="prefix of the Kafka topic names (default: none)",
+    )
+    parser.add_argument(
+        "--group",
+        default="metering-clickhouse-sink",
+        metavar="ID",
+        help="Kafka consumer group (default: metering-clickhouse-sink)",
+    )
+    parser.add_argument(
+        "--max-rows",
+        type=int,
+        default=DEFAULT_MAX_ROWS,
+        metavar="N",
+        help=f"insert once this many rows wait (default: {DEFAULT_MAX_ROWS})",
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=int,
+        default=1_000,
+        metavar="MS",
+        help="insert at the latest this long after the oldest waiting row (default: 1000)",
+    )
+    parser.add_argument(
+        "--eager-rows",
+        type=int,
+        default=EAGER_ROWS,
+        metavar="N",
+        help=f"with no insert running, insert as soon as this many rows wait "
+        f"(default: {EAGER_ROWS})",
     )
     parser.add_argument(
         "--instance-id",
         default=None,
-        help="static group membership (Kafka group.instance.id), unique and stable per sink "
-        "of the group: restarted after a crash with the same id, the sink takes its partitions "
-        "back at once instead of after the session timeout (45 s)",
+        metavar="ID",
+        help="static group membership id (Kafka group.instance.id), one per sink: restarted "
+        "with the same id, a sink takes its partitions back at once instead of after the "
+        "session timeout of 45 s (default: none)",
     )
     parser.add_argument(
-        "--insert-threads", type=int, default=2, help="partitions inserted in parallel"
+        "--insert-threads",
+        type=int,
+        default=2,
+        metavar="N",
+        help="partitions inserted in parallel (default: 2)",
     )
-    parser.add_argument("--migrate", action="store_true", help="apply migrations first")
+    parser.add_argument(
+        "--migrate", action="store_true", help="apply the ClickHouse migrations first"
+    )
     parser.add_argument(
         "--exit-when-caught-up",
         action="store_true",
         help="stop once every partition is at its end and everything is committed",
     )
+    parser.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        default="info",
+        help="debug, info, warning or error (default: info)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = load_settings()
+    service_logging(args.log_level, "sink", settings.kafka_bootstrap)
     if args.migrate:
         from consumers.migrations import migrate
 

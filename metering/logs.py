@@ -31,7 +31,9 @@ CONNECTION_ERRORS = (
     "Unable to update metadata",
     "Unable to request metadata",
     "Failed fetch messages from",
-    "Got error produce response",
+    "NodeNotReadyError",
+    "KafkaConnectionError",
+    "Connect call failed",
     # librdkafka, through confluent-kafka's ``logger`` (the projection, the sink, the SDK)
     "Connection refused",
     "Connect to ipv4",
@@ -190,3 +192,18 @@ def kafka_probe(bootstrap: str, timeout_s: float = 1.0) -> Probe:
         return True
 
     return probe
+
+
+def kafka_client_logging(component: str) -> dict[str, object]:
+    """confluent-kafka config entries that send librdkafka's log lines (errors and worse)
+    through Python logging, and so through :class:`CalmLogs`, instead of raw to stderr."""
+    return {"logger": logging.getLogger(f"librdkafka.{component}"), "log_level": 3}
+
+
+def service_logging(level: str, component: str, bootstrap: str | None) -> CalmLogs:
+    """The log setup of a long-running service: plain lines on stderr at ``level``, calmed
+    (a probe of ``bootstrap`` finds the broker again after an outage)."""
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(name)s %(message)s")
+    calm = CalmLogs(component, None if bootstrap is None else kafka_probe(bootstrap))
+    install(calm)
+    return calm

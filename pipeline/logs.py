@@ -7,6 +7,8 @@ import logging
 import time
 from typing import Any
 
+from metering.logs import CalmLogs
+
 
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "msg", ...extra}``: greppable and machine-readable."""
@@ -24,18 +26,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
-def logging_config(level: str) -> dict[str, Any]:
-    """A ``logging.config.dictConfig`` dict that sends everything through :class:`JsonFormatter`."""
-    return {
+def logging_config(level: str, calm: CalmLogs | None = None) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` dict that sends everything through :class:`JsonFormatter`,
+    and through ``calm`` (``metering.logs.CalmLogs``: a quiet log in an outage) when given. faust
+    applies this dict again when its worker starts, so the filter is part of it."""
+    handler: dict[str, Any] = {
+        "class": "logging.StreamHandler",
+        "formatter": "json",
+        "stream": "ext://sys.stderr",
+    }
+    config: dict[str, Any] = {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": "pipeline.logs.JsonFormatter"}},
-        "handlers": {
-            "stderr": {
-                "class": "logging.StreamHandler",
-                "formatter": "json",
-                "stream": "ext://sys.stderr",
-            }
-        },
+        "handlers": {"stderr": handler},
         "root": {"level": level.upper(), "handlers": ["stderr"]},
     }
+    if calm is not None:
+        config["filters"] = {"calm": {"()": lambda: calm}}
+        handler["filters"] = ["calm"]
+    return config

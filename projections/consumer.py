@@ -30,15 +30,12 @@ either: a consumer stopped for good keeps its partitions until the session timeo
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import redis
@@ -52,9 +49,9 @@ from confluent_kafka import (
 )
 
 from metering.dlq import dead_letter
+from metering.logs import kafka_client_logging
 from metering.topics import TopicNames
 from projections.apply import ApplyResult, Gap, Projector
-from projections.keys import prefix_from_env
 from projections.self_heal import Repair, SelfHeal, gap_reason, gaps_to_repair
 
 log = logging.getLogger("metering.projection")
@@ -164,7 +161,7 @@ class ProjectionConsumer:
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "enable.partition.eof": False,
-            "log_level": 3,
+            **kafka_client_logging("projection"),
             # A self-heal replay blocks the poll loop for up to SelfHeal.timeout_s (600 s): the
             # group must not drop the member meanwhile (librdkafka's default is 300 s).
             "max.poll.interval.ms": 900_000,
@@ -174,7 +171,11 @@ class ProjectionConsumer:
         config.update(extra_config or {})
         self.consumer = Consumer(config)
         self.producer = Producer(
-            {"bootstrap.servers": bootstrap, "enable.idempotence": True, "log_level": 3}
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,
+                **kafka_client_logging("projection"),
+            }
         )
         self.consumer.subscribe(
             [topics.credit_ledger], on_assign=self._on_assign, on_revoke=self._on_revoke
@@ -413,86 +414,3 @@ class ProjectionConsumer:
 
 def _gap_text(gap: Gap) -> str:
     return f"{gap.account}: stored {gap.stored_seq}, got {gap.got_seq}"
-
-
-def _serve_metrics(metrics: Metrics, port: int) -> ThreadingHTTPServer:
-    """A tiny Prometheus text endpoint on ``/metrics`` in a daemon thread."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = metrics.prometheus().encode()
-            self.send_response(200 if self.path == "/metrics" else 404)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The options of ``metering run projection``."""
-    parser = argparse.ArgumentParser(
-        prog="metering run projection",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--group", default="metering-projection", help="consumer group id")
-    parser.add_argument(
-        "--instance-id",
-        default=None,
-        help="static group membership (Kafka group.instance.id), unique and stable per "
-        "consumer of the group: restarted after a crash with the same id, the consumer takes "
-        "its partitions back at once instead of after the session timeout (45 s)",
-    )
-    parser.add_argument("--topic-prefix", default="", help="TopicNames prefix (side-by-side runs)")
-    parser.add_argument("--batch-size", type=int, default=2000)
-    parser.add_argument("--metrics-port", type=int, default=None)
-    parser.add_argument("--log-level", default="info")
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    """``metering run projection [--group G] [--instance-id ID] [--topic-prefix P]
-    [--metrics-port N]``."""
-    from metering.config import load_settings
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
-    settings = load_settings()
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=2)
-    worker = ProjectionConsumer(
-        bootstrap=settings.kafka_bootstrap,
-        topics=TopicNames(args.topic_prefix),
-        client=client,
-        prefix=prefix_from_env(),
-        decode=codec_decoder(),
-        group_id=args.group,
-        batch_size=args.batch_size,
-        instance_id=args.instance_id,
-    )
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    server = _serve_metrics(worker.metrics, args.metrics_port) if args.metrics_port else None
-    log.info(
-        "projection consuming %s into %s (group %s, instance %s)",
-        worker.topics.credit_ledger,
-        settings.redis_url,
-        args.group,
-        args.instance_id or "dynamic",
-    )
-    try:
-        worker.run(stop)
-    finally:
-        worker.close()
-        client.close()
-        if server is not None:
-            server.shutdown()
-    return 0

@@ -8,13 +8,13 @@ for services holding an API key; see docs/projections.md.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from collections.abc import Mapping
 
 from starlette.applications import Starlette
 
 from metering.config import env_value
+from metering.logs import service_logging
 from projections.failmode import FailMode, parse_unseen
 from projections.features import FeatureCatalog
 from projections.keys import prefix_from_env
@@ -56,17 +56,42 @@ def sidecar_from_env(env: Mapping[str, str] | None = None) -> Sidecar:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="metering run sidecar", description=__doc__)
-    parser.add_argument("--host", default=env_value("METERING_SIDECAR_HOST", default="127.0.0.1"))
-    parser.add_argument(
-        "--port", type=int, default=int(env_value("METERING_SIDECAR_PORT", default="8088"))
+    parser = argparse.ArgumentParser(
+        prog="metering run sidecar",
+        description="Serve the enforcement HTTP API (/v1/check, /v1/reserve, /v1/commit, "
+        "/v1/release, /v1/balance) that services call with an API key before spending "
+        "credits. Configured by METERING_* variables: Redis, API keys (METERING_API_KEYS), "
+        "fail modes and the Redis deadline. OpenAPI at /openapi.json.",
     )
-    parser.add_argument("--fail-mode", choices=[m.value for m in FailMode], default=None)
-    parser.add_argument("--log-level", default="warning")
+    parser.add_argument(
+        "--host",
+        default=env_value("METERING_SIDECAR_HOST", default="127.0.0.1"),
+        help="address to listen on (default: METERING_SIDECAR_HOST, else 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(env_value("METERING_SIDECAR_PORT", default="8088")),
+        help="port to listen on (default: METERING_SIDECAR_PORT, else 8088)",
+    )
+    parser.add_argument(
+        "--fail-mode",
+        choices=[m.value for m in FailMode],
+        default=None,
+        metavar="MODE",
+        help="answers while Redis is unreachable: open (allow), closed (deny) or auto (deny "
+        "only accounts whose overage policy is block) (default: METERING_FAIL_MODE, else auto)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default="warning",
+        metavar="LEVEL",
+        help="debug, info, warning or error (default: warning)",
+    )
     args = parser.parse_args(argv)
     import uvicorn
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(message)s")
+    service_logging(args.log_level, "sidecar", None)  # Redis errors rate-limited
     env = dict(os.environ)
     if args.fail_mode:
         env["METERING_FAIL_MODE"] = args.fail_mode

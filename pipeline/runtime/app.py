@@ -29,6 +29,7 @@ from metering.avro import (
     AvroCodec,
     load_registry,
 )
+from metering.logs import CalmLogs
 from metering.topics import TopicNames
 from pipeline.config_reload import EngineSource, LiveEngine
 from pipeline.core import BatchProcessor, Codecs, InMessage
@@ -316,14 +317,14 @@ def _lag(app: faust.App) -> dict[tuple[str, int], int]:
     return lag
 
 
-def run_worker(built: ProcessorApp, loglevel: str) -> None:
+def run_worker(built: ProcessorApp, loglevel: str, calm: CalmLogs | None = None) -> None:
     """Run ``built`` in a faust worker until it is stopped (blocks)."""
     worker = faust.Worker(
         built.app,
         loglevel=loglevel,
         quiet=True,
         redirect_stdouts=False,
-        logging_config=logging_config(loglevel),
+        logging_config=logging_config(loglevel, calm),
     )
     # faust's terminal spinner sets the root logger to DEBUG (so every library debug call
     # builds a LogRecord: ~10 % of the CPU under load) and spins on each record. No spinner.

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from projections import projection_cli
 from projections.apply import _plan, entry_args
 from projections.enforcement import Decision, _balance, grant_listed, new_hold_id, parse_grant
 from projections.failmode import FailMode, PolicyCache, degraded_decision
@@ -213,9 +214,9 @@ def test_instance_id_maps_to_static_group_membership(
     from metering.topics import TopicNames
     from projections import consumer
 
-    args = consumer.build_parser().parse_args(["--instance-id", "projection-0"])
+    args = projection_cli.build_parser().parse_args(["--instance-id", "projection-0"])
     assert args.instance_id == "projection-0"
-    assert consumer.build_parser().parse_args([]).instance_id is None
+    assert projection_cli.build_parser().parse_args([]).instance_id is None
 
     configs: list[dict[str, Any]] = []
 
@@ -242,7 +243,7 @@ def test_instance_id_maps_to_static_group_membership(
 
     from consumers import sink_cli
 
-    for main in (consumer.main, sink_cli.main):
+    for main in (projection_cli.main, sink_cli.main):
         with pytest.raises(SystemExit):
             main(["--help"])
         assert "group.instance.id" in " ".join(capsys.readouterr().out.split())
