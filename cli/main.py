@@ -32,6 +32,9 @@ BENCH = "benchmarks (each beside a baseline; the last line is JSON)"
 # (command words) -> Command, listed in this order, grouped by heading.
 COMMANDS: dict[tuple[str, ...], Command] = {
     ("stack",): Command("devstack.cli:main", "start, check or stop a local Kafka and Redis", SETUP),
+    ("env",): Command(
+        "cli.env:main", 'METERING_* exports for this stack: eval "$(metering env)"', SETUP
+    ),
     ("topics",): Command("metering.topics:main", "create the pipeline's Kafka topics", SETUP),
     ("clickhouse",): Command(
         "consumers.migrations:main", "apply or list the ClickHouse schema migrations", SETUP

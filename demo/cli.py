@@ -33,6 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from cli.env import write_demo_env
 from demo.scenario import Scenario, build_scenario, demo_plans_yaml
 from demo.services import (
     ServiceSet,
@@ -42,10 +43,11 @@ from demo.services import (
 )
 from demo.watch import LedgerWatcher
 from metering.config import Settings, env_value, load_settings
+from metering.domain import format_credits
 from metering.net import free_port
 from metering.topics import TopicNames, create_topics
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 PHASE_TIMEOUT_S = 120.0
 
 
@@ -54,13 +56,7 @@ class DemoError(RuntimeError):
 
 
 def credits(micro: int | None) -> str:
-    """Micro-credits as a credits string, exact (integer arithmetic, no float)."""
-    if micro is None:
-        return "unlimited"
-    sign = "-" if micro < 0 else ""
-    whole, frac = divmod(abs(micro), 1_000_000)
-    text = f"{sign}{whole:,}"
-    return f"{text}.{frac:06d}".rstrip("0") if frac else text
+    return "unlimited" if micro is None else format_credits(micro, thousands=True)
 
 
 def day(ms: int) -> str:
@@ -100,6 +96,7 @@ class Demo:
     http: httpx.Client | None = None
     keys: dict[str, str] = field(default_factory=dict)
     scenario: Scenario | None = None
+    demo_env: Path | None = None
 
     # -- setup ----------------------------------------------------------------------------
 
@@ -111,7 +108,7 @@ class Demo:
         from devstack import LocalStack
 
         stack = LocalStack(load_settings().state_dir)
-        if stack.up():
+        if stack.up(remember=True):
             self.stack_started = stack
             self.console.print(f"[green]started[/] the local stack in {stack.state_dir}")
         else:
@@ -141,6 +138,10 @@ class Demo:
             METERING_ADMIN_KEY=self.keys["admin"],
             METERING_ACCOUNT_KEYS=self.keys["accounts"],
         )
+        self.demo_env = write_demo_env(settings.state_dir, {  # for `metering env`
+            "METERING_TOPIC_PREFIX": prefix, "METERING_REDIS_PREFIX": ns.redis_prefix,
+            "METERING_API_KEYS": self.keys["api"], "METERING_ADMIN_KEY": self.keys["admin"],
+        })  # fmt: skip
         self.services = services = ServiceSet(log_dir, env, REPO_ROOT)
         embedded = settings.clickhouse_is_embedded
         services.start(
@@ -415,6 +416,8 @@ class Demo:
             f"\n[bold]Account page:[/] {self.url()}\n"
             f"  (admin key: every account; an account's own key sees only that account: "
             f"METERING_ACCOUNT_KEYS={self.keys['accounts']})\n"
+            f"  Sidecar API key: {self.keys['api'].split(',')[0].partition(':')[2]}\n"
+            '  In another shell, eval "$(metering env)" points the CLI and the SDK at this run.\n'
             "  A little live usage keeps flowing so the balances move. Ctrl-C stops everything."
         )
         accounts = ["acme", "globex", "hooli"]
@@ -437,13 +440,13 @@ class Demo:
     # -- teardown -------------------------------------------------------------------------
 
     def shutdown(self) -> None:
+        if self.demo_env is not None:
+            self.demo_env.unlink(missing_ok=True)
         if self.watcher is not None:
             self.watcher.stop()
         if self.http is not None:
             self.http.close()
-        # Drop this process's Kafka clients now, so none logs "connection refused" once the
-        # stack is down.
-        gc.collect()
+        gc.collect()  # drop our Kafka clients, so none logs "connection refused" after `down`
         if self.services is not None:
             self.console.print("stopping the demo's services…")
             self.services.stop_all()

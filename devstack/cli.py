@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
     stack = LocalStack(settings.state_dir)
     if args.action == "up":
         try:
-            started = stack.up(timeout=args.timeout)
+            started = stack.up(timeout=args.timeout, remember=True)
         except (StackError, KafkaError, RedisError) as exc:
             print(f"metering stack up: {exc}", file=sys.stderr)
             return 1

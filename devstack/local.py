@@ -20,7 +20,7 @@ from devstack import process
 from devstack import redis as redis_mod
 from devstack.kafka import KafkaNode
 from devstack.redis import RedisNode
-from metering.config import STACK_FILE
+from metering.config import STACK_FILE, remember_stack
 from metering.net import free_port
 
 
@@ -122,11 +122,15 @@ class LocalStack:
         pids = self._pids()
         return all(self._alive(name, pids.get(name)) for name in ("kafka", "redis"))
 
-    def up(self, timeout: float = 120.0) -> bool:
+    def up(self, timeout: float = 120.0, *, remember: bool = False) -> bool:
         """Start whatever is not running; True if anything was started, False if all was up.
 
         A stopped stack comes back on its recorded ports with its data (Kafka log, Redis AOF).
+        ``remember``: the CLI and the SDK find this stack from any directory afterwards
+        (``metering.config.remember_stack``; the command line's ``stack up`` and the demo).
         """
+        if remember:
+            remember_stack(self.state_dir)
         state = self.read_state()
         pids = self._pids()
         kafka, redis = self._nodes(state)

@@ -50,7 +50,11 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
         "unset: the file-backed registry in `schemas/`",
         "a Confluent Schema Registry",
     ),
-    EnvVar("METERING_STATE_DIR", "`.metering`", "local stack data, processor state, chDB files"),
+    EnvVar(
+        "METERING_STATE_DIR",
+        "`.metering` if a stack runs there, else the stack `metering stack up` last started",
+        "local stack data, processor state, chDB files",
+    ),
     EnvVar("METERING_PARTITIONS", "`6`", "partitions of every keyed topic"),
     EnvVar(
         "METERING_PRICEBOOK",
@@ -180,10 +184,50 @@ def _positive_int(name: str, value: str) -> int:
     return int(value)
 
 
+CURRENT_STACK = "current-stack"
+"""File in the per-user state directory naming the state dir of the stack ``metering stack
+up`` (or the demo) last started, so the CLI and the SDK find it from any directory."""
+DEMO_ENV = "demo.env"
+"""File in the state dir where a running demo writes the ``METERING_*`` exports of its run."""
+
+
+def user_state_dir(env: Mapping[str, str] | None = None) -> Path:
+    """Per-user state (``$XDG_STATE_HOME/metering``, default ``~/.local/state/metering``)."""
+    env = os.environ if env is None else env
+    return Path(env.get("XDG_STATE_HOME") or "~/.local/state").expanduser() / "metering"
+
+
+def state_dir_of(env: Mapping[str, str]) -> Path:
+    """``METERING_STATE_DIR``; else ``./.metering`` when a stack was started here; else the
+    stack ``metering stack up`` last started anywhere (its pointer in :func:`user_state_dir`);
+    else ``./.metering``."""
+    explicit = env.get("METERING_STATE_DIR")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    here = Path(DEFAULT_STATE_DIR).resolve()
+    if (here / STACK_FILE).exists():
+        return here
+    try:
+        pointed = Path((user_state_dir(env) / CURRENT_STACK).read_text().strip())
+    except OSError:
+        return here
+    return pointed if (pointed / STACK_FILE).exists() else here
+
+
+def remember_stack(state_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    """Point :func:`state_dir_of` at ``state_dir`` from any directory (best effort)."""
+    try:
+        home = user_state_dir(env)
+        home.mkdir(parents=True, exist_ok=True)
+        (home / CURRENT_STACK).write_text(f"{state_dir.resolve()}\n")
+    except OSError:
+        pass
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate settings; raise :class:`ConfigError` naming the bad variable."""
     env = os.environ if env is None else env
-    state_dir = Path(env.get("METERING_STATE_DIR", DEFAULT_STATE_DIR)).expanduser().resolve()
+    state_dir = state_dir_of(env)
     registry = env.get("METERING_SCHEMA_REGISTRY_URL") or None
     local = _local_stack_addresses(state_dir)
     return Settings(

@@ -37,8 +37,10 @@ def ceil_div(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
 
 
-def format_credits(micros: int) -> str:
-    """Display form, e.g. ``1_500_000 -> "1.5"``."""
+def format_credits(micros: int, *, thousands: bool = False) -> str:
+    """Display form, exact (integer arithmetic), e.g. ``1_500_000 -> "1.5"``; ``thousands``
+    groups the whole credits (``"16,403.9229"``)."""
     sign = "-" if micros < 0 else ""
     whole, frac = divmod(abs(micros), MICROS_PER_CREDIT)
-    return f"{sign}{whole}" + (f".{frac:06d}".rstrip("0") if frac else "")
+    text = f"{sign}{whole:,}" if thousands else f"{sign}{whole}"
+    return text + (f".{frac:06d}".rstrip("0") if frac else "")

@@ -31,6 +31,7 @@ METERING = [sys.executable, "-m", "cli.main"]
 def _run(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("METERING_")}
     env["METERING_STATE_DIR"] = str(state_dir)
+    env["XDG_STATE_HOME"] = str(state_dir / "user-state")  # not the real user's pointer
     if "METERING_KAFKA_LIBS" in os.environ:
         env["METERING_KAFKA_LIBS"] = os.environ["METERING_KAFKA_LIBS"]
     return subprocess.run(
