@@ -10,7 +10,8 @@ Routes added:
   read from the URL fragment ``#key=...`` or a form, and sent as ``X-API-Key``).
 - ``GET /v1/me``: which accounts the key may see.
 - ``GET /v1/accounts/{id}/overview``: balance, grants, renewal, limits, overage (Redis).
-- ``GET /v1/accounts/{id}/usage``: usage by subject/feature and burn-down (ClickHouse).
+- ``GET /v1/accounts/{id}/usage``: usage by subject/feature, burn-down and the 7-day pace
+  (ClickHouse), with the runway of the balance at that pace.
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ class AccountPage:
             report = usage_report(
                 self.clickhouse(), account, balance.period_start, balance.period_end, now_ms()
             )
-        return report.to_json()
+        body = report.to_json()
+        # The runway joins Redis's balance (read just before) with ClickHouse's 7-day pace.
+        body["runway"] = report.runway(balance.available).to_json()
+        return body
 
     def routes(self) -> list[Route | Mount]:
         return [

@@ -3,12 +3,21 @@
 Processor and projection run as subprocesses; the web app (sidecar + page) and the
 ClickHouse sink run in this process, exactly as ``accountpage.server`` hosts them, so this
 process owns the chDB engine and can check the page's figures against ClickHouse directly.
+
+Checked at 1280 px and 390 px wide: no sideways page scroll, y-axis labels inside the chart
+with round values and at most 2 decimals, grant names for people (raw id in ``title``), the
+runway line; and, with the API held or failing through ``page.route``, the loading and error
+states, and a history squeezed into the period's last hours. Screenshots of both widths go
+to ``test-artifacts/`` at the repo root.
 """
 
 from __future__ import annotations
 
+import calendar
 import gc
+import itertools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +57,17 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = REPO / "test-artifacts" / "account-page.png"
+ARTIFACTS = REPO / "test-artifacts"
+SCREENSHOTS = {1280: ARTIFACTS / "account-page-1280.png", 390: ARTIFACTS / "account-page-390.png"}
+AXIS_LABEL = re.compile(r"^-?\d{1,3}(,\d{3})*(\.\d{1,2})?$")
+"""An axis label: thousands separators, at most 2 decimals."""
+FIELDS = (
+    "balance", "spendable", "runway", "plan", "renewal", "monthly", "policy", "overage-limit",
+    "reserved", "overage", "usage-events", "usage-total", "ch-seq",
+)  # fmt: skip
+PLACEHOLDER = "\N{EN DASH}"
+"""What a field showed before its data, with no sign that data was on its way."""
+DAY_MS = 86_400_000
 ADMIN_KEY = "admin-" + uuid.uuid4().hex
 KEY_A = "key-a-" + uuid.uuid4().hex
 KEY_B = "key-b-" + uuid.uuid4().hex
@@ -127,9 +147,9 @@ def pipeline(
     children = Children(tmp_path, env)
     # fmt: off
     children.start(
-        "processor", "run", "processor", "--prefix", topics.prefix, "--partitions", "6",
+        "processor", "run", "processor", "--topic-prefix", topics.prefix, "--partitions", "6",
         "--web-port", str(free_port()), "--data-dir", str(tmp_path / "processor"),
-        "--sweep-interval", "0", "--loglevel", "warning",
+        "--sweep-interval", "0", "--log-level", "warning",
     )
     children.start(
         "projection", "run", "projection", "--topic-prefix", topics.prefix,
@@ -232,6 +252,225 @@ def _ledger_seq_in_clickhouse(p: Pipeline, account: str) -> int:
     return int(rows[0][0] or 0)
 
 
+_LAYOUT_JS = """() => {
+  const svg = document.querySelector('#burndown svg');
+  const box = svg.getBoundingClientRect();
+  const inside = (b) => b.width > 0 && b.left >= box.left - 0.5 && b.right <= box.right + 0.5
+    && b.top >= box.top - 0.5 && b.bottom <= box.bottom + 0.5;
+  const text = (sel) => [...svg.querySelectorAll(sel)].map((t) => ({
+    text: t.textContent, micro: t.dataset.micro, inside: inside(t.getBoundingClientRect()) }));
+  const line = svg.querySelector('path.balance-line').getBoundingClientRect();
+  const plot = svg.querySelector('rect').getBoundingClientRect();
+  return {
+    scrollWidth: document.documentElement.scrollWidth, innerWidth: window.innerWidth,
+    svgWidth: box.width, yLabels: text('text.y-label'), xLabels: text('text.x-label'),
+    lineWidth: line.width, plotWidth: plot.width,
+    short: svg.querySelector('path.balance-line').dataset.short === '1',
+  };
+}"""
+
+
+def _check_layout(page: Any, width: int) -> None:
+    """At ``width`` px: no sideways scroll, the chart at the box's width, axis labels inside it,
+    round and with at most 2 decimals, and a balance line that is more than a vertical stroke."""
+    from playwright.sync_api import expect
+
+    page.set_viewport_size({"width": width, "height": 1100})
+    # The chart redraws at its box's new width (1 SVG unit = 1 CSS px).
+    box_width = int(page.locator("#burndown").evaluate("b => b.clientWidth"))
+    expect(page.locator("#burndown svg")).to_have_attribute("width", str(max(240, box_width)))
+    r = page.evaluate(_LAYOUT_JS)
+    assert r["scrollWidth"] <= r["innerWidth"], f"page overflows sideways at {width} px: {r}"
+    assert r["svgWidth"] <= r["innerWidth"]
+    labels = r["yLabels"]
+    assert len(labels) >= 2, labels
+    for label in labels + r["xLabels"]:
+        assert label["inside"], f"axis label {label['text']!r} is clipped at {width} px"
+    for label in labels:
+        assert AXIS_LABEL.match(label["text"]), f"axis label {label['text']!r} at {width} px"
+    ticks = [int(label["micro"]) for label in labels]
+    steps = {b - a for a, b in itertools.pairwise(ticks)}
+    assert len(steps) == 1 and all(t % 10_000 == 0 for t in ticks), ticks  # round, even steps
+    assert 0 in ticks
+    # A step line spread over the period, or (short history) the balance across the period.
+    assert r["lineWidth"] >= 0.04 * r["plotWidth"] - 1, r
+
+
+def _expected_grant_name(grant: dict[str, Any]) -> str | re.Pattern[str]:
+    """What a person reads for a grant: its month for plan grants and rollovers, else its kind
+    (with the date it took effect)."""
+    tail = grant["grant_id"].partition(":")[2]
+    at = int(tail) if tail.isdigit() else grant["effective_at"]
+    month = datetime.fromtimestamp(at / 1000, tz=UTC).month
+    if grant["source"] == "plan":
+        return f"Monthly credits, {calendar.month_name[month]}"
+    if grant["source"] == "rollover":
+        return f"Rollover from {calendar.month_name[(month - 2) % 12 + 1]}"
+    kind = {"purchase": "Purchase", "promotion": "Promotion", "adjustment": "Adjustment"}
+    name = kind.get(grant["source"], grant["source"].capitalize())
+    return re.compile(rf"^{name}(, \d{{1,2}} [A-Z][a-z]{{2}}( \d{{4}})?)?$")
+
+
+def _check_grant_names(page: Any, grants: list[dict[str, Any]]) -> None:
+    from playwright.sync_api import expect
+
+    for grant in grants:
+        name = page.locator(f'#grants tr[data-grant="{grant["grant_id"]}"] td').first
+        expect(name).to_have_attribute("title", grant["grant_id"])
+        expect(name).to_have_text(_expected_grant_name(grant))
+        assert grant["grant_id"] not in (name.text_content() or "")
+
+
+def _spent_in_clickhouse(p: Pipeline, account: str, since: int, until: int) -> int:
+    rows = p.clickhouse.query(
+        "SELECT toInt64(-sum(amount)) FROM ledger_entries WHERE account_id = {a:String} "
+        "AND type IN ('USAGE_DEBIT', 'OVERAGE') "
+        "AND occurred_at >= fromUnixTimestamp64Milli({s:Int64}, 'UTC') "
+        "AND occurred_at < fromUnixTimestamp64Milli({u:Int64}, 'UTC')",
+        parameters={"a": account, "s": since, "u": until},
+    ).result_rows
+    return int(rows[0][0] or 0)
+
+
+def _check_runway(page: Any, p: Pipeline, account: str) -> None:
+    """The API's runway from ClickHouse's raw ledger in integers; the page shows it as a date."""
+    from playwright.sync_api import expect
+
+    runway = page.locator("#runway")
+    expect(runway).to_have_attribute("aria-busy", "false", timeout=10_000)
+    r = p.get(f"/v1/accounts/{account}/usage").json()["runway"]
+    assert r["used"] == _spent_in_clickhouse(p, account, r["since"], r["until"])
+    assert DAY_MS <= r["until"] - r["since"] <= 7 * DAY_MS
+    if r["available"] <= 0:
+        expected = ("exhausted", None)
+    elif r["used"] == 0:
+        expected = ("no_usage", None)
+    else:
+        at = r["until"] + r["available"] * (r["until"] - r["since"]) // r["used"]
+        expected = ("runs_out", at) if at < r["period_end"] else ("outlasts", None)
+    assert (r["status"], r["runout_ms"]) == expected, r
+    expect(runway).to_have_attribute("data-status", r["status"])
+    runout = runway.get_attribute("data-runout-ms") or ""
+    text = runway.text_content()
+    if r["status"] == "runs_out":
+        shown = int(runout)  # read a poll apart from the API's: seconds apart at most
+        assert abs(shown - r["runout_ms"]) < DAY_MS // 2 and shown < r["period_end"]
+        d = datetime.fromtimestamp(shown / 1000, tz=UTC)
+        assert re.fullmatch(rf"At this pace, credits run out on {d.day} {d:%b}( \d{{4}})?", text)
+    else:
+        assert runout == ""
+        assert (
+            text
+            == {
+                "outlasts": "Credits outlast this period at the current pace",
+                "no_usage": "No usage in the last 7 days",
+                "exhausted": "No credits left",
+            }[r["status"]]
+        )
+
+
+def _check_loading_then_data(browser: Any, p: Pipeline) -> None:
+    """With the account API held, every field shows a busy "Loading…" (no bare dash); it clears
+    when the answers are let through."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 390, "height": 900})
+    held: list[Any] = []
+    gate = {"open": False}
+
+    def hold(route: Any) -> None:
+        if gate["open"]:
+            route.continue_()
+        else:
+            held.append(route)
+
+    page.route("**/v1/accounts/**", hold)
+    page.goto(f"{p.base_url}/account#key={ADMIN_KEY}&account=acct-a")
+    expect(page.locator("#main")).to_be_visible(timeout=10_000)
+    deadline = time.monotonic() + 10
+    while len(held) < 2:  # route handlers run while Playwright is waited on, not in sleep()
+        assert time.monotonic() < deadline, "the page did not call the account API"
+        page.wait_for_timeout(50)
+    for region in ("cards", "runway", "burndown-panel", "grants-panel", "usage-panel"):
+        expect(page.locator(f"#{region}")).to_have_attribute("aria-busy", "true")
+    for field in FIELDS:
+        expect(page.locator(f"#{field} .skeleton")).to_have_text("Loading…")
+        expect(page.locator(f"#{field}")).not_to_have_text(PLACEHOLDER)
+    expect(page.locator("#balance .skeleton")).to_be_visible()
+    expect(page.locator("#burndown .skeleton")).to_be_visible()
+    gate["open"] = True
+    for route in held:
+        route.continue_()
+    for region in ("cards", "runway", "burndown-panel", "grants-panel", "usage-panel"):
+        expect(page.locator(f"#{region}")).to_have_attribute("aria-busy", "false", timeout=10_000)
+    expect(page.locator("#main .skeleton")).to_have_count(0)
+    expect(page.locator("#balance")).not_to_have_attribute("data-micro", "")
+    page.close()
+
+
+def _check_error_state(browser: Any, p: Pipeline) -> None:
+    """The balance API failing: its fields say "Unavailable" and a banner says why; the page
+    recovers by itself when the API answers again."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 390, "height": 900})
+    failing = "**/v1/accounts/*/overview"
+    page.route(
+        failing,
+        lambda route: route.fulfill(
+            status=503,
+            json={"error": "redis_unavailable", "message": "the balance store is unreachable"},
+        ),
+    )
+    page.goto(f"{p.base_url}/account#key={ADMIN_KEY}&account=acct-a")
+    expect(page.locator("#status")).to_be_visible(timeout=10_000)
+    expect(page.locator("#status")).to_contain_text("the balance store is unreachable")
+    expect(page.locator("#cards")).to_have_attribute("data-state", "error")
+    expect(page.locator("#cards")).to_have_attribute("aria-busy", "false")
+    expect(page.locator("#balance")).to_have_text("Unavailable")
+    expect(page.locator("#usage-panel")).to_have_attribute("data-state", "ready", timeout=10_000)
+    page.unroute(failing)
+    expect(page.locator("#cards")).to_have_attribute("data-state", "ready", timeout=10_000)
+    expect(page.locator("#status")).to_be_hidden()
+    expect(page.locator("#balance")).not_to_have_attribute("data-micro", "")
+    page.close()
+
+
+def _check_short_history(browser: Any, p: Pipeline) -> None:
+    """An account whose whole history sits in its period's last hours (the API's answers
+    reshaped through ``page.route``) is drawn across the period, not as a vertical stroke."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 390, "height": 900})
+    now = time.time_ns() // 1_000_000
+
+    def overview(route: Any) -> None:
+        body = route.fetch().json()
+        body["period_end"] = body["now"] + 3 * 3_600_000
+        body["period_start"] = body["period_end"] - 30 * DAY_MS
+        route.fulfill(json=body)
+
+    def usage(route: Any) -> None:
+        body = route.fetch().json()
+        entries = body["burndown"]
+        for i, entry in enumerate(entries):
+            entry["at"] = now - 2 * 3_600_000 + i * 60_000
+        route.fulfill(json=body)
+
+    page.route("**/v1/accounts/*/overview", overview)
+    page.route("**/v1/accounts/*/usage", usage)
+    page.goto(f"{p.base_url}/account#key={ADMIN_KEY}&account=acct-a")
+    line = page.locator('#burndown svg path.balance-line[data-short="1"]')
+    expect(line).to_have_count(1, timeout=10_000)
+    expect(page.locator("#burndown svg circle.point").first).to_be_visible()
+    expect(page.locator("#burndown-note")).to_be_visible()
+    plot = page.locator("#burndown svg rect").bounding_box()
+    drawn = line.bounding_box()
+    assert plot and drawn and drawn["width"] >= 0.9 * plot["width"], (drawn, plot)
+    _check_layout(page, 390)
+    page.close()
+
+
 def test_account_page_in_chromium(pipeline: Pipeline) -> None:
     if not (Path(CHROMIUM).exists() and shutil.which(CHROMIUM)):
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install -y chromium)")
@@ -276,6 +515,8 @@ def test_account_page_in_chromium(pipeline: Pipeline) -> None:
                 expect(row.locator("td").nth(2)).to_have_attribute(
                     "data-micro", str(grant["remaining"])
                 )
+            # ...named for people ("Monthly credits, December"), the raw id in the title.
+            _check_grant_names(page, api["grants"])
             # Usage table: every (subject, feature) row equals ClickHouse's raw history.
             rows = page.locator("#usage-table tbody tr")
             expect(rows).to_have_count(len(expected_rows), timeout=15_000)
@@ -290,6 +531,9 @@ def test_account_page_in_chromium(pipeline: Pipeline) -> None:
             expect(page.locator("#burndown svg path.balance-line")).to_have_count(1)
             # The admin can switch accounts; an account key could not (select disabled).
             expect(page.locator("#account-select option")).to_have_count(2)
+            # Runway: the 7-day pace from ClickHouse's raw ledger, the run-out date on the page.
+            _check_runway(page, p, "acct-a")
+            _check_layout(page, 1280)
 
             # New usage lowers the balance on the open page, without a reload.
             page.evaluate("window.__marker = 'same-document'")
@@ -304,8 +548,22 @@ def test_account_page_in_chromium(pipeline: Pipeline) -> None:
             _wait("the new debit in Redis", lambda: p.overview("acct-a")["available"] == dropped)
             expect(balance).to_have_attribute("data-micro", str(dropped), timeout=5_000)
             assert page.evaluate("window.__marker") == "same-document", "page was reloaded"
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT), full_page=True)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SCREENSHOTS[1280]), full_page=True)
+            # A phone: cards stacked, tables scroll in their own boxes, the chart redrawn.
+            _check_layout(page, 390)
+            expect(page.locator("#runway")).to_have_text(re.compile(r"\S"))
+            _check_grant_names(page, api["grants"])
+            for table in ("#grants", "#usage-table"):
+                scroller = page.locator(f"{table} >> xpath=..")
+                assert scroller.evaluate("s => getComputedStyle(s).overflowX") == "auto"
+            page.screenshot(path=str(SCREENSHOTS[390]), full_page=True)
+            for path in SCREENSHOTS.values():
+                assert path.stat().st_size > 10_000, path
+
+            _check_loading_then_data(browser, p)
+            _check_error_state(browser, p)
+            _check_short_history(browser, p)
 
             # An account key sees its account and nothing else.
             other = browser.new_page()
