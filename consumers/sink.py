@@ -48,6 +48,7 @@ from consumers.inserts import (
 )
 from consumers.native_avro import NativeAvro
 from metering.logs import kafka_client_logging
+from metering.metrics import Metric, counter, gauge
 from metering.topics import TopicNames
 
 log = logging.getLogger("metering.sink")
@@ -87,6 +88,28 @@ class SinkStats:
     first_message_at: float | None = None
     last_flush_at: float | None = None
     per_table: dict[str, int] = field(default_factory=dict)
+
+    def families(self) -> list[Metric]:
+        """For ``metering run sink --metrics-port`` (``metering.metrics``)."""
+        return [
+            counter(
+                "metering_sink_rows_inserted_total",
+                "Rows inserted into ClickHouse, by table.",
+                {(table,): n for table, n in self.per_table.items()},
+                ["table"],
+            ),
+            counter("metering_sink_batches_total", "Batches inserted.", self.batches),
+            counter(
+                "metering_sink_undecodable_total",
+                "Records the sink could not decode and skipped (the processor dead-letters them).",
+                self.dead,
+            ),
+            gauge(
+                "metering_sink_last_flush_age_seconds",
+                "Seconds since the last flush committed (-1 before the first).",
+                -1.0 if self.last_flush_at is None else time.monotonic() - self.last_flush_at,
+            ),
+        ]
 
 
 class ClickHouseSink:

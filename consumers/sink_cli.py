@@ -10,6 +10,7 @@ import sys
 from consumers.clickhouse import DEFAULT_DATABASE, connect
 from consumers.sink import DEFAULT_MAX_ROWS, EAGER_ROWS, ClickHouseSink
 from metering.logs import service_logging
+from metering.metrics import exposition, serve
 from metering.topics import TopicNames
 
 log = logging.getLogger("metering.sink")
@@ -73,6 +74,13 @@ def main(argv: list[str]) -> int:
         "session timeout of 45 s (default: none)",
     )
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://127.0.0.1:PORT/metrics (default: off)",
+    )
+    parser.add_argument(
         "--insert-threads",
         type=int,
         default=2,
@@ -116,7 +124,14 @@ def main(argv: list[str]) -> int:
     )
     signal.signal(signal.SIGTERM, lambda *_: sink.stop())
     signal.signal(signal.SIGINT, lambda *_: sink.stop())
-    rows = sink.run(exit_when_caught_up=args.exit_when_caught_up)
+    server = None
+    if args.metrics_port:
+        server = serve(lambda: exposition(sink.stats.families), args.metrics_port)
+    try:
+        rows = sink.run(exit_when_caught_up=args.exit_when_caught_up)
+    finally:
+        if server is not None:
+            server.shutdown()
     log.info("sink stopped: %d rows inserted, %d undecodable skipped", rows, sink.stats.dead)
     return 0
 

@@ -1,13 +1,16 @@
-"""Counters the processor keeps and their Prometheus text exposition (``/metrics``).
+"""Counters the processor keeps and their Prometheus exposition (``/metrics``).
 
-Plain integers updated on the event loop: no locks, no client library. Lag is computed at
-scrape time from the consumer's positions and high-water marks (passed in as a mapping).
+Plain integers updated on the event loop (no lock per increment), described at scrape time
+through ``prometheus_client`` (``metering.metrics``). Lag is computed at scrape time from the
+consumer's positions and high-water marks (passed in as a mapping).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+
+from metering.metrics import Metric, counter, exposition, gauge, histogram
 
 BATCH_BUCKETS: tuple[int, ...] = (1, 10, 50, 100, 500, 1000, 2000, 5000)
 
@@ -47,71 +50,81 @@ class Metrics:
             if size <= bound:
                 self.batch_buckets[i] += 1
 
-    def render(self, lag: Mapping[tuple[str, int], int] | None = None) -> str:
-        """Prometheus text format 0.0.4."""
-        lines = [
-            "# HELP metering_processor_events_processed_total Input records applied.",
-            "# TYPE metering_processor_events_processed_total counter",
-            f"metering_processor_events_processed_total {self.processed}",
-            "# HELP metering_processor_ledger_entries_total Ledger entries produced.",
-            "# TYPE metering_processor_ledger_entries_total counter",
-            f"metering_processor_ledger_entries_total {self.entries}",
-            "# TYPE metering_processor_alerts_total counter",
-            f"metering_processor_alerts_total {self.alerts}",
-            "# TYPE metering_processor_alerts_suppressed_total counter",
-            f"metering_processor_alerts_suppressed_total {self.alerts_suppressed}",
-            "# TYPE metering_processor_sweep_entries_total counter",
-            f"metering_processor_sweep_entries_total {self.swept_entries}",
-            "# TYPE metering_processor_transactions_total counter",
-            f"metering_processor_transactions_total {self.transactions}",
-            "# HELP metering_processor_dropped_fetched_total Fetched records a rebalance"
-            " overtook (re-read, not lost).",
-            "# TYPE metering_processor_dropped_fetched_total counter",
-            f"metering_processor_dropped_fetched_total {self.dropped_fetched}",
-            "# HELP metering_processor_refetched_skipped_total Re-fetched records skipped as"
-            " already processed.",
-            "# TYPE metering_processor_refetched_skipped_total counter",
-            f"metering_processor_refetched_skipped_total {self.refetched_skipped}",
-            "# HELP metering_processor_restore_mismatches_total Restored partitions whose"
-            " state disagreed with the ledger.",
-            "# TYPE metering_processor_restore_mismatches_total counter",
-            f"metering_processor_restore_mismatches_total {self.restore_mismatches}",
-            "# HELP metering_processor_restore_rebuilt_accounts_total Accounts rebuilt from"
-            " the changelog topic or the ledger after a restore disagreed with the ledger.",
-            "# TYPE metering_processor_restore_rebuilt_accounts_total counter",
-            f"metering_processor_restore_rebuilt_accounts_total {self.restore_rebuilt}",
-            "# HELP metering_processor_restore_repaired_records_total Committed changelog"
-            " records a restore left out, applied before processing.",
-            "# TYPE metering_processor_restore_repaired_records_total counter",
-            f"metering_processor_restore_repaired_records_total {self.restore_repaired}",
-            "# HELP metering_processor_verified_partitions Owned partitions whose restored"
-            " state agrees with the ledger.",
-            "# TYPE metering_processor_verified_partitions gauge",
-            f"metering_processor_verified_partitions {self.verified_partitions}",
-            "# HELP metering_processor_dlq_total Records sent to a dead-letter topic.",
-            "# TYPE metering_processor_dlq_total counter",
+    def render(self, lag: Mapping[tuple[str, int], int] | None = None) -> bytes:
+        """Prometheus text (``prometheus_client``), lag as of now."""
+        return exposition(lambda: self.families(lag or {}))
+
+    def families(self, lag: Mapping[tuple[str, int], int]) -> list[Metric]:
+        p = "metering_processor_"
+        return [
+            counter(p + "events_processed_total", "Input records applied.", self.processed),
+            counter(p + "ledger_entries_total", "Ledger entries produced.", self.entries),
+            counter(p + "alerts_total", "Credit alerts produced.", self.alerts),
+            counter(
+                p + "alerts_suppressed_total",
+                "Alerts of dead-lettered inputs not sent again.",
+                self.alerts_suppressed,
+            ),
+            counter(p + "sweep_entries_total", "Ledger entries of sweeps.", self.swept_entries),
+            counter(p + "transactions_total", "Kafka transactions committed.", self.transactions),
+            counter(
+                p + "dropped_fetched_total",
+                "Fetched records a rebalance overtook (re-read, not lost).",
+                self.dropped_fetched,
+            ),
+            counter(
+                p + "refetched_skipped_total",
+                "Re-fetched records skipped as already processed.",
+                self.refetched_skipped,
+            ),
+            counter(
+                p + "restore_mismatches_total",
+                "Restored partitions whose state disagreed with the ledger.",
+                self.restore_mismatches,
+            ),
+            counter(
+                p + "restore_rebuilt_accounts_total",
+                "Accounts rebuilt from the changelog topic or the ledger after a restore "
+                "disagreed with the ledger.",
+                self.restore_rebuilt,
+            ),
+            counter(
+                p + "restore_repaired_records_total",
+                "Committed changelog records a restore left out, applied before processing.",
+                self.restore_repaired,
+            ),
+            gauge(
+                p + "verified_partitions",
+                "Owned partitions whose restored state agrees with the ledger.",
+                self.verified_partitions,
+            ),
+            counter(
+                p + "dlq_total",
+                "Records sent to a dead-letter topic, by source topic.",
+                {(topic,): n for topic, n in self.dead_lettered.items()},
+                ["source"],
+            ),
+            histogram(
+                p + "batch_size",
+                "Records per processed batch.",
+                BATCH_BUCKETS,
+                self.batch_buckets,
+                self.batch_count,
+                self.batch_sum,
+            ),
+            counter(
+                p + "config_reloads_total", "Price book or plans reloads.", self.config_reloads
+            ),
+            gauge(
+                p + "config_info",
+                "The loaded price book and plans.",
+                {(self.config_version,): 1},
+                ["version"],
+            ),
+            gauge(
+                p + "consumer_lag",
+                "Records behind the high-water mark.",
+                {(topic, str(part)): n for (topic, part), n in lag.items()},
+                ["topic", "partition"],
+            ),
         ]
-        for topic, n in sorted(self.dead_lettered.items()):
-            lines.append(f'metering_processor_dlq_total{{source="{topic}"}} {n}')
-        lines += [
-            "# HELP metering_processor_batch_size Records per processed batch.",
-            "# TYPE metering_processor_batch_size histogram",
-        ]
-        for bound, n in zip(BATCH_BUCKETS, self.batch_buckets, strict=True):
-            lines.append(f'metering_processor_batch_size_bucket{{le="{bound}"}} {n}')
-        lines += [
-            f'metering_processor_batch_size_bucket{{le="+Inf"}} {self.batch_count}',
-            f"metering_processor_batch_size_sum {self.batch_sum}",
-            f"metering_processor_batch_size_count {self.batch_count}",
-            "# TYPE metering_processor_config_reloads_total counter",
-            f"metering_processor_config_reloads_total {self.config_reloads}",
-            "# TYPE metering_processor_config_info gauge",
-            f'metering_processor_config_info{{version="{self.config_version}"}} 1',
-            "# HELP metering_processor_consumer_lag Records behind the high-water mark.",
-            "# TYPE metering_processor_consumer_lag gauge",
-        ]
-        for (topic, partition), n in sorted((lag or {}).items()):
-            lines.append(
-                f'metering_processor_consumer_lag{{topic="{topic}",partition="{partition}"}} {n}'
-            )
-        return "\n".join(lines) + "\n"

@@ -50,6 +50,7 @@ from confluent_kafka import (
 
 from metering.dlq import dead_letter
 from metering.logs import kafka_client_logging
+from metering.metrics import Metric, counter, exposition, gauge
 from metering.topics import TopicNames
 from projections.apply import ApplyResult, Gap, Projector
 from projections.self_heal import Repair, SelfHeal, gap_reason, gaps_to_repair
@@ -85,12 +86,20 @@ class Metrics:
     self_heal_errors: int = 0
     paused_partitions: int = 0
 
-    def prometheus(self) -> str:
-        lines = []
+    def render(self) -> bytes:
+        """Prometheus text (``prometheus_client``): ``metering_projection_<counter>_total``."""
+        return exposition(self.families)
+
+    def families(self) -> list[Metric]:
+        out: list[Metric] = []
         for name, value in asdict(self).items():
-            metric = f"projection_{name}" + ("" if name == "paused_partitions" else "_total")
-            lines.append(f"{metric} {value}")
-        return "\n".join(lines) + "\n"
+            if name == "paused_partitions":
+                out.append(gauge(f"metering_projection_{name}", "Partitions held back.", value))
+            else:
+                out.append(
+                    counter(f"metering_projection_{name}_total", name.replace("_", " "), value)
+                )
+        return out
 
 
 def codec_decoder() -> Decoder:

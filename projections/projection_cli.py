@@ -6,35 +6,14 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import redis
 
 from metering.logs import service_logging
+from metering.metrics import serve
 from metering.topics import TopicNames
-from projections.consumer import Metrics, ProjectionConsumer, codec_decoder, log
+from projections.consumer import ProjectionConsumer, codec_decoder, log
 from projections.keys import prefix_from_env
-
-
-def _serve_metrics(metrics: Metrics, port: int) -> ThreadingHTTPServer:
-    """A tiny Prometheus text endpoint on ``/metrics`` in a daemon thread."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = metrics.prometheus().encode()
-            self.send_response(200 if self.path == "/metrics" else 404)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +61,7 @@ def main(argv: list[str]) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    server = _serve_metrics(worker.metrics, args.metrics_port) if args.metrics_port else None
+    server = serve(worker.metrics.render, args.metrics_port) if args.metrics_port else None
     log.info(
         "projection consuming %s into %s (group %s, instance %s)",
         worker.topics.credit_ledger,

@@ -35,6 +35,7 @@ from starlette.routing import Route
 
 from metering.auth import key_owner
 from metering.domain.identifiers import is_identifier
+from metering.metrics import CONTENT_TYPE, Metric, counter, exposition, gauge
 from projections.breaker import BreakerState, CircuitBreaker
 from projections.enforcement import (
     UNKNOWN_FEATURE_DECISION,
@@ -417,25 +418,32 @@ class Sidecar:
         return JSONResponse(body, 200 if ok else 503)
 
     async def metrics(self, request: Request) -> Response:
+        return Response(exposition(self._families), media_type=CONTENT_TYPE)
+
+    def _families(self) -> list[Metric]:
         state = self.breaker.state
-        lines = [
-            "# HELP metering_sidecar_breaker_state 1 for the circuit breaker's current state.",
-            "# TYPE metering_sidecar_breaker_state gauge",
-            *(
-                f'metering_sidecar_breaker_state{{state="{s.value}"}} {int(s is state)}'
-                for s in BreakerState
+        p = "metering_sidecar_"
+        return [
+            gauge(
+                p + "breaker_state",
+                "1 for the circuit breaker's current state.",
+                {(s.value,): int(s is state) for s in BreakerState},
+                ["state"],
             ),
-            "# HELP metering_sidecar_breaker_opened_total Times the breaker opened.",
-            "# TYPE metering_sidecar_breaker_opened_total counter",
-            f"metering_sidecar_breaker_opened_total {self.breaker.opened_total}",
-            "# HELP metering_sidecar_redis_failures_total Redis calls that timed out or failed.",
-            "# TYPE metering_sidecar_redis_failures_total counter",
-            f"metering_sidecar_redis_failures_total {self.guard.failures}",
-            "# HELP metering_sidecar_degraded_answers_total Answers given by the fail mode.",
-            "# TYPE metering_sidecar_degraded_answers_total counter",
-            f"metering_sidecar_degraded_answers_total {self.degraded_answers}",
-            "# HELP metering_sidecar_policy_cache_bytes Estimated size of the policy cache.",
-            "# TYPE metering_sidecar_policy_cache_bytes gauge",
-            f"metering_sidecar_policy_cache_bytes {self.policies.bytes}",
+            counter(
+                p + "breaker_opened_total", "Times the breaker opened.", self.breaker.opened_total
+            ),
+            counter(
+                p + "redis_failures_total",
+                "Redis calls that timed out or failed.",
+                self.guard.failures,
+            ),
+            counter(
+                p + "degraded_answers_total",
+                "Answers given by the fail mode.",
+                self.degraded_answers,
+            ),
+            gauge(
+                p + "policy_cache_bytes", "Estimated size of the policy cache.", self.policies.bytes
+            ),
         ]
-        return Response("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")

@@ -30,6 +30,7 @@ from metering.avro import (
     load_registry,
 )
 from metering.logs import CalmLogs
+from metering.metrics import CONTENT_TYPE
 from metering.topics import TopicNames
 from pipeline.config_reload import EngineSource, LiveEngine
 from pipeline.core import BatchProcessor, Codecs, InMessage
@@ -198,7 +199,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
     app.timer(config.reload_interval_s, name="config_reload")(reload_config)
 
     async def metrics_view(web: Any, request: Any) -> Any:
-        return web.text(metrics.render(_lag(app)), content_type="text/plain; version=0.0.4")
+        return web.bytes(metrics.render(_lag(app)), content_type=CONTENT_TYPE)
 
     app.page("/metrics")(metrics_view)
 

@@ -285,7 +285,7 @@ class Worker:
             return 0
         for line in text.splitlines():
             if line.startswith("metering_processor_events_processed_total "):
-                return int(line.split()[-1])
+                return int(float(line.split()[-1]))
         return 0
 
     def gauge(self, name: str) -> int:
@@ -325,11 +325,11 @@ class Worker:
             text = self.metrics()
         except OSError:
             return set()
-        prefix = f'metering_processor_consumer_lag{{topic="{topic}",partition="'
+        prefix = 'metering_processor_consumer_lag{partition="'
         return {
             int(line[len(prefix) :].split('"', 1)[0])
             for line in text.splitlines()
-            if line.startswith(prefix)
+            if line.startswith(prefix) and f'topic="{topic}"' in line
         }
 
     def metrics(self) -> str:

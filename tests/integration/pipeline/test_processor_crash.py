@@ -112,7 +112,7 @@ def test_two_workers_in_one_group_give_the_same_ledger_as_one(
         second.stop()
     _check(ledger, expected)
     processed = [
-        int(
+        float(
             next(
                 line.split()[-1]
                 for line in m.splitlines()

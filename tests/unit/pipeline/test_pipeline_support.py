@@ -16,11 +16,11 @@ def test_metrics_render_prometheus_text() -> None:
     m = Metrics(processed=5)
     m.observe_batch(7)
     m.dead_lettered["t.usage-events"] = 2
-    text = m.render({("t.usage-events", 0): 3})
-    assert "metering_processor_events_processed_total 5" in text
-    assert 'metering_processor_dlq_total{source="t.usage-events"} 2' in text
-    assert 'metering_processor_batch_size_bucket{le="10"} 1' in text
-    assert 'metering_processor_consumer_lag{topic="t.usage-events",partition="0"} 3' in text
+    text = m.render({("t.usage-events", 0): 3}).decode()
+    assert "metering_processor_events_processed_total 5.0" in text
+    assert 'metering_processor_dlq_total{source="t.usage-events"} 2.0' in text
+    assert 'metering_processor_batch_size_bucket{le="10"} 1.0' in text
+    assert 'metering_processor_consumer_lag{partition="0",topic="t.usage-events"} 3.0' in text
 
 
 class _Versioned(StubEngine):

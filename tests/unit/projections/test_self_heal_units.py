@@ -51,8 +51,9 @@ def test_sentinels_stay_outside_the_account_layout() -> None:
 
 
 def test_self_heal_counters_are_exported() -> None:
-    text = Metrics(self_heals=2, self_heal_accounts=7, self_heal_errors=1).prometheus()
-    assert "projection_self_heals_total 2\n" in text
-    assert "projection_self_heal_accounts_total 7\n" in text
-    assert "projection_self_heal_entries_total 0\n" in text
-    assert "projection_self_heal_errors_total 1\n" in text
+    text = Metrics(self_heals=2, self_heal_accounts=7, self_heal_errors=1).render().decode()
+    assert "metering_projection_self_heals_total 2.0\n" in text
+    assert "metering_projection_self_heal_accounts_total 7.0\n" in text
+    assert "metering_projection_self_heal_entries_total 0.0\n" in text
+    assert "metering_projection_self_heal_errors_total 1.0\n" in text
+    assert "# TYPE metering_projection_paused_partitions gauge" in text
