@@ -30,7 +30,6 @@ from metering.avro import (
     load_registry,
 )
 from metering.logs import CalmLogs
-from metering.metrics import CONTENT_TYPE
 from metering.topics import TopicNames
 from pipeline.config_reload import EngineSource, LiveEngine
 from pipeline.core import BatchProcessor, Codecs, InMessage
@@ -199,7 +198,9 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
     app.timer(config.reload_interval_s, name="config_reload")(reload_config)
 
     async def metrics_view(web: Any, request: Any) -> Any:
-        return web.bytes(metrics.render(_lag(app)), content_type=CONTENT_TYPE)
+        # aiohttp refuses a charset in content_type: text() adds it itself.
+        text = metrics.render(_lag(app)).decode()
+        return web.text(text, content_type="text/plain; version=0.0.4")
 
     app.page("/metrics")(metrics_view)
 

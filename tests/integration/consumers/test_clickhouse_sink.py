@@ -131,7 +131,9 @@ def test_crash_between_insert_and_commit_leaves_no_duplicates(
     assert dlq_records(kafka_bootstrap, topics.credit_ledger_dlq) == []
     logs = crashed.stderr + finished.stderr
     assert "skipped undecodable record" in logs and "UnknownSchemaIdError" in logs
-    assert f"skipped undecodable record {topics.credit_ledger}[" in logs
+    # Two usage poison records and one ledger one, all read again after the crash (repeated
+    # warnings are rate-limited, so the count comes from the closing line).
+    assert "3 undecodable skipped" in finished.stderr, finished.stderr[-3000:]
 
 
 def expected_by_subject(data: Dataset, account: str) -> dict[str, tuple[int, int]]:
