@@ -445,15 +445,22 @@ def _check_short_history(browser: Any, p: Pipeline) -> None:
     now = time.time_ns() // 1_000_000
 
     def overview(route: Any) -> None:
-        body = route.fetch().json()
+        response = route.fetch()
+        if response.status != 200:  # a transient error answer goes through as it is
+            route.fulfill(response=response)
+            return
+        body = response.json()
         body["period_end"] = body["now"] + 3 * 3_600_000
         body["period_start"] = body["period_end"] - 30 * DAY_MS
         route.fulfill(json=body)
 
     def usage(route: Any) -> None:
-        body = route.fetch().json()
-        entries = body["burndown"]
-        for i, entry in enumerate(entries):
+        response = route.fetch()
+        if response.status != 200:
+            route.fulfill(response=response)
+            return
+        body = response.json()
+        for i, entry in enumerate(body["burndown"]):
             entry["at"] = now - 2 * 3_600_000 + i * 60_000
         route.fulfill(json=body)
 
