@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from consumers.clickhouse import DEFAULT_DATABASE, connect
 from consumers.ledger_audit import LedgerAudit, Violation
@@ -240,6 +241,7 @@ def reconcile(
 def main(argv: list[str]) -> int:
     from metering.avro import LEDGER_ENTRY, AvroCodec, load_registry
     from metering.config import load_settings
+    from metering.topic_reader import TopicReadError
     from metering.topics import TopicNames
 
     parser = argparse.ArgumentParser(
@@ -272,11 +274,24 @@ def main(argv: list[str]) -> int:
     settings = load_settings()
     codec = AvroCodec(load_registry(settings), LEDGER_ENTRY)
     topic = TopicNames(args.topic_prefix).credit_ledger
-    report = reconcile(
-        None if args.ledger_only else connect(settings.clickhouse_url, args.database),
-        read_ledger_topic(settings.kafka_bootstrap, topic, codec.decode),
-        None if args.no_redis or args.ledger_only else redis_balances(settings.redis_url),
-    )
+    try:
+        report = reconcile(
+            None if args.ledger_only else connect(settings.clickhouse_url, args.database),
+            read_ledger_topic(settings.kafka_bootstrap, topic, codec.decode),
+            None if args.no_redis or args.ledger_only else redis_balances(settings.redis_url),
+        )
+    except TopicReadError as exc:  # one line, never a traceback
+        print(f"metering reconcile: {exc} (is --topic-prefix right?)", file=sys.stderr)
+        return 2
+    except DatabaseError as exc:
+        if "UNKNOWN_DATABASE" not in str(exc):
+            raise
+        print(
+            f"metering reconcile: ClickHouse database {args.database!r} does not exist "
+            "(`metering clickhouse migrate --database NAME` creates it; or pass --database)",
+            file=sys.stderr,
+        )
+        return 2
     for violation in report.violations:
         print(violation)
     broken = sorted({v.account for v in report.violations})

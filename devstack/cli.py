@@ -97,7 +97,7 @@ def main(argv: list[str]) -> int:
 def _print_status(stack: LocalStack) -> None:
     print(f"state dir: {stack.state_dir}")
     for line in stack.status():
-        state = "up" if line.up else "down"
+        state = line.state or ("up" if line.up else "down")
         pid = f" (pid {line.pid})" if line.pid and line.up else ""
         detail = f"  [{line.detail}]" if line.detail else ""
-        print(f"  {line.name:<11} {state:<5} {line.address}{pid}{detail}")
+        print(f"  {line.name:<11} {state:<8} {line.address}{pid}{detail}")

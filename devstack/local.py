@@ -37,6 +37,8 @@ class ComponentStatus:
     address: str
     pid: int | None = None
     detail: str = ""
+    state: str | None = None
+    """Shown instead of up/down (ClickHouse is embedded: no process to be up or down)."""
 
 
 class LocalStack:
@@ -183,6 +185,7 @@ class LocalStack:
                 up=True,
                 address=self.clickhouse_url,
                 detail="embedded chDB, opened in-process by each component",
+                state="embedded",  # no process of its own: never "up" or "down"
             )
         )
         return lines

@@ -235,3 +235,15 @@ def test_broken_ledger_fails_reconcile(
         assert [v.kind for v in violations] == [DUPLICATE_ENTRY_ID]
     if breaker is broken_balance_chain:
         assert [v.kind for v in violations] == [BALANCE_AFTER, BALANCE_AFTER]
+
+
+def test_a_missing_topic_or_database_is_one_clear_line_and_exit_2(
+    kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--ledger-only", "--topic-prefix", f"nosuch{uuid.uuid4().hex[:6]}."]) == 2
+    err = capsys.readouterr().err
+    assert "credit-ledger not found (is --topic-prefix right?)" in err
+    assert "Traceback" not in err
+    assert main(["--database", f"nosuch_{uuid.uuid4().hex[:6]}", "--no-redis"]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
