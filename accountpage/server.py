@@ -18,9 +18,9 @@ from collections.abc import Mapping
 
 from clickhouse_connect.driver.client import Client
 
-from consumers.clickhouse import DEFAULT_DATABASE, connect, is_embedded
+from consumers.clickhouse import add_database_argument, connect, is_embedded
 from metering.config import env_value
-from metering.topics import TopicNames
+from metering.topics import TopicNames, add_topic_prefix_argument
 
 log = logging.getLogger("accountpage")
 
@@ -124,17 +124,9 @@ def _parse(argv: list[str], env: Mapping[str, str]) -> argparse.Namespace:
         help="port to listen on (default: METERING_WEB_PORT, else METERING_SIDECAR_PORT, "
         "else 8088)",
     )
-    parser.add_argument(
-        "--database",
-        default=DEFAULT_DATABASE,
-        metavar="NAME",
-        help=f"ClickHouse database (default: {DEFAULT_DATABASE})",
-    )
-    parser.add_argument(
-        "--topic-prefix",
-        default="",
-        metavar="PREFIX",
-        help="prefix of the Kafka topic names, for the sink (default: none)",
+    add_database_argument(parser)
+    add_topic_prefix_argument(
+        parser, "prefix of the Kafka topic names, for the sink (default: none)"
     )
     parser.add_argument(
         "--sink",

@@ -8,6 +8,7 @@ clickhouse-connect and the same SQL on both backends.
 
 from __future__ import annotations
 
+import argparse
 import threading
 from typing import Any
 from urllib.parse import urlparse
@@ -16,6 +17,17 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 
 DEFAULT_DATABASE = "metering"
+
+
+def add_database_argument(parser: argparse.ArgumentParser) -> None:
+    """``--database``, declared the same way by every command that reads or writes ClickHouse."""
+    parser.add_argument(
+        "--database",
+        default=DEFAULT_DATABASE,
+        metavar="NAME",
+        help=f"ClickHouse database (default: {DEFAULT_DATABASE})",
+    )
+
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str | None, int], Client] = {}

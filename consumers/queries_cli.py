@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from consumers import queries
-from consumers.clickhouse import DEFAULT_DATABASE, connect
+from consumers.clickhouse import add_database_argument, connect
 
 MICROS = 1_000_000
 
@@ -142,12 +142,7 @@ def main(argv: list[str]) -> int:
         default="table",
         help="table shows credits; json and csv keep integer micro-credits (default: table)",
     )
-    parser.add_argument(
-        "--database",
-        default=DEFAULT_DATABASE,
-        metavar="NAME",
-        help=f"ClickHouse database (default: {DEFAULT_DATABASE})",
-    )
+    add_database_argument(parser)
     args = parser.parse_args(argv)
 
     client = connect(load_settings().clickhouse_url, args.database)

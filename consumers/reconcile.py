@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import DatabaseError
 
-from consumers.clickhouse import DEFAULT_DATABASE, connect
+from consumers.clickhouse import add_database_argument, connect
 from consumers.ledger_audit import LedgerAudit, Violation
 from metering.domain.records import LedgerEntry
 from metering.topic_reader import read_to_end
@@ -242,7 +242,7 @@ def main(argv: list[str]) -> int:
     from metering.avro import LEDGER_ENTRY, AvroCodec, load_registry
     from metering.config import load_settings
     from metering.topic_reader import TopicReadError
-    from metering.topics import TopicNames
+    from metering.topics import TopicNames, add_topic_prefix_argument
 
     parser = argparse.ArgumentParser(
         prog="metering reconcile",
@@ -252,18 +252,8 @@ def main(argv: list[str]) -> int:
         "ClickHouse (raw entries and the usage_daily rollup) and the Redis balances. Prints "
         "one line per finding; exit status 1 when anything is wrong, 0 when all agree.",
     )
-    parser.add_argument(
-        "--database",
-        default=DEFAULT_DATABASE,
-        metavar="NAME",
-        help=f"ClickHouse database (default: {DEFAULT_DATABASE})",
-    )
-    parser.add_argument(
-        "--topic-prefix",
-        default="",
-        metavar="PREFIX",
-        help="prefix of the Kafka topic names (default: none)",
-    )
+    add_database_argument(parser)
+    add_topic_prefix_argument(parser)
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis balance check")
     parser.add_argument(
         "--ledger-only",

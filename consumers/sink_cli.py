@@ -7,11 +7,11 @@ import logging
 import signal
 import sys
 
-from consumers.clickhouse import DEFAULT_DATABASE, connect
+from consumers.clickhouse import add_database_argument, connect
 from consumers.sink import DEFAULT_MAX_ROWS, EAGER_ROWS, ClickHouseSink
 from metering.logs import service_logging
 from metering.metrics import exposition, serve
-from metering.topics import TopicNames
+from metering.topics import TopicNames, add_topic_prefix_argument
 
 log = logging.getLogger("metering.sink")
 
@@ -25,18 +25,8 @@ def main(argv: list[str]) -> int:
         "(METERING_CLICKHOUSE_URL), exactly once, in batches. Run several with the same "
         "--group to share the partitions.",
     )
-    parser.add_argument(
-        "--database",
-        default=DEFAULT_DATABASE,
-        metavar="NAME",
-        help=f"ClickHouse database (default: {DEFAULT_DATABASE})",
-    )
-    parser.add_argument(
-        "--topic-prefix",
-        default="",
-        metavar="PREFIX",
-        help="prefix of the Kafka topic names (default: none)",
-    )
+    add_database_argument(parser)
+    add_topic_prefix_argument(parser)
     parser.add_argument(
         "--group",
         default="metering-clickhouse-sink",

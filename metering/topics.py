@@ -7,10 +7,19 @@ takes a prefix so tests and benchmarks can run side by side on one broker.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
+
+
+def add_topic_prefix_argument(
+    parser: argparse.ArgumentParser,
+    help: str = "prefix of the Kafka topic names (default: none)",
+) -> None:
+    """``--topic-prefix``, one name for the concept in every command that names topics."""
+    parser.add_argument("--topic-prefix", default="", metavar="PREFIX", help=help)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +198,6 @@ def delete_topics(bootstrap: str, names: TopicNames, timeout: float = 10.0) -> N
 
 def main(argv: list[str]) -> int:
     """``metering topics create [--partitions N] [--topic-prefix P]``."""
-    import argparse
 
     from metering.config import load_settings
 
@@ -213,11 +221,8 @@ def main(argv: list[str]) -> int:
         metavar="N",
         help="partitions of each keyed topic (default: METERING_PARTITIONS, else 6)",
     )
-    create.add_argument(
-        "--topic-prefix",
-        default="",
-        metavar="PREFIX",
-        help="prefix of the topic names, for runs side by side on one broker (default: none)",
+    add_topic_prefix_argument(
+        create, "prefix of the topic names, for runs side by side on one broker (default: none)"
     )
     create.add_argument(  # the old name
         "--prefix", dest="topic_prefix", default=argparse.SUPPRESS, help=argparse.SUPPRESS

@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 import redis
 
-from metering.topics import TopicNames
+from metering.topics import TopicNames, add_topic_prefix_argument
 from projections.keys import REBUILD_PREFIX, check_prefix, prefix_from_env
 
 
@@ -46,12 +46,7 @@ def main(argv: list[str]) -> int:
     rb.add_argument(
         "--verify", action="store_true", help="then compare the result with the live keys"
     )
-    rb.add_argument(
-        "--topic-prefix",
-        default="",
-        metavar="PREFIX",
-        help="prefix of the Kafka topic names (default: none)",
-    )
+    add_topic_prefix_argument(rb)
     rb.add_argument(
         "--timeout",
         type=float,

@@ -11,7 +11,7 @@ import redis
 
 from metering.logs import service_logging
 from metering.metrics import serve
-from metering.topics import TopicNames
+from metering.topics import TopicNames, add_topic_prefix_argument
 from projections.consumer import ProjectionConsumer, codec_decoder, log
 from projections.keys import prefix_from_env
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="static membership id (Kafka group.instance.id), one per consumer: restarted with "
         "the same id, it takes its partitions back at once, not after the 45 s session timeout",
     )
-    add("--topic-prefix", default="", help="prefix of the Kafka topic names (default: none)")
+    add_topic_prefix_argument(parser)
     add("--batch-size", type=int, default=2000, help="records per batch (default: %(default)s)")
     add("--metrics-port", type=int, help="serve Prometheus /metrics on this port (default: off)")
     add("--log-level", default="info", help="debug, info, warning or error (default: info)")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
 
-from consumers.clickhouse import DEFAULT_DATABASE, connect, ensure_database
+from consumers.clickhouse import DEFAULT_DATABASE, add_database_argument, connect, ensure_database
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -112,12 +112,7 @@ def main(argv: list[str]) -> int:
         help="migrate: create the database and apply pending migrations; "
         "status: list each migration, applied or pending",
     )
-    parser.add_argument(
-        "--database",
-        default=DEFAULT_DATABASE,
-        metavar="NAME",
-        help=f"ClickHouse database (default: {DEFAULT_DATABASE})",
-    )
+    add_database_argument(parser)
     parser.add_argument(
         "--url",
         metavar="URL",
