@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from metering.domain.config import EngineConfig
-from metering.domain.entries import refresh_grants
+from metering.domain.entries import entry_suffix, is_time_cause, refresh_grants
 from metering.domain.errors import LedgerError
 from metering.domain.fold import fold
 from metering.domain.grants import Grant
@@ -34,8 +34,6 @@ from metering.domain.state import AccountState, command_key
 
 _USAGE = frozenset({EntryType.USAGE_DEBIT, EntryType.OVERAGE, EntryType.USAGE_REJECTED})
 _CLOSING = frozenset({EntryType.GRANT_EXPIRED, EntryType.GRANT_VOIDED})
-_TIMELINE_CAUSES = ("/default-plan", "/expiry/", "/period/")
-"""Causes the engine writes for what time alone does (``{account}/...``): not command ids."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +68,7 @@ def catch_up(
         _apply(state, e, plans)
         if e.type in _USAGE and e.reason != "outside_dedupe_window":
             remembered.append((e.cause_id, state.clock))
-        elif not _is_timeline_cause(state.account_id, e.cause_id) and e.type not in _USAGE:
+        elif not is_time_cause(state.account_id, e.cause_id) and e.type not in _USAGE:
             state.commands.add(command_key(e.cause_id))
     for grant in state.grants:
         if grant.expires_at is not None and state.clock >= grant.expires_at - (
@@ -112,7 +110,7 @@ def _apply(state: AccountState, e: LedgerEntry, plans: PlanCatalog) -> None:
         if live is not None:
             live.remaining += amount
     if e.type in _CLOSING:
-        grant_id = e.entry_id.rpartition(f":{e.type.value}:")[2]
+        grant_id = entry_suffix(e)
         closed = state.grant(grant_id)
         if closed is not None:
             state.grants.remove(closed)
@@ -183,10 +181,3 @@ def _terms(published: AccountTerms, plans: PlanCatalog) -> tuple[Terms, AccountO
     if override == AccountOverride():
         return resolve_terms(plan, None), None
     return resolve_terms(plan, override), override
-
-
-def _is_timeline_cause(account_id: str, cause: str) -> bool:
-    head = account_id + "/"
-    return cause.startswith(head) and any(
-        cause.find(t) == len(account_id) for t in _TIMELINE_CAUSES
-    )

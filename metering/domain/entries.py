@@ -11,6 +11,29 @@ from metering.domain.grants import Grant
 from metering.domain.records import AccountTerms, Allocation, EntryType, GrantInfo, LedgerEntry
 from metering.domain.state import AccountState
 
+DEFAULT_PLAN = "default-plan"
+EXPIRY = "expiry"
+PERIOD = "period"
+TIME_CAUSES = (DEFAULT_PLAN, EXPIRY, PERIOD)
+"""What time alone does to an account; each gives its entries a cause of :func:`time_cause`."""
+
+
+def time_cause(account_id: str, what: str, detail: object = None) -> str:
+    """The cause of entries written by time alone: ``{account}/{what}[/{detail}]``."""
+    return f"{account_id}/{what}" if detail is None else f"{account_id}/{what}/{detail}"
+
+
+def is_time_cause(account_id: str, cause: str) -> bool:
+    """Whether ``cause`` is a :func:`time_cause` of the account (not a command or event id)."""
+    head = account_id + "/"
+    return cause.startswith(head) and cause[len(head) :].partition("/")[0] in TIME_CAUSES
+
+
+def entry_suffix(entry: LedgerEntry) -> str:
+    """The ``suffix`` :func:`emit` put in the entry id (the grant of an opening or closing
+    entry); empty when it has none."""
+    return entry.entry_id.rpartition(f":{entry.type.value}:")[2]
+
 
 def emit(
     state: AccountState,

@@ -7,7 +7,7 @@ docs/engine.md has the rule.
 from __future__ import annotations
 
 from metering.domain.config import EngineConfig
-from metering.domain.entries import add_grant, emit, remove_grant
+from metering.domain.entries import PERIOD, add_grant, emit, remove_grant, time_cause
 from metering.domain.expiry import expire
 from metering.domain.grants import Grant
 from metering.domain.periods import next_anchor_after
@@ -26,7 +26,7 @@ def reset(
 ) -> None:
     """Close the period at ``period_end``: expire its plan grant, roll over, grant anew."""
     boundary = state.period_end
-    cause = f"{state.account_id}/period/{boundary}"
+    cause = time_cause(state.account_id, PERIOD, boundary)
     period_grant = state.grant(state.plan_grant_id) if state.plan_grant_id else None
     unused = 0
     if period_grant is not None:

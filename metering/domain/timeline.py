@@ -11,7 +11,7 @@ commands, sweeps). A grant's expiry is
 from __future__ import annotations
 
 from metering.domain.config import EngineConfig
-from metering.domain.entries import refresh_grants
+from metering.domain.entries import DEFAULT_PLAN, EXPIRY, refresh_grants, time_cause
 from metering.domain.errors import InvalidAccountId
 from metering.domain.expiry import expire
 from metering.domain.grants import Grant
@@ -45,7 +45,7 @@ def start(
     if config.default_plan is not None:
         plan = plans.get(config.default_plan)
         assert plan is not None
-        cause = f"{state.account_id}/default-plan"
+        cause = time_cause(state.account_id, DEFAULT_PLAN)
         set_terms(
             config,
             state,
@@ -125,7 +125,7 @@ def advance(
                     state.account_id,
                     AlertKind.GRANT_EXPIRING,
                     state.balance,
-                    f"{state.account_id}/expiry/{g.grant_id}",
+                    time_cause(state.account_id, EXPIRY, g.grant_id),
                     now,
                     state.period_start,
                     state.period_end,
