@@ -12,6 +12,8 @@ Routes added:
 - ``GET /v1/accounts/{id}/overview``: balance, grants, renewal, limits, overage (Redis).
 - ``GET /v1/accounts/{id}/usage``: usage by subject/feature, burn-down and the 7-day pace
   (ClickHouse), with the runway of the balance at that pace.
+- ``POST /v1/admin/query`` (when given a :class:`accountpage.relay.QueryRelay`): read-only SQL
+  for the CLI while this process holds the embedded ClickHouse path.
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from accountpage.access import AccessControl, Viewer
+from accountpage.relay import QueryRelay
 from accountpage.usage import usage_report
 from metering.domain.identifiers import identifier_problem
-from projections.enforcement import Balance
+from projections.balance import Balance
 from projections.failmode import FailMode
 from projections.keys import account_from_key, balance_pattern
 from projections.redis_guard import RedisUnavailable
@@ -205,6 +208,7 @@ def build_app(
     clickhouse: ClientFactory,
     fail_mode: FailMode = FailMode.AUTO,
     sidecar: Sidecar | None = None,
+    relay: QueryRelay | None = None,
 ) -> Starlette:
     """The sidecar app with the account page's routes appended to its router (``sidecar``, when
     given, is used as built, e.g. by :func:`projections.sidecar_cli.sidecar_from_env`)."""
@@ -212,4 +216,6 @@ def build_app(
         sidecar = Sidecar(redis_url, redis_prefix, api_keys, fail_mode)
     page = AccountPage(sidecar, access, clickhouse)
     sidecar.app.router.routes.extend(page.routes())
+    if relay is not None:
+        sidecar.app.router.routes.append(relay.route())
     return sidecar.app

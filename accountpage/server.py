@@ -6,6 +6,10 @@ so with a ``chdb://`` URL this process also runs the ClickHouse sink, in a threa
 own client of the same engine (``--sink auto``, the default). With a ClickHouse server
 (``http://``) the sink runs as its own service (``metering run sink``) and this process only
 reads (``auto`` means off).
+
+Holding the chDB path also locks out ``metering usage`` and ``metering reconcile``, so this
+process then serves them read-only queries (:mod:`accountpage.relay`), advertised in the path's
+owner file.
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ from collections.abc import Mapping
 
 from clickhouse_connect.driver.client import Client
 
-from consumers.clickhouse import add_database_argument, connect, is_embedded
+from consumers.clickhouse import (
+    ClickHouseInUse,
+    add_database_argument,
+    chdb_path,
+    connect,
+    is_embedded,
+    record_owner,
+)
 from metering.config import env_value
 from metering.topics import TopicNames, add_topic_prefix_argument
 
@@ -181,6 +192,22 @@ def main(argv: list[str]) -> int:
     except (AccessConfigError, ValueError) as exc:
         print(f"metering run web: {exc}", flush=True)
         return 2
+    relay = None
+    if is_embedded(settings.clickhouse_url):
+        from accountpage.relay import QueryRelay
+
+        try:
+            connect(settings.clickhouse_url)  # hold the path before advertising the relay
+        except ClickHouseInUse as exc:
+            print(f"metering run web: {exc}; stop it first", flush=True)
+            return 2
+        relay = QueryRelay(settings.clickhouse_url, access)
+        local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+        record_owner(
+            chdb_path(settings.clickhouse_url),
+            query_url=f"http://{local_host}:{args.port}",
+            token=relay.token,
+        )
     if args.migrate:
         from consumers.migrations import migrate
 
@@ -195,6 +222,7 @@ def main(argv: list[str]) -> int:
             clickhouse=reader,
             fail_mode=mode,
             sidecar=sidecar,
+            relay=relay,
         )
     except ValueError as exc:
         print(f"metering run web: {exc}", flush=True)
@@ -215,6 +243,8 @@ def main(argv: list[str]) -> int:
     finally:
         if sink is not None:
             sink.stop()
+        if relay is not None:
+            relay.close()
         reader.close()
     return 0
 

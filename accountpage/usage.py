@@ -264,13 +264,6 @@ def open_reader(url: str, database: str) -> Client:
     Same engine (chDB allows several handles on one path in a process), but its own handle or
     HTTP session, so page reads never interleave with the sink's inserts on one client.
     """
-    import clickhouse_connect
+    from consumers.clickhouse import open_client
 
-    from consumers.clickhouse import chdb_path, is_embedded
-
-    if is_embedded(url):
-        path = chdb_path(url)
-        if path in ("", "memory", ":memory:"):
-            return clickhouse_connect.get_client(interface="chdb", database=database)
-        return clickhouse_connect.get_client(interface="chdb", path=path, database=database)
-    return clickhouse_connect.get_client(dsn=url, database=database, autogenerate_session_id=False)
+    return open_client(url, database, sessions=False)

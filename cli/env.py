@@ -11,7 +11,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from metering.config import DEMO_ENV, load_settings
+from metering.config import DEMO_ENV, env_value, load_settings
 
 
 def exports() -> dict[str, str]:
@@ -22,6 +22,7 @@ def exports() -> dict[str, str]:
         "METERING_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
         "METERING_REDIS_URL": settings.redis_url,
         "METERING_CLICKHOUSE_URL": settings.clickhouse_url,
+        "METERING_SIDECAR_PORT": env_value("METERING_SIDECAR_PORT", default="8088"),
     }
     try:
         demo = (settings.state_dir / DEMO_ENV).read_text()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
 
-from clickhouse_connect.driver.client import Client
+from consumers.query_relay import Reader
 
 Dimension = Literal["subject", "feature", "model"]
 DIMENSIONS: tuple[Dimension, ...] = ("subject", "feature", "model")
@@ -120,7 +120,7 @@ class Period:
         return {"start": self.start, "end": self.end}
 
 
-def _rows(client: Client, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def _rows(client: Reader, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     result = client.query(sql, parameters=params)
     names = result.column_names
     return [dict(zip(names, row, strict=True)) for row in result.result_rows]
@@ -133,7 +133,7 @@ def _dimension(by: str) -> str:
 
 
 def usage_by(
-    client: Client, account: str, period: Period, by: Dimension = "subject", *, raw: bool = False
+    client: Reader, account: str, period: Period, by: Dimension = "subject", *, raw: bool = False
 ) -> list[dict[str, Any]]:
     """Credits (micro), overage, events and units per subject/feature/model of one account.
 
@@ -145,16 +145,16 @@ def usage_by(
 
 
 def daily_series(
-    client: Client, account: str, period: Period, subject: str | None = None
+    client: Reader, account: str, period: Period, subject: str | None = None
 ) -> list[dict[str, Any]]:
     """One row per day with usage (days without usage are absent)."""
     return _rows(client, _DAILY, {"account": account, "subject": subject, **period.params()})
 
 
-def top_accounts(client: Client, period: Period, limit: int = 10) -> list[dict[str, Any]]:
+def top_accounts(client: Reader, period: Period, limit: int = 10) -> list[dict[str, Any]]:
     return _rows(client, _TOP_ACCOUNTS, {"limit": limit, **period.params()})
 
 
-def credits_by_subject(client: Client, period: Period) -> list[dict[str, Any]]:
+def credits_by_subject(client: Reader, period: Period) -> list[dict[str, Any]]:
     """Credits per subject across all accounts, with how many accounts used each."""
     return _rows(client, _CREDITS_BY_SUBJECT, period.params())

@@ -16,14 +16,17 @@ import argparse
 import csv
 import io
 import json
+import shutil
 import sys
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from consumers import queries
-from consumers.clickhouse import add_database_argument, connect
+from consumers.clickhouse import add_database_argument
+from consumers.query_relay import READ_ERRORS, Reader, open_reader, read_problem
 
 MICROS = 1_000_000
+NUMERIC_COLUMNS = frozenset({"credits", "overage_credits", "events", "accounts"})
 
 
 def format_credits(micros: int) -> str:
@@ -60,11 +63,14 @@ def render(rows: list[dict[str, Any]], fmt: str, title: str) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table()
     names = list(rows[0]) if rows else ["key", "credits"]
     for name in names:
-        numeric = name in {"credits", "overage_credits", "events", "accounts"}
-        table.add_column(name, justify="right" if numeric else "left")
+        # Numbers never wrap; the long text columns (key, units) fold to fit the terminal.
+        numeric = name in NUMERIC_COLUMNS
+        table.add_column(
+            name, justify="right" if numeric else "left", no_wrap=numeric, overflow="fold"
+        )
     for r in rows:
         cells = []
         for name in names:
@@ -77,7 +83,10 @@ def render(rows: list[dict[str, Any]], fmt: str, title: str) -> str:
                 cells.append(str(_jsonable(v)))
         table.add_row(*cells)
     out = io.StringIO()
-    Console(file=out, width=140, force_terminal=False).print(table)
+    width = shutil.get_terminal_size((80, 24)).columns
+    console = Console(file=out, width=width, force_terminal=False)
+    console.print(title, highlight=False)
+    console.print(table)
     return out.getvalue().rstrip("\n")
 
 
@@ -145,8 +154,21 @@ def main(argv: list[str]) -> int:
     add_database_argument(parser)
     args = parser.parse_args(argv)
 
-    client = connect(load_settings().clickhouse_url, args.database)
+    if args.top is None and not args.subjects and not args.account:
+        parser.error("--account is required")
     period = queries.Period(args.start, args.end)
+    try:
+        rows, title = _ask(open_reader(load_settings().clickhouse_url, args.database), args, period)
+    except READ_ERRORS as exc:  # one line, never a traceback
+        print(f"metering usage: {read_problem(exc, args.database)}", file=sys.stderr)
+        return 2
+    print(render(rows, args.format, title))
+    return 0
+
+
+def _ask(
+    client: Reader, args: argparse.Namespace, period: queries.Period
+) -> tuple[list[dict[str, Any]], str]:
     span = f"{period.start} .. {period.end} (exclusive)"
     if args.top is not None:
         rows = queries.top_accounts(client, period, args.top)
@@ -154,17 +176,13 @@ def main(argv: list[str]) -> int:
     elif args.subjects:
         rows = queries.credits_by_subject(client, period)
         title = f"credits by subject, all accounts, {span}"
+    elif args.daily:
+        rows = queries.daily_series(client, args.account, period, args.subject)
+        title = f"{args.account} daily, {span}"
     else:
-        if not args.account:
-            parser.error("--account is required")
-        if args.daily:
-            rows = queries.daily_series(client, args.account, period, args.subject)
-            title = f"{args.account} daily, {span}"
-        else:
-            rows = queries.usage_by(client, args.account, period, args.by, raw=args.raw)
-            title = f"{args.account} by {args.by}, {span}"
-    print(render(rows, args.format, title))
-    return 0
+        rows = queries.usage_by(client, args.account, period, args.by, raw=args.raw)
+        title = f"{args.account} by {args.by}, {span}"
+    return rows, title
 
 
 if __name__ == "__main__":

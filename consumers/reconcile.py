@@ -25,11 +25,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DatabaseError
-
-from consumers.clickhouse import add_database_argument, connect
+from consumers.clickhouse import add_database_argument
 from consumers.ledger_audit import LedgerAudit, Violation
+from consumers.query_relay import READ_ERRORS, Reader, open_reader, read_problem
 from metering.domain.records import LedgerEntry
 from metering.topic_reader import read_to_end
 
@@ -130,7 +128,7 @@ def audit_ledger_topic(
     return audit.violations
 
 
-def clickhouse_totals(client: Client) -> dict[str, AccountTotals]:
+def clickhouse_totals(client: Reader) -> dict[str, AccountTotals]:
     result = client.query(
         """
         SELECT account_id, count(), sum(amount),
@@ -146,7 +144,7 @@ def clickhouse_totals(client: Client) -> dict[str, AccountTotals]:
     }
 
 
-def rollup_vs_raw(client: Client) -> list[Mismatch]:
+def rollup_vs_raw(client: Reader) -> list[Mismatch]:
     """Usage credits per (account, subject, day): the rollup must equal the raw ledger."""
     result = client.query(
         """
@@ -221,7 +219,7 @@ def compare(
 
 
 def reconcile(
-    client: Client | None,
+    client: Reader | None,
     ledger_entries: Iterable[Mapping[str, Any]],
     balances: BalanceReader | None = None,
 ) -> Report:
@@ -266,21 +264,15 @@ def main(argv: list[str]) -> int:
     topic = TopicNames(args.topic_prefix).credit_ledger
     try:
         report = reconcile(
-            None if args.ledger_only else connect(settings.clickhouse_url, args.database),
+            None if args.ledger_only else open_reader(settings.clickhouse_url, args.database),
             read_ledger_topic(settings.kafka_bootstrap, topic, codec.decode),
             None if args.no_redis or args.ledger_only else redis_balances(settings.redis_url),
         )
     except TopicReadError as exc:  # one line, never a traceback
         print(f"metering reconcile: {exc} (is --topic-prefix right?)", file=sys.stderr)
         return 2
-    except DatabaseError as exc:
-        if "UNKNOWN_DATABASE" not in str(exc):
-            raise
-        print(
-            f"metering reconcile: ClickHouse database {args.database!r} does not exist "
-            "(`metering clickhouse migrate --database NAME` creates it; or pass --database)",
-            file=sys.stderr,
-        )
+    except READ_ERRORS as exc:
+        print(f"metering reconcile: {read_problem(exc, args.database)}", file=sys.stderr)
         return 2
     for violation in report.violations:
         print(violation)

@@ -140,6 +140,7 @@ class Demo:
         )
         self.demo_env = write_demo_env(settings.state_dir, {  # for `metering env`
             "METERING_TOPIC_PREFIX": prefix, "METERING_REDIS_PREFIX": ns.redis_prefix,
+            "METERING_CLICKHOUSE_DATABASE": ns.database, "METERING_SIDECAR_PORT": str(self.port),
             "METERING_API_KEYS": self.keys["api"], "METERING_ADMIN_KEY": self.keys["admin"],
         })  # fmt: skip
         self.services = services = ServiceSet(log_dir, env, REPO_ROOT)

@@ -46,6 +46,11 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
         "`chdb://PATH` embedded, or `http(s)://` a ClickHouse server",
     ),
     EnvVar(
+        "METERING_CLICKHOUSE_DATABASE",
+        "`metering`",
+        "the ClickHouse database every component reads and writes (`--database`)",
+    ),
+    EnvVar(
         "METERING_SCHEMA_REGISTRY_URL",
         "unset: the file-backed registry in `schemas/`",
         "a Confluent Schema Registry",

@@ -7,16 +7,16 @@ is for asyncio (redis.asyncio). All amounts are integer micro-credits.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
 import redis.asyncio as aioredis
 
 from metering.domain.identifiers import identifier_problem, is_identifier
+from projections.balance import Balance, balance_from_reply, text_of
 from projections.keys import (
     HOLD_SEP,
     LayoutError,
@@ -134,44 +134,6 @@ UNKNOWN_FEATURE_DECISION = Decision(allowed=False, reason=UNKNOWN_FEATURE, spend
 """The price book does not price the feature: its usage would be dead-lettered, never charged."""
 
 
-@dataclass(frozen=True, slots=True)
-class GrantView:
-    grant_id: str
-    source: str
-    remaining: int
-    amount: int
-    priority: int
-    expires_at: int | None
-    effective_at: int
-
-
-@dataclass(frozen=True, slots=True)
-class Balance:
-    """What ``GET /v1/accounts/{id}/balance`` shows."""
-
-    account_id: str
-    available: int
-    reserved: int
-    overage_used: int
-    overage_limit: int
-    policy: str
-    plan: str
-    features: list[str] | None
-    period_start: int
-    period_end: int
-    seq: int
-    updated_at: int
-    grants: list[GrantView]
-    monthly_credits: int = 0
-    """The plan's credits per period (the page's burn-down scale)."""
-    spendable: int | None = None
-    """What a check would allow now (available - reserved + overage headroom, by the scripts'
-    one rule); None when the policy is ``unlimited``."""
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 def check_amount(name: str, value: object, *, allow_zero: bool = True) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise EnforcementError(f"{name} must be an integer number of micro-credits")
@@ -188,12 +150,6 @@ def _ttl_ms(name: str, ttl_s: object) -> int:
     return max(1, int(ttl_s * 1000))
 
 
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode("utf-8") if isinstance(value, bytes) else value
-
-
 def new_hold_id(account: str, token: str | None = None) -> str:
     """``<32 hex>:<account>``: unique, and it names the account so commit finds its keys.
     ``token`` (32 hex) lets a caller embed its own proof of ownership (the sidecar does)."""
@@ -202,7 +158,7 @@ def new_hold_id(account: str, token: str | None = None) -> str:
 
 def _decision(reply: Sequence[Any], hold_id: str | None = None) -> Decision:
     allowed = int(reply[0]) == 1
-    reason = _text(reply[1])
+    reason = text_of(reply[1])
     if reason == UNKNOWN_ACCOUNT or reason == "duplicate_hold_id":
         return Decision(allowed=False, reason=reason, spendable=0)
     unlimited = int(reply[8]) == 1
@@ -213,75 +169,19 @@ def _decision(reply: Sequence[Any], hold_id: str | None = None) -> Decision:
         reserved=int(reply[3]),
         overage_used=int(reply[4]),
         overage_limit=int(reply[5]),
-        policy=_text(reply[6]) or None,
+        policy=text_of(reply[6]) or None,
         spendable=None if unlimited else int(reply[7]),
         seq=int(reply[9]),
-        plan=_text(reply[10]) or None,
+        plan=text_of(reply[10]) or None,
         hold_id=hold_id if allowed else None,
     )
 
 
-def parse_grant(grant_id: str, raw: str) -> GrantView:
-    """Decode a grants-hash value: ``remaining|amount|priority|expires_at|effective_at|source``."""
-    remaining, amount, priority, expires_at, effective_at, source = raw.split("|", 5)
-    return GrantView(
-        grant_id=grant_id,
-        source=source,
-        remaining=int(remaining),
-        amount=int(amount),
-        priority=int(priority),
-        expires_at=int(expires_at) if expires_at else None,
-        effective_at=int(effective_at),
-    )
+def _redis_from_env() -> tuple[str, str]:
+    from metering.config import load_settings
+    from projections.keys import prefix_from_env
 
-
-def grant_listed(grant: GrantView, now_ms: int) -> bool:
-    """Whether a reader shows ``grant`` at wall-clock ``now_ms``.
-
-    A grant with nothing left that has expired is hidden: it gets no GRANT_EXPIRED entry, and
-    the apply script deletes it only once a later entry's event time passes its expiry (an
-    idle account may have none for a while). Grants with something left stay listed until
-    their GRANT_EXPIRED entry arrives, so the listed grants always add up to ``available``.
-    """
-    return grant.remaining > 0 or grant.expires_at is None or grant.expires_at > now_ms
-
-
-def _pairs(flat: Sequence[Any]) -> dict[str, str]:
-    items = [_text(x) for x in flat]
-    return dict(zip(items[0::2], items[1::2], strict=True))
-
-
-def _balance(account: str, reply: Sequence[Any]) -> Balance | None:
-    bal = _pairs(reply[0])
-    if "seq" not in bal:
-        return None
-    now = int(reply[2])  # Redis TIME (ms), the clock every script uses
-    grants = sorted(
-        (
-            grant
-            for gid, raw in _pairs(reply[1]).items()
-            if grant_listed(grant := parse_grant(gid, raw), now)
-        ),
-        key=lambda g: (g.priority, g.expires_at is None, g.expires_at or 0, g.grant_id),
-    )
-    features = bal.get("features", "*")
-    return Balance(
-        account_id=account,
-        available=int(bal.get("available", 0)),
-        reserved=int(bal.get("reserved", 0)),
-        overage_used=int(bal.get("overage_used", 0)),
-        overage_limit=int(bal.get("overage_limit", 0)),
-        policy=bal.get("policy", "block"),
-        plan=bal.get("plan", ""),
-        features=None if features == "*" else list(json.loads(features)),
-        period_start=int(bal.get("period_start", 0)),
-        period_end=int(bal.get("period_end", 0)),
-        seq=int(bal["seq"]),
-        updated_at=int(bal.get("updated_at", 0)),
-        grants=grants,
-        monthly_credits=int(bal.get("monthly_credits", 0)),
-        spendable=None if int(reply[4]) == 1 else int(reply[3]),
-    )
+    return load_settings().redis_url, prefix_from_env()
 
 
 class _Base:
@@ -367,6 +267,13 @@ class Enforcer(_Base):
         super().__init__(prefix, settle_ttl_s, features)
         self.client = client
 
+    @classmethod
+    def from_env(cls) -> Enforcer:
+        """Redis and key prefix from ``METERING_REDIS_URL`` / ``METERING_REDIS_PREFIX``, else
+        the running local stack (see ``metering env``)."""
+        url, prefix = _redis_from_env()
+        return cls(redis.Redis.from_url(url), prefix)
+
     def check(self, account: str, feature: str | None, estimated_credits: int) -> Decision:
         """May ``account`` spend ``estimated_credits`` micro-credits on ``feature``?"""
         cost = check_amount("estimated_credits", estimated_credits)
@@ -417,7 +324,7 @@ class Enforcer(_Base):
         return self._released(reply)
 
     def balance(self, account: str) -> Balance | None:
-        return _balance(account, self._balance.call(self.client, self._keys(account), []))
+        return balance_from_reply(account, self._balance.call(self.client, self._keys(account), []))
 
 
 class AsyncEnforcer(_Base):
@@ -433,6 +340,12 @@ class AsyncEnforcer(_Base):
     ) -> None:
         super().__init__(prefix, settle_ttl_s, features)
         self.client = client
+
+    @classmethod
+    def from_env(cls) -> AsyncEnforcer:
+        """As :meth:`Enforcer.from_env`, on a ``redis.asyncio`` client."""
+        url, prefix = _redis_from_env()
+        return cls(aioredis.Redis.from_url(url), prefix)
 
     async def check(self, account: str, feature: str | None, estimated_credits: int) -> Decision:
         cost = check_amount("estimated_credits", estimated_credits)
@@ -480,7 +393,7 @@ class AsyncEnforcer(_Base):
 
     async def balance(self, account: str) -> Balance | None:
         reply = await self._balance.acall(self.client, self._keys(account), [])
-        return _balance(account, reply)
+        return balance_from_reply(account, reply)
 
 
 def _hold_account(hold: str) -> str:

@@ -10,7 +10,8 @@ import redis
 from conftest import CREDIT, LedgerBuilder
 
 from projections.apply import Projector
-from projections.enforcement import Enforcer, HoldConflict, parse_grant
+from projections.balance import parse_grant
+from projections.enforcement import Enforcer, HoldConflict
 from projections.keys import account_keys
 
 pytestmark = pytest.mark.integration

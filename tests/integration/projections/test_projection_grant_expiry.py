@@ -31,7 +31,8 @@ from metering.domain import (
 )
 from metering.domain.periods import parse_instant
 from projections.apply import Projector
-from projections.enforcement import Enforcer, parse_grant
+from projections.balance import parse_grant
+from projections.enforcement import Enforcer
 from projections.keys import account_keys
 from projections.rebuild import compare
 from projections.sidecar import Sidecar

@@ -9,7 +9,8 @@ import pytest
 
 from projections import projection_cli
 from projections.apply import _plan, entry_args
-from projections.enforcement import Decision, _balance, grant_listed, new_hold_id, parse_grant
+from projections.balance import balance_from_reply, grant_listed, parse_grant
+from projections.enforcement import Decision, new_hold_id
 from projections.failmode import FailMode, PolicyCache, degraded_decision
 from projections.keys import (
     LayoutError,
@@ -149,13 +150,13 @@ def test_readers_hide_spent_grants_once_expired() -> None:
         b"d",
         b"3|10|1|999|5|promotion",
     ]
-    balance = _balance("acct", [bal, grants, now, 7, 0])
+    balance = balance_from_reply("acct", [bal, grants, now, 7, 0])
     assert balance is not None
     assert [g.grant_id for g in balance.grants] == ["d", "b"]
     assert sum(g.remaining for g in balance.grants) == balance.available
     assert "spent_expiry" not in balance.to_json()
     assert balance.spendable == 7  # computed by the balance script's one spend rule
-    assert [g.grant_id for g in _balance("acct", [bal, grants, 999, 7, 1]).grants] == [
+    assert [g.grant_id for g in balance_from_reply("acct", [bal, grants, 999, 7, 1]).grants] == [
         "d",
         "a",
         "b",

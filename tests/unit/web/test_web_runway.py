@@ -22,7 +22,7 @@ from accountpage.usage import (
     runway,
     usage_report,
 )
-from projections.enforcement import Balance
+from projections.balance import Balance
 
 MICRO = 1_000_000
 NOW = 1_796_098_000_000  # 2026-12-01T04:06:40Z
