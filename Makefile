@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PYTEST_ARGS ?=
 
-.PHONY: test lint demo deps redis-server chromium kafka-jars clean
+.PHONY: test lint demo deps redis-server chromium jq kafka-jars clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,10 +26,15 @@ chromium:
 	  echo "installing Debian's chromium (for the account page's browser test)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+jq:
+	@command -v jq >/dev/null || { \
+	  echo "installing Debian's jq (the README's curl examples use it)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; }
+
 kafka-jars: $(STAMP)
 	$(BIN)/metering stack jars
 
-deps: $(STAMP) redis-server chromium kafka-jars
+deps: $(STAMP) redis-server chromium jq kafka-jars
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

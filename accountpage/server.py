@@ -136,9 +136,7 @@ def _parse(argv: list[str], env: Mapping[str, str]) -> argparse.Namespace:
         "else 8088)",
     )
     add_database_argument(parser)
-    add_topic_prefix_argument(
-        parser, "prefix of the Kafka topic names, for the sink (default: none)"
-    )
+    add_topic_prefix_argument(parser, "prefix of the Kafka topic names, for the sink")
     parser.add_argument(
         "--sink",
         choices=["auto", "on", "off"],

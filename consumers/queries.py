@@ -13,7 +13,7 @@ accepted (``usage_records``, ``rejected_events``); these reads skip them
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 from consumers.query_relay import Reader
@@ -118,6 +118,14 @@ class Period:
 
     def params(self) -> dict[str, Any]:
         return {"start": self.start, "end": self.end}
+
+    @classmethod
+    def this_month(cls, today: date | None = None) -> Period:
+        """The calendar month (UTC) of ``today`` (default: now)."""
+        day = today or datetime.now(UTC).date()
+        start = day.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+        return cls(start, end)
 
 
 def _rows(client: Reader, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:

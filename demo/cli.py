@@ -31,9 +31,9 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from rich.table import Table
 
 from cli.env import write_demo_env
+from demo.report import balance_tables, checks_table, history_table, report_table, usage_table
 from demo.scenario import Scenario, build_scenario, demo_plans_yaml
 from demo.services import (
     ServiceSet,
@@ -43,7 +43,6 @@ from demo.services import (
 )
 from demo.watch import LedgerWatcher
 from metering.config import Settings, env_value, load_settings
-from metering.domain import format_credits
 from metering.net import free_port
 from metering.topics import TopicNames, create_topics
 
@@ -53,14 +52,6 @@ PHASE_TIMEOUT_S = 120.0
 
 class DemoError(RuntimeError):
     """The demo cannot go on; the message says which part and where its log is."""
-
-
-def credits(micro: int | None) -> str:
-    return "unlimited" if micro is None else format_credits(micro, thousands=True)
-
-
-def day(ms: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000)) if ms else "-"
 
 
 @dataclass
@@ -225,7 +216,7 @@ class Demo:
             f"run [bold]{self.ns.run_id}[/]: topics [cyan]{names.prefix}*[/], Redis prefix "
             f"[cyan]{self.ns.redis_prefix}[/], ClickHouse database [cyan]{self.ns.database}[/]"
         )
-        story = Table(title="The story", title_justify="left")
+        story = report_table("The story")
         story.add_column("account")
         story.add_column("plan")
         story.add_column("what happens")
@@ -342,63 +333,21 @@ class Demo:
 
     def report(self) -> None:
         assert self.http is not None and self.watcher is not None
-        scenario = self._scenario()
-        balances = Table(title="Balances (Redis projection)", title_justify="left")
-        for col in ("account", "plan", "available", "overage / limit", "renews"):
-            balances.add_column(col, justify="right" if col == "available" else "left")
-        balances.add_column("grants: source, remaining of amount")
-        overviews: dict[str, dict[str, Any]] = {}
-        for a in scenario.accounts:
-            o = overviews[a.account_id] = self.http.get(
-                f"/v1/accounts/{a.account_id}/overview"
-            ).json()
-            grants = "\n".join(
-                f"{g['source']} {credits(g['remaining'])} of {credits(g['amount'])}"
-                for g in o["grants"]
-            )
-            limit = "block" if o["policy"] == "block" else credits(o["overage_limit"])
-            balances.add_row(
-                a.account_id, o["plan"], credits(o["available"]),
-                f"{credits(o['overage_used'])} / {limit}", day(o["period_end"]), grants or "-",
-            )  # fmt: skip
-        self.console.print(balances)
-
-        usage = Table(
-            title="Usage by subject this period (ClickHouse usage_daily)", title_justify="left"
+        http, accounts = self.http, [a.account_id for a in self._scenario().accounts]
+        overviews = {a: http.get(f"/v1/accounts/{a}/overview").json() for a in accounts}
+        for table in balance_tables(overviews):
+            self.console.print(table)
+        self.console.print(
+            usage_table({a: http.get(f"/v1/accounts/{a}/usage").json() for a in accounts})
         )
-        for col in ("account", "subject", "events", "credits", "of which overage"):
-            usage.add_column(col, justify="left" if col in ("account", "subject") else "right")
-        for a in scenario.accounts:
-            body = self.http.get(f"/v1/accounts/{a.account_id}/usage").json()
-            for row in body["subjects"]:
-                usage.add_row(
-                    a.account_id, row["subject"], str(row["events"]), credits(row["credits"]),
-                    credits(row["overage_credits"]) if row["overage_credits"] else "",
-                )  # fmt: skip
-        self.console.print(usage)
-
-        history = Table(title="What happened (ledger entry counts)", title_justify="left")
-        history.add_column("account")
-        history.add_column("entries by type")
-        for a in scenario.accounts:
-            types = self.watcher.types(a.account_id)
-            history.add_row(a.account_id, ", ".join(f"{k} {v}" for k, v in sorted(types.items())))
-        self.console.print(history)
-
-        checks = Table(title="Sidecar POST /v1/check (over HTTP)", title_justify="left")
-        for col in ("account", "feature", "estimate", "allowed", "reason", "spendable"):
-            checks.add_column(col)
-        for account, feature, micro in (
+        self.console.print(history_table({a: self.watcher.types(a) for a in accounts}))
+        scenario = self._scenario()
+        asked = (
             (scenario.dry_account, "text_generation", 1_000_000),
             (scenario.overage_account, "image_generation", 250_000_000),
             ("acme", "text_generation", 5_000_000),
-        ):
-            d = self.sidecar_check(account, feature, micro)
-            verdict = "[green]ALLOWED[/]" if d["allowed"] else "[bold red]DENIED[/]"
-            checks.add_row(
-                account, feature, credits(micro), verdict, d["reason"], credits(d["spendable"])
-            )
-        self.console.print(checks)
+        )
+        self.console.print(checks_table((*q, self.sidecar_check(*q)) for q in asked))
         dry = self.sidecar_check(scenario.dry_account, "text_generation", 1_000_000)
         if dry["allowed"]:
             raise DemoError(f"{scenario.dry_account} should be denied, got {dry}")

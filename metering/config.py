@@ -72,9 +72,7 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
         "the shipped `metering/data/plans.yaml`",
         "plans file of the processor (`--plans` overrides)",
     ),
-    EnvVar(
-        "METERING_TOPIC_PREFIX", "empty", "prefix of the processor's topic names (`--topic-prefix`)"
-    ),
+    EnvVar("METERING_TOPIC_PREFIX", "empty", "prefix of every Kafka topic name (`--topic-prefix`)"),
     EnvVar("METERING_REDIS_PREFIX", "`mt:`", "prefix of every projection key in Redis"),
     EnvVar(
         "METERING_API_KEYS",

@@ -13,13 +13,20 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from metering.config import env_value
+
 
 def add_topic_prefix_argument(
-    parser: argparse.ArgumentParser,
-    help: str = "prefix of the Kafka topic names (default: none)",
+    parser: argparse.ArgumentParser, what: str = "prefix of the Kafka topic names"
 ) -> None:
-    """``--topic-prefix``, one name for the concept in every command that names topics."""
-    parser.add_argument("--topic-prefix", default="", metavar="PREFIX", help=help)
+    """``--topic-prefix``, one name for the concept in every command that names topics, with
+    one default: ``METERING_TOPIC_PREFIX`` (what ``metering env`` exports for a demo run)."""
+    parser.add_argument(
+        "--topic-prefix",
+        default=env_value("METERING_TOPIC_PREFIX"),
+        metavar="PREFIX",
+        help=f"{what} (default: METERING_TOPIC_PREFIX, else none)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +75,10 @@ class TopicNames:
         return self.keyed() + self.dead_letter()
 
 
-DEFAULT_TOPICS = TopicNames()
+def configured_topics() -> TopicNames:
+    """The topic names under ``METERING_TOPIC_PREFIX`` (read when called, like the SDK's
+    other settings)."""
+    return TopicNames(env_value("METERING_TOPIC_PREFIX"))
 
 
 LEDGER_CONFIG: dict[str, str] = {"retention.ms": "-1"}
@@ -222,7 +232,7 @@ def main(argv: list[str]) -> int:
         help="partitions of each keyed topic (default: METERING_PARTITIONS, else 6)",
     )
     add_topic_prefix_argument(
-        create, "prefix of the topic names, for runs side by side on one broker (default: none)"
+        create, "prefix of the topic names, for runs side by side on one broker"
     )
     create.add_argument(  # the old name
         "--prefix", dest="topic_prefix", default=argparse.SUPPRESS, help=argparse.SUPPRESS

@@ -19,8 +19,9 @@ from argparse import SUPPRESS
 from collections.abc import MutableMapping
 from pathlib import Path
 
-from metering.config import env_value, load_settings
+from metering.config import load_settings
 from metering.logs import CalmLogs, kafka_probe
+from metering.topics import add_topic_prefix_argument
 from pipeline.engine_adapter import file_source
 from pipeline.logs import logging_config
 from pipeline.settings import ProcessorConfig
@@ -38,12 +39,7 @@ Start several with the same --app-id to share the partitions. Each worker serves
 def parse_config(argv: list[str]) -> tuple[ProcessorConfig, str]:
     settings = load_settings()
     p = argparse.ArgumentParser(prog="metering run processor", description=DESCRIPTION)
-    p.add_argument(
-        "--topic-prefix",
-        default=env_value("METERING_TOPIC_PREFIX"),
-        metavar="PREFIX",
-        help="prefix of the Kafka topic names (default: METERING_TOPIC_PREFIX, else none)",
-    )
+    add_topic_prefix_argument(p)
     p.add_argument("--prefix", dest="topic_prefix", default=SUPPRESS, help=SUPPRESS)  # old name
     p.add_argument(
         "--app-id",

@@ -16,7 +16,7 @@ from metering.domain.records import CreditCommand
 from metering.sdk.errors import InvalidCommand
 from metering.sdk.producer import DeliveryCallback, DeliveryReport, KeyedProducer
 from metering.sdk.usage import _PublisherBase, _resolve
-from metering.topics import DEFAULT_TOPICS
+from metering.topics import configured_topics
 
 MAX_ID_CHARS = 128
 _AMOUNT_FIELDS = ("amount", "cost_basis_micros")
@@ -53,7 +53,10 @@ class CommandPublisher(_PublisherBase):
         self.codec = AvroCodec(registry, CREDIT_COMMAND)
         self._kinds = _enum_symbols(self.codec, "kind")
         self._core = KeyedProducer(
-            bootstrap, topic or DEFAULT_TOPICS.credit_commands, config=config, on_error=on_error
+            bootstrap,
+            topic or configured_topics().credit_commands,
+            config=config,
+            on_error=on_error,
         )
 
     def encode(self, command: CreditCommand | Mapping[str, Any]) -> bytes:

@@ -23,7 +23,7 @@ from metering.sdk.errors import InvalidUsageEvent
 from metering.sdk.fastpath import make_checked_encoder
 from metering.sdk.producer import DeliveryCallback, DeliveryReport, KeyedProducer
 from metering.sdk.validation import validate_usage_event
-from metering.topics import DEFAULT_TOPICS
+from metering.topics import configured_topics
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class UsageReporter(_PublisherBase):
         )
         self._core = KeyedProducer(
             bootstrap,
-            topic or DEFAULT_TOPICS.usage_events,
+            topic or configured_topics().usage_events,
             config=config,
             on_error=on_error,
             success_reports=success_reports,

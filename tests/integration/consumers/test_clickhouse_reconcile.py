@@ -51,7 +51,7 @@ def test_reconcile_clean_then_corrupted(
         "INSERT INTO ledger_entries SELECT * FROM ledger_entries "
         "WHERE account_id = 'r-globex' AND seq = 3"
     )
-    assert main(argv) == 1
+    assert main([*argv, "--settle", "0"]) == 1
     out = capsys.readouterr().out
     assert "1 mismatched: r-globex" in out
     assert "clickhouse entries" in out

@@ -157,7 +157,7 @@ def test_ledger_wrong_everywhere_fails(
     produce(kafka_bootstrap, topics.credit_ledger, ledger)
     sink_and_project(kafka_bootstrap, clickhouse_url, ch_database, redis_url, topics, ledger)
 
-    assert main(["--database", ch_database, "--topic-prefix", topics.prefix]) == 1
+    assert main(["--database", ch_database, "--topic-prefix", topics.prefix, "--settle", "0"]) == 1
     out = capsys.readouterr().out
     assert f"ledger: rl-globex seq {end.seq}: balance_after {end.balance_after + 1} != " in out
     assert f"ledger audit: {len(ledger)} entries, 1 violations in 1 accounts: rl-globex" in out

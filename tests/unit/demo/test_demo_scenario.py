@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from demo.cli import credits
+from demo.report import credits
 from demo.scenario import (
     DEMO_GROWTH_ROLLOVER_CAP,
     build_scenario,
