@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from metering.config import ConfigError
+from metering.config import ConfigError, StateInUse
 
 
 class Command(NamedTuple):
@@ -132,6 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(rest)
     except ConfigError as exc:
         print(f"metering: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StateInUse as exc:  # e.g. a command that writes embedded ClickHouse
+        print(
+            f"metering: {exc}: stop it first, or use a ClickHouse server "
+            "(METERING_CLICKHOUSE_URL=http://...)",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -27,7 +27,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ProgrammingError
 
-from metering.config import env_value
+from metering.config import StateInUse, env_value
 
 DEFAULT_DATABASE = "metering"
 
@@ -48,7 +48,7 @@ def add_database_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class ClickHouseInUse(RuntimeError):
+class ClickHouseInUse(StateInUse):
     """The embedded ClickHouse path is held by another process; the message says which."""
 
     def __init__(self, path: str, owner: Owner | None) -> None:

@@ -18,6 +18,11 @@ class ConfigError(ValueError):
     """A ``METERING_*`` variable holds a value the pipeline cannot use."""
 
 
+class StateInUse(RuntimeError):
+    """Local state (an embedded ClickHouse path) is held by another process; the message says
+    which. Commands report it in one line."""
+
+
 @dataclass(frozen=True, slots=True)
 class EnvVar:
     """One ``METERING_*`` variable: its default and meaning, as the README's table shows them."""

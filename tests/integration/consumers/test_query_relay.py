@@ -8,10 +8,14 @@ behind for the next one.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 
 import httpx
 import pytest
@@ -107,3 +111,39 @@ def test_bad_requests_get_4xx(relay_url: tuple[str, QueryRelay], ch_database: st
         )
         assert missing.status_code == 400 and "UNKNOWN_DATABASE" in missing.json()["message"]
         assert http.post(QUERY_PATH, json=good, headers=token).json()["rows"] == [[1]]
+
+
+def test_commands_name_the_holder_of_the_path_in_one_line(tmp_path: Path) -> None:
+    """A process that holds the path and serves no relay: every command says who, no traceback."""
+    url = f"chdb://{tmp_path / 'held'}"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_PATH, url],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        env = {**os.environ, "METERING_CLICKHOUSE_URL": url}
+        for command in (["clickhouse", "migrate"], ["usage", "--top", "3"]):
+            done = subprocess.run(
+                [sys.executable, "-m", "cli.main", *command],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 2, done
+            assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done.stderr
+            assert f"pid {holder.pid}" in done.stderr and "Traceback" not in done.stderr
+    finally:
+        holder.kill()
+        holder.wait(10)
+
+
+HOLD_THE_PATH = """
+import sys, time
+from consumers.clickhouse import connect
+connect(sys.argv[1]).command("SELECT 1")
+print("holding", flush=True)
+time.sleep(120)
+"""
