@@ -38,6 +38,7 @@ from starlette.staticfiles import StaticFiles
 from accountpage.access import AccessControl, Viewer
 from accountpage.relay import QueryRelay
 from accountpage.usage import usage_report
+from metering.auth import presented_key
 from metering.domain.identifiers import identifier_problem
 from projections.balance import Balance
 from projections.failmode import FailMode
@@ -96,11 +97,10 @@ class AccountPage:
     # -- auth -----------------------------------------------------------------------------
 
     def _viewer(self, request: Request) -> Viewer | None:
-        presented = request.headers.get("x-api-key")
-        if presented is None:
-            scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            presented = token.strip() if scheme.lower() == "bearer" else None
-        return self.access.viewer(presented)
+        headers = request.headers
+        return self.access.viewer(
+            presented_key(headers.get("x-api-key"), headers.get("authorization"))
+        )
 
     def _authed(
         self, handler: Callable[[Request, Viewer], Awaitable[Response]]

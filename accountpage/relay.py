@@ -12,11 +12,9 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -24,21 +22,11 @@ from starlette.routing import Route
 
 from accountpage.access import AccessControl
 from consumers.clickhouse import open_client
-from consumers.query_relay import QUERY_PATH, run_readonly
-from metering.auth import key_owner
-from projections.requests import BadRequest, parse_object, read_limited
+from consumers.query_relay import QUERY_PATH, first_line, run_readonly
+from metering.auth import key_owner, presented_key
+from projections.requests import BadRequest, error_response, parse_object, read_limited
 
 log = logging.getLogger("accountpage.relay")
-MAX_ERROR_CHARS = 500
-
-
-def _error(status: int, error: str, message: str) -> Response:
-    return JSONResponse({"error": error, "message": message}, status)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:MAX_ERROR_CHARS]
 
 
 class QueryRelay:
@@ -53,18 +41,13 @@ class QueryRelay:
         self._keys = [(True, self.token.encode("utf-8"))]
         self._clients: dict[str, tuple[Client, threading.Lock]] = {}
         self._lock = threading.Lock()
-        self.opener: Callable[[str, str], Client] = lambda url, db: open_client(
-            url, db, sessions=False
-        )
 
     def route(self) -> Route:
         return Route(QUERY_PATH, self.handle, methods=["POST"])
 
     def _authorized(self, request: Request) -> bool:
-        presented = request.headers.get("x-api-key")
-        if presented is None:
-            scheme, _, value = request.headers.get("authorization", "").partition(" ")
-            presented = value.strip() if scheme.lower() == "bearer" else None
+        headers = request.headers
+        presented = presented_key(headers.get("x-api-key"), headers.get("authorization"))
         if key_owner(presented, self._keys):
             return True
         viewer = self.access.viewer(presented)
@@ -72,29 +55,27 @@ class QueryRelay:
 
     async def handle(self, request: Request) -> Response:
         if not self._authorized(request):
-            return _error(401, "unauthorized", "the query relay needs the admin key")
+            return error_response(401, "unauthorized", "the query relay needs the admin key")
         try:
             raw = await read_limited(request.stream(), request.headers.get("content-length"))
             body = parse_object(raw)
             sql, parameters, database = _fields(body)
         except BadRequest as exc:
-            return _error(exc.status, exc.error, exc.message)
+            return error_response(exc.status, exc.error, exc.message)
         except ClientDisconnect:
-            return _error(400, "client_disconnected", "the request body did not arrive")
+            return error_response(400, "client_disconnected", "the request body did not arrive")
         try:
             answer = await run_in_threadpool(self._run, database, sql, parameters)
-        except ClickHouseError as exc:
-            return _error(400, "query_failed", first_line(exc))
-        except Exception as exc:  # the engine refused or failed: say so, never a 500
-            log.warning("relayed query failed: %s", type(exc).__name__)
-            return _error(400, "query_failed", first_line(exc))
+        except Exception as exc:  # ClickHouse refused or failed the query: say so, never a 500
+            log.info("relayed query failed: %s", type(exc).__name__)
+            return error_response(400, "query_failed", first_line(exc))
         return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
     def _run(self, database: str, sql: str, parameters: dict[str, Any]) -> dict[str, Any]:
         with self._lock:
             entry = self._clients.get(database)
             if entry is None:
-                entry = (self.opener(self.url, database), threading.Lock())
+                entry = (open_client(self.url, database, sessions=False), threading.Lock())
                 self._clients[database] = entry
         client, lock = entry
         with lock:

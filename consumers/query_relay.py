@@ -178,16 +178,20 @@ READ_ERRORS = (RelayUnavailable, ClickHouseInUse, DatabaseError)
 """What opening or querying a reader may raise that a command reports in one line."""
 
 
+def first_line(exc: BaseException, limit: int = 500) -> str:
+    """An error in one bounded line (ClickHouse's messages run to stack traces)."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
 def read_problem(exc: BaseException, database: str) -> str:
     """One line for a command's user: what went wrong reading ClickHouse, and what to do."""
-    text = str(exc).strip()
-    if "UNKNOWN_DATABASE" in text:
+    if "UNKNOWN_DATABASE" in str(exc):
         return (
             f"ClickHouse database {database!r} does not exist (`metering clickhouse migrate "
             "--database NAME` creates it; or pass --database, or METERING_CLICKHOUSE_DATABASE)"
         )
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line[:500]
+    return first_line(exc)
 
 
 def open_reader(url: str | None = None, database: str | None = None) -> Reader:

@@ -22,3 +22,11 @@ def key_owner(presented: str | None, keys: Iterable[tuple[Owner, bytes]]) -> Own
         if hmac.compare_digest(candidate, key) and found is None:
             found = owner
     return found
+
+
+def presented_key(api_key: str | None, authorization: str | None) -> str | None:
+    """The key a caller presents: ``X-API-Key``, else an ``Authorization: Bearer`` token."""
+    if api_key is not None:
+        return api_key
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None

@@ -33,7 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from metering.auth import key_owner
+from metering.auth import key_owner, presented_key
 from metering.domain.identifiers import is_identifier
 from metering.metrics import CONTENT_TYPE, Metric, counter, exposition, gauge
 from projections.breaker import BreakerState, CircuitBreaker
@@ -235,11 +235,7 @@ class Sidecar:
 
     def service_for(self, api_key: str | None, authorization: str | None) -> str | None:
         """The service an ``X-API-Key`` or ``Authorization: Bearer`` value belongs to."""
-        presented = api_key
-        if presented is None:
-            scheme, _, token = (authorization or "").partition(" ")
-            presented = token.strip() if scheme.lower() == "bearer" else None
-        return key_owner(presented, self._keys)
+        return key_owner(presented_key(api_key, authorization), self._keys)
 
     def _authed(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         """The key is checked first, from the headers: no body is read for a caller without
