@@ -20,8 +20,9 @@ commands and events that wrote no entry. docs/processor.md lists what that means
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from metering.domain.charges import ChargeRecord
 from metering.domain.config import EngineConfig
 from metering.domain.entries import entry_suffix, is_time_cause, refresh_grants
 from metering.domain.errors import LedgerError
@@ -30,6 +31,7 @@ from metering.domain.grants import Grant
 from metering.domain.periods import period_bounds
 from metering.domain.plans import NO_PLAN, NO_PLAN_TERMS_PLAN, PlanCatalog, Terms, resolve_terms
 from metering.domain.records import AccountOverride, AccountTerms, EntryType, LedgerEntry
+from metering.domain.reversal import Charge
 from metering.domain.state import AccountState, command_key
 
 _USAGE = frozenset({EntryType.USAGE_DEBIT, EntryType.OVERAGE, EntryType.USAGE_REJECTED})
@@ -107,6 +109,9 @@ def _apply(state: AccountState, e: LedgerEntry, plans: PlanCatalog) -> None:
             state.plan_grant_id = info.grant_id
     for grant_id, amount in e.allocations:
         live = state.grant(grant_id)
+        if live is None and amount > 0 and grant_id in state.spent:  # refilled by a reversal
+            live = state.spent.pop(grant_id)
+            state.grants.append(live)
         if live is not None:
             live.remaining += amount
     if e.type in _CLOSING:
@@ -120,6 +125,13 @@ def _apply(state: AccountState, e: LedgerEntry, plans: PlanCatalog) -> None:
             state.plan_grant_id = None
     if e.type in (EntryType.USAGE_DEBIT, EntryType.OVERAGE):
         state.period_used -= e.amount  # late usage too, as the engine counts it
+        remember_charge(state, e)
+    elif e.type is EntryType.USAGE_REVERSED:
+        if e.period_start == state.period_start:
+            state.period_used = max(state.period_used - e.amount, 0)
+        record = state.charges.get(entry_suffix(e))
+        if record is not None:
+            state.charges.put(replace(record, voided=True))
     amounts = state.terms.threshold_amounts()  # checked after every input: alerts.threshold_alerts
     while state.alerted < len(amounts) and state.period_used >= amounts[state.alerted]:
         state.alerted += 1
@@ -181,3 +193,24 @@ def _terms(published: AccountTerms, plans: PlanCatalog) -> tuple[Terms, AccountO
     if override == AccountOverride():
         return resolve_terms(plan, None), None
     return resolve_terms(plan, override), override
+
+
+def remember_charge(state: AccountState, e: LedgerEntry) -> None:
+    """The charge memory as the engine left it after this USAGE_DEBIT or OVERAGE entry."""
+    record = state.charges.get(e.cause_id)
+    if record is not None and not record.voided:
+        charge = record.charge
+        if e.type is EntryType.USAGE_DEBIT:
+            charge = replace(charge, allocations=charge.allocations + e.allocations)
+        else:
+            charge = replace(charge, overage=charge.overage - e.amount)
+        state.charges.put(replace(record, charge=charge))
+        return
+    debit = e.type is EntryType.USAGE_DEBIT
+    charge = Charge(
+        e.cause_id, e.occurred_at, e.period_start, e.allocations if debit else (),
+        0 if debit else -e.amount,
+    )  # fmt: skip
+    state.charges.put(
+        ChargeRecord(charge, e.period_end, e.feature or "", e.subject, e.model, state.clock)
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from metering.domain.config import EngineConfig
+from metering.domain.corrections import void_usage
 from metering.domain.entries import add_grant, emit, remove_grant
 from metering.domain.errors import (
     DuplicateGrant,
@@ -68,6 +69,9 @@ def validate_command(cmd: CreditCommand) -> None:
     elif kind is CommandKind.VOID_GRANT:
         if not cmd.grant_id:
             raise ValidationError("void_grant needs grant_id")
+    elif kind is CommandKind.VOID_USAGE:
+        if not cmd.event_id:
+            raise ValidationError("void_usage needs event_id")
     elif kind is CommandKind.ASSIGN_PLAN:
         if not cmd.plan_id:
             raise ValidationError("assign_plan needs plan_id")
@@ -93,6 +97,8 @@ def apply_rule(step: CommandStep) -> Rejection | None:
         return _adjust(step)
     if kind is CommandKind.VOID_GRANT:
         return _void(step)
+    if kind is CommandKind.VOID_USAGE:
+        return void_usage(step)
     if kind is CommandKind.ASSIGN_PLAN:
         plan = step.plans.get(cmd.plan_id or "")
         if plan is None:

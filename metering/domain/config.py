@@ -12,9 +12,17 @@ HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 
 DEFAULT_PRIORITIES: Mapping[str, int] = MappingProxyType(
-    {"promotion": 10, "rollover": 20, "plan": 30, "adjustment": 40, "purchase": 50}
+    {
+        "promotion": 10,
+        "rollover": 20,
+        "correction": 25,
+        "plan": 30,
+        "adjustment": 40,
+        "purchase": 50,
+    }
 )
-"""Lower burns first: promotions, then last period's rollover, the plan, adjustments, purchases."""
+"""Lower burns first: promotions, then last period's rollover, credits given back by a
+correction (until the period ends), the plan, adjustments, purchases."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +37,10 @@ class EngineConfig:
     dedupe_max_ids: int | None = None
     """An optional per-account cap on remembered ids, for the in-process window only; none by
     default (a cap makes the window shrink as an account gets busier)."""
+    charge_window: bool = False
+    """Keep what each usage event was charged in the account's state, so ``void_usage`` can
+    give it back (the pure engine: tests, tools). Off, the state stays the size of its grants
+    and corrections are refused (the processor, until its charge store: docs/corrections.md)."""
     expiring_notice_ms: int = 7 * DAY_MS
     """GRANT_EXPIRING goes out this long before a grant expires."""
     expiring_notice_sources: frozenset[str] = frozenset({"purchase", "promotion", "adjustment"})

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from metering.domain.alerts import dead_letter_alert, exhausted_alert, maybe_topup, threshold_alerts
+from metering.domain.charges import NO_CHARGES, ChargeRecord
 from metering.domain.commands import CommandStep, apply_rule, validate_command
 from metering.domain.config import DEFAULT_CONFIG, EngineConfig
 from metering.domain.entries import emit, refresh_grants
@@ -29,12 +30,14 @@ from metering.domain.plans import ALLOW, UNLIMITED, PlanCatalog
 from metering.domain.pricing import PriceBook
 from metering.domain.records import (
     Allocation,
+    CommandKind,
     CreditAlert,
     CreditCommand,
     EntryType,
     LedgerEntry,
     UsageEvent,
 )
+from metering.domain.reversal import Charge
 from metering.domain.state import AccountState, command_key
 from metering.domain.timeline import advance, arrive
 
@@ -108,6 +111,8 @@ class CreditEngine:
         stale = at < horizon or at <= dedupe.watermark
         dedupe.remember(event_id, clock)
         dedupe.expire(horizon)
+        charges = state.charges
+        charges.expire(horizon)
 
         # The period the usage belongs to (late events within the grace window: their own).
         period_start = state.period_start
@@ -130,6 +135,7 @@ class CreditEngine:
             rejection = FeatureNotInPlan(f"plan {terms.plan_id} lacks {event.feature}")
         else:
             allocations: list[Allocation] = []
+            over = 0
             if need:
                 allocations, need = burn(state.grants, need, clock)
             covered = micros - need
@@ -170,7 +176,6 @@ class CreditEngine:
                     alerts.append(exhausted_alert(state, event_id, at))
             if need:
                 policy = terms.overage_policy
-                over = 0
                 if policy == UNLIMITED:
                     over = need
                 elif policy == ALLOW:
@@ -197,6 +202,13 @@ class CreditEngine:
             state.period_used += micros - need
             if state.period_used >= state.next_threshold:
                 threshold_alerts(state, event_id, at, alerts)
+            if charges is not NO_CHARGES and (covered or over or not micros):  # it was charged
+                charge = Charge(event_id, at, period_start, tuple(allocations), over)
+                charges.put(
+                    ChargeRecord(
+                        charge, period_end, event.feature, event.subject, event.model, clock
+                    )
+                )
 
         if need or (rejection is not None and not micros):
             self._usage_entry(
@@ -276,6 +288,11 @@ class CreditEngine:
         if cmd.account_id != state.account_id:
             raise ValidationError(f"command {cmd.command_id} is for another account")
         validate_command(cmd)
+        if cmd.kind is CommandKind.VOID_USAGE and state.charges is NO_CHARGES:
+            raise ValidationError(
+                "void_usage needs the charges of recent usage, which this engine does not keep "
+                "(EngineConfig.charge_window; the processor's charge store is not built yet)"
+            )
         at = cmd.issued_at
         entries: list[LedgerEntry] = []
         alerts: list[CreditAlert] = []

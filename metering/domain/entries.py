@@ -145,5 +145,21 @@ def refresh_grants(config: EngineConfig, state: AccountState) -> None:
     recompute the cached wake-up time and next threshold."""
     keep = state.plan_grant_id
     if any(not g.remaining and g.grant_id != keep for g in state.grants):
-        state.grants = [g for g in state.grants if g.remaining or g.grant_id == keep]
+        live = []
+        for g in state.grants:
+            if g.remaining or g.grant_id == keep:
+                live.append(g)
+            elif g.expires_at is None or g.expires_at > state.clock:
+                state.spent[g.grant_id] = g  # a voided usage event may refill it
+        state.grants = live
+    if state.spent:
+        forget_spent(state)
     state.refresh(config.expiring_notice_ms, config.expiring_notice_sources)
+
+
+def forget_spent(state: AccountState) -> None:
+    """Spent grants past their expiry can never be refilled: forget them."""
+    clock = state.clock
+    gone = [k for k, g in state.spent.items() if g.expires_at is not None and g.expires_at <= clock]
+    for grant_id in gone:
+        del state.spent[grant_id]

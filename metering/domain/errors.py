@@ -109,3 +109,14 @@ class OutsideDedupeWindow(Rejection):
     """
 
     code = "outside_dedupe_window"
+
+
+class UnknownEvent(Rejection):
+    """A correction names an event the account has no charge for: never charged, or charged
+    longer ago than the idempotency window remembers."""
+
+    code = "unknown_event"
+
+
+class AlreadyVoided(Rejection):
+    code = "already_voided"

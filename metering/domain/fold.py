@@ -7,7 +7,8 @@ the same rules, so this is also their executable specification:
 * ``allocations`` are signed deltas of each grant's ``remaining``; their sum is the balance
   change, so ``balance_after == previous balance_after + sum(allocations)`` for every entry;
 * an entry carrying ``grant`` (GRANT_CREATED, ROLLOVER, positive ADJUSTMENT) opens that grant;
-* ``overage_after`` only grows by OVERAGE entries and drops to 0 on PERIOD_RESET;
+* ``overage_after`` only grows by OVERAGE entries, drops to 0 on PERIOD_RESET, and drops by at
+  most the overage part of a USAGE_REVERSED (``amount`` minus its allocations);
 * ``seq`` increases by exactly one per entry.
 """
 
@@ -64,6 +65,13 @@ def fold(entries: Iterable[LedgerEntry], *, start: AccountView | None = None) ->
             raise LedgerError(f"{e.entry_id}: balance_after {e.balance_after} != {balance}")
         if e.type is EntryType.OVERAGE:
             overage -= e.amount
+        elif e.type is EntryType.USAGE_REVERSED:
+            # Its overage part lowers the current overage only when the event was of this
+            # period, so the entry states the drop; it may not exceed that part.
+            dropped = overage - e.overage_after
+            if delta < 0 or not 0 <= dropped <= e.amount - delta:
+                raise LedgerError(f"{e.entry_id}: reverses {e.amount}, {delta} to grants")
+            overage = e.overage_after
         elif e.type is EntryType.PERIOD_RESET:
             overage = 0
         if e.overage_after != overage:
@@ -77,5 +85,12 @@ def fold(entries: Iterable[LedgerEntry], *, start: AccountView | None = None) ->
 
 
 def conserved_balance(entries: Iterable[LedgerEntry]) -> int:
-    """granted - debited - expired - voided +/- adjustments: the conservation invariant's sum."""
-    return sum(e.amount for e in entries if e.type in BALANCE_TYPES)
+    """granted - debited - expired - voided +/- adjustments + reversed debits: the conservation
+    invariant's sum."""
+    total = 0
+    for e in entries:
+        if e.type in BALANCE_TYPES:
+            total += e.amount
+        elif e.type is EntryType.USAGE_REVERSED:
+            total += sum(a.amount for a in e.allocations)  # its overage part is not balance
+    return total

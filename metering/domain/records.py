@@ -32,6 +32,11 @@ class EntryType(StrEnum):
     PLAN_ASSIGNED = "PLAN_ASSIGNED"
     OVERRIDE_SET = "OVERRIDE_SET"
     COMMAND_REJECTED = "COMMAND_REJECTED"
+    USAGE_REVERSED = "USAGE_REVERSED"
+    """A voided (or amended) usage charge given back: ``amount`` is the credits reversed (debit
+    and overage), ``allocations`` the debit's parts back to grants (a correction grant opens
+    for parts whose grants are gone), ``overage_after`` lower by the overage of the current
+    period."""
 
 
 class CommandKind(StrEnum):
@@ -44,6 +49,7 @@ class CommandKind(StrEnum):
     SET_OVERRIDE = "set_override"
     CONFIGURE_AUTO_TOPUP = "configure_auto_topup"
     TOPUP_DECLINED = "topup_declined"
+    VOID_USAGE = "void_usage"
 
 
 class AlertKind(StrEnum):
@@ -177,6 +183,8 @@ class CreditCommand(NamedTuple):
     currency: str | None = None
     override: AccountOverride | None = None
     auto_topup: AutoTopupConfig | None = None
+    event_id: str | None = None
+    """``void_usage``: the usage event whose charge is reversed."""
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -195,6 +203,7 @@ class CreditCommand(NamedTuple):
             "currency": self.currency,
             "override": None if self.override is None else self.override.to_record(),
             "auto_topup": None if self.auto_topup is None else self.auto_topup.to_record(),
+            "event_id": self.event_id,
             "issued_at": self.issued_at,
         }
 
@@ -219,6 +228,7 @@ class CreditCommand(NamedTuple):
             currency=r.get("currency"),
             override=None if override is None else AccountOverride.from_record(override),
             auto_topup=None if auto_topup is None else AutoTopupConfig.from_record(auto_topup),
+            event_id=r.get("event_id"),
         )
 
 

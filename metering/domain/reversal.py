@@ -1,15 +1,15 @@
 """Reversing a usage charge: what a void (and the first half of an amend) gives back, and where.
 
-This is the rule of issue "corrections and backfill". The engine does not call it yet: its
-charge memory and the ``void_usage``/``amend_usage`` commands come next (see
-docs/corrections.md).
+The rule of ``void_usage`` (:mod:`metering.domain.corrections`); docs/corrections.md has the
+whole design.
 
 A :class:`Charge` is what the ledger took for one usage event: the debit drawn from each grant,
 and the overage, in the period the event was attributed to. Reversing it:
 
 1. **Each part of the debit goes back to the grant it was drawn from, if that grant is still
-   live**. The grant's ``remaining`` grows by that part. It cannot pass the grant's ``amount``,
-   because the part was drawn from it.
+   live**: not expired and not voided, even if it was used up since (it is refilled). The
+   grant's ``remaining`` grows by that part. It cannot pass the grant's ``amount``, because the
+   part was drawn from it.
 2. **The parts whose grants are gone** (expired, voided, or replaced at a period reset) come
    back as one ``correction`` grant, ``correction:<event_id>``, which expires at the end of the
    current period. Those credits had a term, and the term is over:
@@ -81,19 +81,25 @@ def reverse(
     period_start: int,
     period_end: int,
     priority: int,
+    spent: dict[str, Grant] | None = None,
 ) -> Reversal:
     """Give ``charge`` back to ``grants`` (the account's live grants, mutated like a burn).
 
-    ``period_start``/``period_end`` are the account's current period and ``at`` the account's
-    clock. Returns what went where. The caller adds the correction grant to the live grants
-    (in burn order) and writes the entries.
+    ``spent`` holds used-up grants that are still live: one the charge drew from is refilled
+    and moves back to ``grants``. ``period_start``/``period_end`` are the account's current
+    period and ``at`` the account's clock. Returns what went where. The caller re-sorts the
+    grants, adds the correction grant (in burn order) and writes the entries.
     """
+    spent = {} if spent is None else spent
     live = {g.grant_id: g for g in grants}
     returned: list[Allocation] = []
     gone = 0
     for grant_id, drawn in charge.allocations:
         part = -drawn
         grant = live.get(grant_id)
+        if grant is None and grant_id in spent:
+            grant = live[grant_id] = spent.pop(grant_id)
+            grants.append(grant)
         if grant is None or (grant.expires_at is not None and grant.expires_at <= at):
             gone += part
             continue

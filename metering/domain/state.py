@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from metering.domain.charges import NO_CHARGES, ChargeMemory, ChargeWindow
 from metering.domain.config import DEFAULT_CONFIG, EngineConfig
 from metering.domain.dedupe import DedupeWindow, IdMemory, id_hash
 from metering.domain.errors import ValidationError
@@ -46,6 +47,8 @@ class AccountState:
         "account_id",
         "alerted",
         "balance",
+        "charge_window",
+        "charges",
         "clock",
         "commands",
         "dedupe",
@@ -61,6 +64,7 @@ class AccountState:
         "plan_grant_id",
         "prev_period_start",
         "seq",
+        "spent",
         "terms",
         "topup",
         "topup_backoff_until",
@@ -87,6 +91,9 @@ class AccountState:
         self.override: AccountOverride | None = None
         self.grants: list[Grant] = []
         """Live grants in burn order."""
+        self.spent: dict[str, Grant] = {}
+        """Grants used up but neither expired nor voided (dropped from ``grants``): a voided
+        usage event gives its credits back to them."""
         self.period_used = 0
         self.alerted = 0
         """How many of the sorted alert thresholds were crossed this period."""
@@ -102,6 +109,10 @@ class AccountState:
         """Remembered usage event ids: the window in this state, or a view of an id store that
         the processor attaches (:meth:`attach_ids`); only the former is serialized."""
         self.window = dedupe
+        self.charge_window = ChargeWindow()
+        self.charges: ChargeMemory = NO_CHARGES
+        """What recent usage events were charged (corrections): ``charge_window`` when the
+        engine keeps charges in the state (``EngineConfig.charge_window``), else nothing."""
         self.commands: set[int] = set()
         """Hashes of every command id applied to the account, kept for as long as the ledger
         (a re-sent command must never apply twice, however late). Commands are few per
@@ -112,7 +123,10 @@ class AccountState:
 
     @classmethod
     def new(cls, account_id: str, config: EngineConfig = DEFAULT_CONFIG) -> AccountState:
-        return cls(account_id, DedupeWindow(config.dedupe_window_ms, config.dedupe_max_ids))
+        state = cls(account_id, DedupeWindow(config.dedupe_window_ms, config.dedupe_max_ids))
+        if config.charge_window:
+            state.charges = state.charge_window
+        return state
 
     def attach_ids(self, ids: IdMemory) -> None:
         """Remember event ids in ``ids`` from now on, not in this state's own window (which is
@@ -173,6 +187,10 @@ class AccountState:
                 self.topup_declines,
             ],
         }
+        if len(self.charge_window):
+            doc["ch"] = self.charge_window.to_json()
+        if self.spent:
+            doc["sp"] = [g.to_json() for g in self.spent.values()]
         body = json.dumps(doc, separators=(",", ":")).encode()
         window = self.window
         head = _HEAD.pack(_MAGIC, len(body), window.window_ms, window.max_ids or 0)
@@ -214,6 +232,10 @@ class AccountState:
         state.grants = [Grant.from_json(g) for g in doc["g"]]
         state.period_used, state.alerted, state.plan_carry, state.plan_grant_id = doc["u"]
         state.commands = set(doc.get("cm", ()))
+        state.charge_window = ChargeWindow.from_json(doc.get("ch", []))
+        if config.charge_window:
+            state.charges = state.charge_window
+        state.spent = {g.grant_id: g for g in map(Grant.from_json, doc.get("sp", []))}
         tu = doc["tu"]
         state.topup = None if tu is None else AutoTopupConfig(*tu)
         pending, requests, backoff, declines = doc["tp"]

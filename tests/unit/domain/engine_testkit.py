@@ -34,7 +34,7 @@ PLANS = load_plans()
 
 def make_engine(plans_yaml: str | None = None, **config: Any) -> CreditEngine:
     plans = PLANS if plans_yaml is None else plans_from_text(plans_yaml)
-    return CreditEngine(PRICE_BOOK, plans, EngineConfig(**config))
+    return CreditEngine(PRICE_BOOK, plans, EngineConfig(**{"charge_window": True, **config}))
 
 
 def command(

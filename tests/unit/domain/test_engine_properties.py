@@ -92,7 +92,7 @@ def _usage(n: int, account: str, kind: str, qty: int, at: int) -> UsageEvent:
     return UsageEvent(f"e{n}", account, feature, units, at, reservation_id=f"r{n}")
 
 
-def _command(n: int, op: Op, at: int, grant_ids: list[str]) -> CreditCommand:
+def _command(n: int, op: Op, at: int, grant_ids: list[str], event_ids: list[str]) -> CreditCommand:
     _, account, kind, amount, expiry, plan, pick, _ = op
     micros = amount * CREDIT
     fields: dict[str, Any] = {}
@@ -108,6 +108,9 @@ def _command(n: int, op: Op, at: int, grant_ids: list[str]) -> CreditCommand:
         fields = {"amount": micros or CREDIT}
     elif kind is CommandKind.VOID_GRANT:
         fields = {"grant_id": grant_ids[pick % len(grant_ids)] if grant_ids else "missing"}
+    elif kind is CommandKind.VOID_USAGE:  # mostly an event of this account, sometimes none
+        known = event_ids[pick % len(event_ids)] if event_ids else "missing"
+        fields = {"event_id": known if pick % 5 else f"e{pick}", "reason": "refund"}
     elif kind is CommandKind.ASSIGN_PLAN:
         fields = {"plan_id": plan}
     elif kind is CommandKind.SET_OVERRIDE:
@@ -168,7 +171,8 @@ class Run:
                 out = self.engine.sweep(self.state(op[1]), clock)
                 self._keep(op[1], out.entries, out.alerts)
             else:
-                cmd = _command(n, op, clock, grant_ids[op[1]])
+                own = [e.event_id for e in self.events if e.account_id == op[1]]
+                cmd = _command(n, op, clock, grant_ids[op[1]], own)
                 state = self.state(cmd.account_id)
                 before = state.to_bytes()
                 try:

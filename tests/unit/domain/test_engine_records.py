@@ -63,6 +63,7 @@ def _busy_ledger() -> Ledger:
     for i in range(3):  # 49 left: debit, debit + overage, overage + rejected
         acct.usage(image(f"apr{i}", APR_1 + 10 + i))
     acct.command(command("void_grant", "v2", APR_1 + 20, grant_id="nope"))
+    acct.command(command("void_usage", "vu", APR_1 + 21, event_id="apr1", reason="model failed"))
     return acct
 
 

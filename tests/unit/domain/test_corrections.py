@@ -1,0 +1,127 @@
+"""``void_usage`` in the engine (metering/domain/corrections.py): property and rule tests."""
+
+from __future__ import annotations
+
+from engine_testkit import APR_1, CREDIT, DAY, T0, Ledger, command, image, make_engine, text
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from metering.domain import EntryType, UsageEvent, conserved_balance, fold
+
+
+def _account(policy: str = "block") -> Ledger:
+    """Starter plan (2,000 credits), a purchase and a promotion: three grants to burn."""
+    acct = Ledger(make_engine())
+    acct.command(
+        command("assign_plan", "p", T0, plan_id="starter" if policy == "block" else "growth")
+    )
+    acct.command(command("purchase", "b", T0, amount=300 * CREDIT))
+    acct.command(command("promotion", "pr", T0, amount=40 * CREDIT, expires_at=T0 + 20 * DAY))
+    return acct
+
+
+def _grants(acct: Ledger) -> dict[str, int]:
+    live = {g.grant_id: g.remaining for g in acct.state.grants}
+    return {**{g: 0 for g in acct.state.spent}, **live}
+
+
+def _void(acct: Ledger, event_id: str, at: int, cid: str | None = None) -> list[str]:
+    out = acct.command(command("void_usage", cid or f"void-{event_id}", at, event_id=event_id))
+    return acct.types(out)
+
+
+sizes = st.lists(st.integers(0, 4000), min_size=1, max_size=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(sizes=sizes)
+def test_voiding_in_reverse_order_restores_every_grant_exactly(sizes: list[int]) -> None:
+    acct = _account()
+    before, balance = _grants(acct), acct.balance
+    events = []
+    for i, tokens in enumerate(sizes):
+        event = UsageEvent(f"e{i}", "a1", "text_generation", {"input_tokens": tokens * 100}, T0 + i)
+        acct.usage(event)
+        events.append(event)
+    for i, event in reversed(list(enumerate(events))):
+        _void(acct, event.event_id, T0 + 100 + i)
+    assert acct.balance == balance
+    assert {g: r for g, r in _grants(acct).items() if r or g in before} == before
+    assert conserved_balance(acct.entries) == acct.balance
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=sizes, pick=st.integers(0, 100))
+def test_void_then_charge_the_same_units_again_gives_the_same_balance(
+    sizes: list[int], pick: int
+) -> None:
+    acct = _account()
+    for i, tokens in enumerate(sizes):
+        acct.usage(UsageEvent(f"e{i}", "a1", "text_generation", {"requests": 1 + tokens}, T0 + i))
+    balance = acct.balance
+    victim = f"e{pick % len(sizes)}"
+    units = {"requests": 1 + sizes[pick % len(sizes)]}
+    charged = [e for e in acct.entries if e.cause_id == victim and e.type is EntryType.USAGE_DEBIT]
+    _void(acct, victim, T0 + 50)
+    assert acct.balance == balance - sum(e.amount for e in charged)
+    acct.usage(UsageEvent("again", "a1", "text_generation", units, T0 + 51))
+    assert acct.balance == balance
+
+
+def test_the_voided_event_stays_a_duplicate_and_a_second_void_is_refused() -> None:
+    acct = _account()
+    acct.usage(image("i1", T0 + 1))
+    balance = acct.balance
+    assert _void(acct, "i1", T0 + 2) == ["USAGE_REVERSED"]
+    assert acct.balance == balance + 25 * CREDIT
+    assert acct.usage(image("i1", T0 + 3)).duplicate
+    assert _void(acct, "i1", T0 + 4, "again") == ["COMMAND_REJECTED"]
+    assert "already_voided" in (acct.entries[-1].reason or "")
+    assert _void(acct, "never-sent", T0 + 5) == ["COMMAND_REJECTED"]
+    assert "unknown_event" in (acct.entries[-1].reason or "")
+    assert _void(acct, "i1", T0 + 6) == []  # the same void command again: idempotent
+
+
+def test_a_used_up_purchase_is_refilled_not_turned_into_a_correction() -> None:
+    acct = Ledger(make_engine())
+    acct.command(command("purchase", "b", T0, amount=25 * CREDIT))
+    acct.usage(image("i1", T0 + 1))  # spends the whole purchase
+    acct.command(command("purchase", "b2", T0 + 2, amount=CREDIT))  # a refresh drops "b"
+    assert "b" in acct.state.spent and acct.state.grant("b") is None
+    _void(acct, "i1", T0 + 3)
+    reversed_entry = acct.entries[-1]
+    assert reversed_entry.grant is None
+    assert acct.state.grant("b") is not None and acct.state.grant("b").remaining == 25 * CREDIT
+    assert acct.balance == 26 * CREDIT and not acct.state.spent
+
+
+def test_credits_of_an_expired_grant_come_back_until_the_period_ends() -> None:
+    acct = Ledger(make_engine())
+    acct.command(command("assign_plan", "p", T0, plan_id="starter"))
+    acct.command(command("promotion", "pr", T0, amount=25 * CREDIT, expires_at=T0 + DAY))
+    acct.usage(image("i1", T0 + 1))  # from the promotion (it burns first)
+    acct.sweep(T0 + 2 * DAY)  # the promotion expires
+    _void(acct, "i1", T0 + 2 * DAY + 1)
+    entry = acct.entries[-1]
+    assert entry.type is EntryType.USAGE_REVERSED and entry.grant is not None
+    assert entry.grant.source == "correction" and entry.grant.amount == 25 * CREDIT
+    assert entry.grant.expires_at == acct.state.period_end == APR_1
+    assert entry.occurred_at == T0 + 1 and entry.feature == "image_generation"
+
+
+def test_overage_is_reversed_in_its_own_period_only() -> None:
+    acct = Ledger(make_engine())
+    acct.command(command("assign_plan", "p", T0, plan_id="growth"))  # overage allowed
+    acct.command(command("adjustment", "adj", T0, amount=-10_000 * CREDIT))  # plan used up
+    acct.usage(image("i1", T0 + 1))
+    acct.usage(image("i2", T0 + 2))
+    assert acct.state.overage == 50 * CREDIT
+    _void(acct, "i1", T0 + 3)
+    assert acct.state.overage == 25 * CREDIT and acct.entries[-1].amount == 25 * CREDIT
+    acct.usage(text("may", APR_1 + 1))  # a new period: the overage counter starts again
+    overage = acct.state.overage
+    _void(acct, "i2", APR_1 + 2)  # March's overage: credited to March, April's stays
+    assert acct.state.overage == overage
+    entry = acct.entries[-1]
+    assert entry.amount == 25 * CREDIT and entry.period_end == APR_1
+    assert fold(acct.entries) == acct.state.view()
