@@ -39,16 +39,20 @@ SELECT key, sum(credits) AS credits, sum(overage_credits) AS overage_credits,
        sum(events) AS events, mapFilter((k, v) -> v != 0, sumMap(units)) AS units
 FROM (
     SELECT {dim} AS key, toInt64(-sum(amount)) AS credits,
-           toInt64(-sumIf(amount, type = 'OVERAGE')) AS overage_credits,
-           uniqExact(cause_id) AS events, CAST(map(), 'Map(String, Int64)') AS units
+           toInt64(-sumIf(amount, type = 'OVERAGE')
+                   - sumIf(amount - arraySum(allocations.amount), type = 'USAGE_REVERSED'))
+               AS overage_credits,
+           toInt64(uniqExactIf(cause_id, type != 'USAGE_REVERSED'))
+               - toInt64(countIf(type = 'USAGE_REVERSED')) AS events,
+           CAST(map(), 'Map(String, Int64)') AS units
     FROM ledger_entries
-    WHERE account_id = {{account:String}} AND type IN ('USAGE_DEBIT', 'OVERAGE')
+    WHERE account_id = {{account:String}} AND type IN ('USAGE_DEBIT', 'OVERAGE', 'USAGE_REVERSED')
       AND occurred_at >= toDateTime64({{start:Date}}, 3, 'UTC')
       AND occurred_at < toDateTime64({{end:Date}}, 3, 'UTC')
     GROUP BY key
     UNION ALL
     SELECT {dim} AS key, toInt64(0) AS credits, toInt64(0) AS overage_credits,
-           toUInt64(0) AS events, sumMap(units) AS units
+           toInt64(0) AS events, sumMap(units) AS units
     FROM (
         SELECT subject_key AS subject, feature, model, units
         FROM (
@@ -72,8 +76,9 @@ FROM (
 GROUP BY key
 ORDER BY credits DESC, events DESC, key
 """
-"""The same answer as ``_USAGE_BY`` from the history tables alone: credits from the ledger,
-events = distinct causes of USAGE_DEBIT/OVERAGE entries, units = one record of each accepted
+"""The same answer as ``_USAGE_BY`` from the history tables alone: credits from the ledger
+(corrections netted), events = distinct causes of USAGE_DEBIT/OVERAGE entries less the voided
+ones, units = one record of each accepted
 event (its usage record with the ledger entry's subject, feature, model, time and event id;
 re-sent copies count once, records the ledger never accepted not at all)."""
 

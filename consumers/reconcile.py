@@ -35,7 +35,8 @@ from metering.topic_reader import read_to_end
 if TYPE_CHECKING:
     from metering.avro.registry import SchemaRegistry
 
-SPEND_TYPES = frozenset({"USAGE_DEBIT", "OVERAGE"})
+SPEND_TYPES = frozenset({"USAGE_DEBIT", "OVERAGE", "USAGE_REVERSED"})
+"""Entries whose amount is usage spent (a reversal's, positive, nets it back)."""
 BalanceReader = Callable[[Iterable[str]], Mapping[str, int | None]]
 
 
@@ -138,7 +139,7 @@ def clickhouse_totals(
     result = client.query(
         """
         SELECT account_id, count(), sum(amount),
-               -sumIf(amount, type IN ('USAGE_DEBIT', 'OVERAGE')),
+               -sumIf(amount, type IN ('USAGE_DEBIT', 'OVERAGE', 'USAGE_REVERSED')),
                max(seq), argMax(balance_after, seq)
         FROM ledger_entries
         WHERE NOT has({accounts:Array(String)}, account_id)
@@ -164,7 +165,7 @@ def rollup_vs_raw(client: Reader) -> list[Mismatch]:
             UNION ALL
             SELECT account_id, subject, toDate(occurred_at) AS day, toInt64(0) AS r,
                    toInt64(-sum(amount)) AS w
-            FROM ledger_entries WHERE type IN ('USAGE_DEBIT', 'OVERAGE')
+            FROM ledger_entries WHERE type IN ('USAGE_DEBIT', 'OVERAGE', 'USAGE_REVERSED')
             GROUP BY account_id, subject, day
         )
         GROUP BY account_id, subject, day

@@ -25,10 +25,11 @@ from metering.domain import (
     load_plans,
     load_price_book,
 )
+from metering.domain.charges import ChargeWindow, encode_charge
 from metering.domain.config import DEFAULT_CONFIG, EngineConfig
 from metering.domain.state import AccountState
 from pipeline.config_reload import FileEngineSource
-from pipeline.ports import InputError, Step
+from pipeline.ports import InputError, Step, ToRemember
 from pipeline.settings import ProcessorConfig
 
 
@@ -74,15 +75,18 @@ class DomainEngine:
         if len(state.window):
             ids.legacy = state.window  # ids a state carried before the store keep counting
         state.attach_ids(ids)
+        state.attach_charges(ids)  # the id store keeps each event's charge with its id
 
     def state_seq(self, data: bytes) -> int:
         return AccountState.seq_of(data)
 
     def catch_up(
         self, account_id: str, snapshot: bytes | None, entries: Sequence[Mapping[str, Any]]
-    ) -> tuple[bytes, list[tuple[str, int]]]:
+    ) -> tuple[bytes, list[ToRemember]]:
         engine = self.engine
         state = engine.new_state(account_id) if snapshot is None else engine.load_state(snapshot)
+        charges = ChargeWindow()  # collects the charges the entries made, for the id store
+        state.attach_charges(charges)
         try:
             done = catch_up(
                 state,
@@ -92,7 +96,13 @@ class DomainEngine:
             )
         except LedgerError as exc:
             raise ValueError(f"account {account_id}: the ledger cannot be folded: {exc}") from exc
-        return state.to_bytes(), done.event_ids
+        remember = []
+        for event_id, at in done.event_ids:
+            record = charges.get(event_id)
+            charge = None if record is None else encode_charge(record)
+            remember.append(ToRemember(event_id, at, charge))
+        remember += [ToRemember(event_id, at, void=True) for event_id, at in done.voided]
+        return state.to_bytes(), remember
 
     def apply_usage(self, state: Any, record: Mapping[str, Any], recorded_at: int) -> Step:
         try:

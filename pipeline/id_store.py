@@ -10,10 +10,16 @@ ledger through that table's changelog.
 Layout (``P`` = 2-byte length + account id, ``h`` = 12-byte BLAKE2b of the event id):
 
 * ``P + b"i" + h`` -> ``b""``: the lookup key, one per remembered id (local only);
-* ``P + b"c" + newest + h0`` -> ``h h h ...``: a *chunk*, the ids one batch remembered for the
-  account (``newest`` = their latest remembered-at time, 8 bytes, order-preserving; ``h0`` = the
+* ``P + b"c" + newest + h0 [+ b"\x02"]`` -> the ids one batch remembered for the account: a
+  *chunk* (``newest`` = their latest remembered-at time, 8 bytes, order-preserving; ``h0`` = the
   first id's hash, which makes the key unique). Chunks are what the changelog carries: one
-  record per account and batch, not one per event.
+  record per account and batch, not one per event. A chunk written before charges were kept
+  is ``h h h ...``; one whose key ends in ``\x02`` is ``(h, 2-byte length, charge) ...``,
+  where the charge (``metering.domain.charges``) is what the event was charged, empty when it
+  was not. The lookup key's value is that charge, so ``void_usage`` can give it back.
+
+A voided event is remembered as one more id, its *void marker*: the event id hashed with
+another personalization, so no event id can collide with it.
 
 Expiry: when an account's window horizon passes a chunk's ``newest``, the chunk and its ids are
 deleted and the chunk's key is tombstoned in the changelog. Chunks sort by ``newest`` within an
@@ -24,10 +30,13 @@ restore and the restore's completion turn changelog records into local keys.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from hashlib import blake2b
 from typing import Any
 
 from rocksdict import WriteBatch
+
+from metering.domain.charges import ChargeRecord, decode_charge, encode_charge
 
 HASH_BYTES = 12
 """96 bits: a false duplicate inside one account's window needs a 96-bit collision."""
@@ -50,8 +59,39 @@ def id_hash(event_id: str) -> bytes:
     return blake2b(event_id.encode(), digest_size=HASH_BYTES).digest()
 
 
+def void_marker(event_id: str) -> bytes:
+    """The id that says ``event_id`` was voided (a hash no event id can have)."""
+    return blake2b(event_id.encode(), digest_size=HASH_BYTES, person=b"void").digest()
+
+
+_WITH_CHARGES = b"\x02"
+
+
 def chunk_key(prefix: bytes, newest: int, first: bytes) -> bytes:
-    return prefix + b"c" + (newest + _OFFSET).to_bytes(8, "big") + first
+    return prefix + b"c" + (newest + _OFFSET).to_bytes(8, "big") + first + _WITH_CHARGES
+
+
+def chunk_entries(key: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
+    """(hash, charge) of every id in a chunk (the charge empty when none, or an old chunk)."""
+    if not key.endswith(_WITH_CHARGES) or len(key) != len(_prefix_of(key)) + 22:
+        return [(value[i : i + HASH_BYTES], b"") for i in range(0, len(value), HASH_BYTES)]
+    out: list[tuple[bytes, bytes]] = []
+    i = 0
+    while i < len(value):
+        h = value[i : i + HASH_BYTES]
+        size = int.from_bytes(value[i + HASH_BYTES : i + HASH_BYTES + 2], "big")
+        start = i + HASH_BYTES + 2
+        out.append((h, value[start : start + size]))
+        i = start + size
+    return out
+
+
+def pack_chunk(entries: dict[bytes, bytes | None]) -> bytes:
+    parts: list[bytes] = []
+    for h, charge in entries.items():
+        data = charge or b""
+        parts += (h, len(data).to_bytes(2, "big"), data)
+    return b"".join(parts)
 
 
 def chunk_newest(key: bytes, prefix_len: int) -> int:
@@ -76,13 +116,13 @@ def write_chunks(db: Any, records: Iterable[ChunkRecord]) -> None:
             batch.delete(key)
             if value is None:
                 continue
-            for i in range(0, len(value), HASH_BYTES):
-                batch.delete(ids + value[i : i + HASH_BYTES])
+            for h, _ in chunk_entries(key, value):
+                batch.delete(ids + h)
         else:
             written[key] = value
             batch.put(key, value)
-            for i in range(0, len(value), HASH_BYTES):
-                batch.put(ids + value[i : i + HASH_BYTES], b"")
+            for h, charge in chunk_entries(key, value):
+                batch.put(ids + h, charge)
     db.write(batch)
 
 
@@ -91,9 +131,9 @@ class IdStore:
 
     def __init__(self, db_for_partition: Callable[[int], Any]) -> None:
         self._db_for = db_for_partition
-        self._new: dict[int, dict[bytes, dict[bytes, None]]] = {}
-        """partition -> account prefix -> hashes remembered in the current batch (a dict: an
-        ordered set, so a busy account's lookups stay O(1) within its batch)"""
+        self._new: dict[int, dict[bytes, dict[bytes, bytes | None]]] = {}
+        """partition -> account prefix -> hash -> charge, of the ids remembered in the current
+        batch (in order; a busy account's lookups stay O(1) within its batch)"""
         self._newest: dict[int, dict[bytes, int]] = {}
         self._horizon: dict[int, dict[bytes, int]] = {}
         self._oldest: dict[tuple[int, bytes], int] = {}
@@ -117,11 +157,29 @@ class IdStore:
                 return True
         return self._db_for(partition).get(prefix + b"i" + h) is not None
 
-    def add(self, partition: int, prefix: bytes, h: bytes, at: int) -> None:
-        self._new.setdefault(partition, {}).setdefault(prefix, {})[h] = None
+    def charge(self, partition: int, prefix: bytes, h: bytes) -> bytes | None:
+        """The charge remembered with an id (empty or None: none)."""
+        new = self._new.get(partition)
+        if new is not None:
+            pending = new.get(prefix)
+            if pending is not None and h in pending:
+                return pending[h]
+        value: bytes | None = self._db_for(partition).get(prefix + b"i" + h)
+        return value
+
+    def add(
+        self, partition: int, prefix: bytes, h: bytes, at: int, charge: bytes | None = None
+    ) -> None:
+        self._new.setdefault(partition, {}).setdefault(prefix, {})[h] = charge
         newest = self._newest.setdefault(partition, {})
         if newest.get(prefix, _NEVER) < at:
             newest[prefix] = at
+
+    def attach(self, partition: int, prefix: bytes, h: bytes, charge: bytes) -> None:
+        """Keep ``charge`` with an id remembered in the current batch."""
+        pending = self._new.get(partition, {}).get(prefix)
+        if pending is not None and h in pending:
+            pending[h] = charge
 
     def expire(self, partition: int, prefix: bytes, horizon: int) -> None:
         horizons = self._horizon.setdefault(partition, {})
@@ -143,7 +201,7 @@ class IdStore:
             for prefix, hashes in new.items():
                 at = newest[prefix]
                 first = next(iter(hashes))
-                records.append((chunk_key(prefix, at, first), b"".join(hashes)))
+                records.append((chunk_key(prefix, at, first), pack_chunk(hashes)))
                 slot = (partition, prefix)
                 if at < self._oldest.get(slot, at + 1):
                     self._oldest[slot] = at
@@ -169,7 +227,8 @@ class IdStore:
 
 
 class StoreIds:
-    """One account's remembered ids as the engine sees them (``metering.domain.IdMemory``).
+    """One account's remembered ids and charges as the engine sees them
+    (``metering.domain.IdMemory`` and ``ChargeMemory``).
 
     ``legacy`` is the window the account's state carried before this store existed: its ids
     are still honoured, so an upgrade never charges a redelivered event twice."""
@@ -201,6 +260,23 @@ class StoreIds:
 
     def remember(self, event_id: str, at: int) -> None:
         self._store.add(self._partition, self._prefix, self._hash(event_id), at)
+
+    def get(self, event_id: str) -> ChargeRecord | None:
+        store, partition, prefix = self._store, self._partition, self._prefix
+        data = store.charge(partition, prefix, self._hash(event_id))
+        if not data:
+            return None
+        record = decode_charge(data)
+        if store.contains(partition, prefix, void_marker(event_id)):
+            record = replace(record, voided=True)
+        return record
+
+    def put(self, record: ChargeRecord) -> None:
+        h = self._hash(record.charge.event_id)
+        self._store.attach(self._partition, self._prefix, h, encode_charge(record))
+
+    def void(self, event_id: str, at: int) -> None:
+        self._store.add(self._partition, self._prefix, void_marker(event_id), at)
 
     def expire(self, horizon: int) -> None:
         if horizon >= self._next_expire:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from aiokafka.structs import TopicPartition
 
@@ -43,6 +43,18 @@ class Step:
     alerts: list[Mapping[str, Any]] = field(default_factory=list)
 
 
+class ToRemember(NamedTuple):
+    """An id the id store must remember again after an account is rebuilt from the ledger."""
+
+    event_id: str
+    at: int
+    """Remembered-at account time."""
+    charge: bytes | None = None
+    """What the event was charged, kept with its id (``void_usage`` reads it)."""
+    void: bool = False
+    """The id is the event's void marker, not the event's own."""
+
+
 class EnginePort(Protocol):
     """Operations the processor needs; states are opaque to it except through (de)serialising."""
 
@@ -62,10 +74,10 @@ class EnginePort(Protocol):
 
     def catch_up(
         self, account_id: str, snapshot: bytes | None, entries: Sequence[Mapping[str, Any]]
-    ) -> tuple[bytes, list[tuple[str, int]]]:
+    ) -> tuple[bytes, list[ToRemember]]:
         """The account's state rebuilt from ``snapshot`` (None: a new state) and its ledger
-        ``entries`` (records, ``seq`` order), and the usage event ids to remember again as
-        (event id, remembered-at). Raises ``ValueError`` when the ledger cannot be folded."""
+        ``entries`` (records, ``seq`` order), and what the id store must remember again.
+        Raises ``ValueError`` when the ledger cannot be folded."""
         ...
 
     def apply_usage(self, state: Any, record: Mapping[str, Any], recorded_at: int) -> Step: ...

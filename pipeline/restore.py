@@ -22,9 +22,16 @@ from metering.topic_reader import read_to_end
 from metering.topics import TopicNames
 from pipeline.core import BatchProcessor, PartitionOutput
 from pipeline.fast_avro import ledger_entry_head
-from pipeline.id_store import ChunkRecord, IdStore, account_prefix, id_hash, write_chunks
+from pipeline.id_store import (
+    ChunkRecord,
+    IdStore,
+    account_prefix,
+    id_hash,
+    void_marker,
+    write_chunks,
+)
 from pipeline.metrics import Metrics
-from pipeline.ports import StateTable
+from pipeline.ports import StateTable, ToRemember
 from pipeline.restore_check import (
     Repair,
     SeqMismatch,
@@ -168,17 +175,18 @@ class RestoreVerifier:
         return out
 
     def _ids_to_remember(
-        self, partition: int, remember: dict[str, list[tuple[str, int]]]
+        self, partition: int, remember: dict[str, list[ToRemember]]
     ) -> list[ChunkRecord]:
-        """Id-store chunks for the event ids of rebuilt accounts that the store lacks."""
+        """Id-store chunks for the ids (event ids with their charges, void markers) of rebuilt
+        accounts that the store lacks."""
         db = self.ids_table.db(partition)
         store = IdStore(lambda _: db)
-        for account_id, event_ids in remember.items():
+        for account_id, items in remember.items():
             prefix = account_prefix(account_id)
-            for event_id, at in event_ids:
-                h = id_hash(event_id)
+            for item in items:
+                h = void_marker(item.event_id) if item.void else id_hash(item.event_id)
                 if not store.contains(partition, prefix, h):
-                    store.add(partition, prefix, h, at)
+                    store.add(partition, prefix, h, item.at, item.charge)
         chunks = store.flush(partition)
         if chunks:
             write_chunks(db, chunks)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.ports import EnginePort
+from pipeline.ports import EnginePort, ToRemember
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,8 +63,9 @@ class Repair:
 
     states: dict[str, bytes | None] = field(default_factory=dict)
     """account -> its state to write, or None to delete (state with no ledger behind it)"""
-    remember: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
-    """account -> usage event ids to remember again (accounts rebuilt from the ledger)"""
+    remember: dict[str, list[ToRemember]] = field(default_factory=dict)
+    """account -> ids to remember again, with their charges (accounts rebuilt from the
+    ledger)"""
     from_changelog: int = 0
     """accounts whose newest committed changelog record was the state the ledger expects"""
     from_ledger: int = 0

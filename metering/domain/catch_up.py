@@ -20,7 +20,7 @@ commands and events that wrote no entry. docs/processor.md lists what that means
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from metering.domain.charges import ChargeRecord
 from metering.domain.config import EngineConfig
@@ -45,6 +45,8 @@ class CaughtUp:
     applied: int
     event_ids: list[tuple[str, int]]
     """(event id, remembered-at account time) of the usage entries applied, in ledger order."""
+    voided: list[tuple[str, int]] = field(default_factory=list)
+    """(event id, account time) of the usage events the entries voided."""
 
 
 def catch_up(
@@ -66,19 +68,22 @@ def catch_up(
             raise LedgerError(f"{e.entry_id}: entry of {e.account_id}, not {state.account_id}")
     fold(entries, start=state.view())  # raises on a gap, a broken chain or a grant overdrawn
     remembered: list[tuple[str, int]] = []
+    voided: list[tuple[str, int]] = []
     for e in entries:
         _apply(state, e, plans)
         if e.type in _USAGE and e.reason != "outside_dedupe_window":
             remembered.append((e.cause_id, state.clock))
         elif not is_time_cause(state.account_id, e.cause_id) and e.type not in _USAGE:
             state.commands.add(command_key(e.cause_id))
+        if e.type is EntryType.USAGE_REVERSED:
+            voided.append((entry_suffix(e), state.clock))
     for grant in state.grants:
         if grant.expires_at is not None and state.clock >= grant.expires_at - (
             config.expiring_notice_ms
         ):
             grant.warned = True  # its notice was due: assume it went out, never send it twice
     refresh_grants(config, state)
-    return CaughtUp(len(entries), remembered)
+    return CaughtUp(len(entries), remembered, voided)
 
 
 def _apply(state: AccountState, e: LedgerEntry, plans: PlanCatalog) -> None:
@@ -129,9 +134,7 @@ def _apply(state: AccountState, e: LedgerEntry, plans: PlanCatalog) -> None:
     elif e.type is EntryType.USAGE_REVERSED:
         if e.period_start == state.period_start:
             state.period_used = max(state.period_used - e.amount, 0)
-        record = state.charges.get(entry_suffix(e))
-        if record is not None:
-            state.charges.put(replace(record, voided=True))
+        state.charges.void(entry_suffix(e), state.clock)
     amounts = state.terms.threshold_amounts()  # checked after every input: alerts.threshold_alerts
     while state.alerted < len(amounts) and state.period_used >= amounts[state.alerted]:
         state.alerted += 1

@@ -9,7 +9,8 @@ re-send is recognised. The processor attaches :data:`NO_CHARGES` until its charg
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from metering.domain.records import Allocation
@@ -47,13 +48,32 @@ class ChargeRecord:
 
 
 class ChargeMemory(Protocol):
-    def get(self, event_id: str) -> ChargeRecord | None: ...
+    """What the engine needs of an account's remembered charges."""
 
-    def put(self, record: ChargeRecord) -> None: ...
+    def get(self, event_id: str) -> ChargeRecord | None:
+        """The charge of ``event_id`` (``voided`` set once voided), or None."""
+        ...
+
+    def put(self, record: ChargeRecord) -> None:
+        """Remember the charge of an event just charged (its id was just remembered)."""
+        ...
+
+    def void(self, event_id: str, at: int) -> None:
+        """Mark the charge of ``event_id`` voided, at account time ``at``."""
+        ...
 
     def expire(self, horizon: int) -> None:
         """Charges remembered before ``horizon`` may be forgotten from now on."""
         ...
+
+
+def encode_charge(record: ChargeRecord) -> bytes:
+    """A charge as bytes, for a store outside the state."""
+    return json.dumps(record.to_json(), separators=(",", ":")).encode()
+
+
+def decode_charge(data: bytes) -> ChargeRecord:
+    return ChargeRecord.from_json(json.loads(data))
 
 
 class ChargeWindow:
@@ -67,6 +87,14 @@ class ChargeWindow:
 
     def put(self, record: ChargeRecord) -> None:
         self._records[record.charge.event_id] = record
+
+    def void(self, event_id: str, at: int) -> None:
+        record = self._records.get(event_id)
+        if record is not None:
+            self._records[event_id] = replace(record, voided=True)
+
+    def records(self) -> list[ChargeRecord]:
+        return list(self._records.values())
 
     def expire(self, horizon: int) -> None:
         records = self._records
@@ -97,6 +125,9 @@ class _NoCharges:
         return None
 
     def put(self, record: ChargeRecord) -> None:
+        return None
+
+    def void(self, event_id: str, at: int) -> None:
         return None
 
     def expire(self, horizon: int) -> None:

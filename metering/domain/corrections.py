@@ -14,7 +14,6 @@ event's own day; its id ends with the event id (``{command}:USAGE_REVERSED:{even
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from metering.domain.entries import emit, refresh_grants
@@ -57,7 +56,7 @@ def void_usage(step: CommandStep) -> Rejection | None:
     state.overage -= reversal.overage_now
     if charge.period_start == state.period_start:
         state.period_used = max(state.period_used - charge.debit - charge.overage, 0)
-    state.charges.put(replace(record, voided=True))
+    state.charges.void(event_id, state.clock)
     emit(
         state,
         entries,

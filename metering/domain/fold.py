@@ -43,7 +43,9 @@ def fold(entries: Iterable[LedgerEntry], *, start: AccountView | None = None) ->
     balance = 0 if start is None else start.balance
     overage = 0 if start is None else start.overage
     remaining: dict[str, int] = {} if start is None else dict(start.grants)
-    amounts: dict[str, int] = dict(remaining)
+    amounts: dict[str, int] = {}
+    """Amounts of the grants opened by these entries: a grant of ``start`` may be refilled
+    (a reversal) up to an amount the view does not carry, so only its floor is checked."""
     for e in entries:
         if e.seq != seq + 1:
             raise LedgerError(f"{e.entry_id}: seq {e.seq} after {seq}")

@@ -133,6 +133,10 @@ class AccountState:
         still serialized as it is: ids of states written before keep deduplicating)."""
         self.dedupe = ids
 
+    def attach_charges(self, charges: ChargeMemory) -> None:
+        """Remember charges in ``charges`` (a store outside the state) from now on."""
+        self.charges = charges
+
     @property
     def started(self) -> bool:
         return self.period_end != 0

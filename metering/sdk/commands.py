@@ -12,10 +12,10 @@ from typing import Any
 from metering.avro import CREDIT_COMMAND, AvroCodec, CodecError, SchemaRegistry
 from metering.config import Settings
 from metering.domain.identifiers import identifier_problem
-from metering.domain.records import CreditCommand
+from metering.domain.records import CommandKind, CreditCommand
 from metering.sdk.errors import InvalidCommand
 from metering.sdk.producer import DeliveryCallback, DeliveryReport, KeyedProducer
-from metering.sdk.usage import _PublisherBase, _resolve
+from metering.sdk.usage import _PublisherBase, _resolve, now_ms
 from metering.topics import configured_topics
 
 MAX_ID_CHARS = 128
@@ -94,6 +94,28 @@ class CommandPublisher(_PublisherBase):
         """Send one command (blocks only while the local queue is full)."""
         value = self.encode(command)
         self._core.send(_account(command).encode(), value, on_delivery)
+
+    def void_usage(
+        self,
+        account_id: str,
+        event_id: str,
+        *,
+        command_id: str,
+        reason: str | None = None,
+        issued_at: int | None = None,
+    ) -> None:
+        """Give the charge of usage event ``event_id`` back (docs/corrections.md for the
+        rules). ``command_id`` makes it idempotent: a refund's id, say; re-send with the same."""
+        self.publish(
+            CreditCommand(
+                command_id,
+                account_id,
+                CommandKind.VOID_USAGE,
+                now_ms() if issued_at is None else issued_at,
+                reason=reason,
+                event_id=event_id,
+            )
+        )
 
     async def publish_async(self, command: CreditCommand | Mapping[str, Any]) -> DeliveryReport:
         """Send one command and await the broker's acknowledgement."""

@@ -74,7 +74,10 @@ end
 
 local applied, skipped, settled, gap = 0, 0, 0, 0
 local last, terms = nil, nil
-local l_available, l_overage, l_updated, l_pstart, l_pend
+local l_available, l_overage, l_updated
+-- The account's period only moves forward: a late usage entry or a reversal carries the
+-- earlier period it belongs to, which is not the account's current one.
+local l_pstart, l_pend = cur[3], cur[4]
 
 local i, n = 1, #ARGV
 while i <= n do
@@ -147,7 +150,9 @@ while i <= n do
     end
     last = seq_s
     l_available, l_overage, l_updated = available, overage, updated
-    l_pstart, l_pend = pstart, pend
+    if not l_pend or tonumber(pend) >= tonumber(l_pend) then
+      l_pstart, l_pend = pstart, pend
+    end
     stored = seq
     applied = applied + 1
   end

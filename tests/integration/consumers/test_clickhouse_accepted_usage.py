@@ -3,8 +3,8 @@
 The ledger comes from the real credit engine, so its entries have the shapes the processor
 writes: an event sent twice (one debit), two events the processor dead-letters (unknown feature,
 negative quantity: no ledger entry), a debit that runs into overage (USAGE_DEBIT + OVERAGE), an
-overage-only event, a partially rejected event (USAGE_DEBIT + USAGE_REJECTED) and a wholly
-rejected one (USAGE_REJECTED only).
+overage-only event, a partially rejected event (USAGE_DEBIT + USAGE_REJECTED), a wholly
+rejected one (USAGE_REJECTED only), and a voided one (USAGE_REVERSED: netted into its own row).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from metering.domain import (
     CreditCommand,
     CreditEngine,
     DomainError,
+    EngineConfig,
     UsageEvent,
     load_price_book,
     plans_from_text,
@@ -61,9 +62,10 @@ plans:
 # (account, subject, feature, model, day) -> (credits, overage_credits, events, rejected_events,
 # usage_records, units); micro-credits. Day 1 images cost 25 credits, day 2 texts 1.09 credits.
 EXPECTED: dict[tuple[str, str, str, str, str], tuple[int, int, int, int, int, dict[str, int]]] = {
-    # img1 sent twice (one debit, 25), img2: debit 5 + overage 20. Two events, their units once.
+    # img1 sent twice (one debit, 25), img2: debit 5 + overage 20, then voided (all 25 back,
+    # the overage too). One event left; the units of both stay (the records were received).
     ("allow", "design", "image_generation", "", "2025-12-01"): (
-        50_000_000, 20_000_000, 2, 0, 3, {"images": 2},
+        25_000_000, 0, 1, 0, 3, {"images": 2},
     ),
     # Overage only (no grant left): accepted.
     ("allow", "research", "text_generation", "gpt-4o-mini", "2025-12-02"): (
@@ -101,7 +103,9 @@ class Story:
 
 
 def make_story() -> Story:
-    engine = CreditEngine(load_price_book(), plans_from_text(PLANS))
+    engine = CreditEngine(
+        load_price_book(), plans_from_text(PLANS), EngineConfig(charge_window=True)
+    )
     story = Story()
     for account, plan in (("allow", "small-allow"), ("block", "small-block")):
         state = engine.new_state(account)
@@ -132,6 +136,12 @@ def make_story() -> Story:
             entries = [e.to_record() for e in outcome.entries]
             story.ledger += entries
             story.split_after |= {e["entry_id"] for e in entries[:-1]}
+        if account == "allow":
+            void = CreditCommand("allow-void", account, CommandKind.VOID_USAGE, T0 + 2 * DAY,
+                                 event_id="allow-img2", reason="refund")  # fmt: skip
+            story.ledger += [
+                e.to_record() for e in engine.apply_command(state, void, void.issued_at).entries
+            ]
     return story
 
 
@@ -184,7 +194,7 @@ def assert_queries_agree(client: Any) -> None:
             rows = queries.usage_by(client, account, PERIOD, by)
             assert rows == queries.usage_by(client, account, PERIOD, by, raw=True), (account, by)
     by_subject = {r["key"]: r for r in queries.usage_by(client, "allow", PERIOD, "subject")}
-    assert by_subject["design"]["events"] == 2 and by_subject["research"]["events"] == 1
+    assert by_subject["design"]["events"] == 1 and by_subject["research"]["events"] == 1
     assert by_subject["research"]["units"] == {"requests": 1, "input_tokens": 900}
     daily = queries.daily_series(client, "block", PERIOD)
     # Day 2 of "block" holds refused records only: no accepted usage, no row.
@@ -193,8 +203,8 @@ def assert_queries_agree(client: Any) -> None:
     ]
     top = queries.top_accounts(client, PERIOD)
     assert [(r["key"], r["credits"], r["events"]) for r in top] == [
-        ("allow", 51_090_000, 3),
         ("block", 30_000_000, 2),
+        ("allow", 26_090_000, 2),
     ]
     subjects = {r["key"]: r["accounts"] for r in queries.credits_by_subject(client, PERIOD)}
     assert subjects == {"design": 2, "research": 1}
@@ -315,19 +325,23 @@ def test_migration_0003_backfills_the_history_and_can_run_again(clickhouse_url: 
                 [[migration.version, migration.name, migration.checksum]],
                 column_names=["version", "name", "checksum"],
             )
-    _insert(client, make_story())
+    story = make_story()
+    reversals = [e for e in story.ledger if e["type"] == "USAGE_REVERSED"]
+    story.ledger = [e for e in story.ledger if e["type"] != "USAGE_REVERSED"]  # none before 0004
+    _insert(client, story)
     old = client.query(
         "SELECT sum(events), sumMap(units) FROM usage_daily "
         "WHERE account_id = 'allow' AND subject = 'design'"
     ).result_rows[0]
     assert old == (3, {"images": 3})  # the 0002 rollup: one per Kafka record
 
-    assert [m.version for m in migrate(clickhouse_url, database)] == [3]
+    assert [m.version for m in migrate(clickhouse_url, database)] == [3, 4]
+    _insert(client, Story(ledger=reversals))  # the sink, after the migrations
     assert usage_daily(client) == EXPECTED
     assert_queries_agree(client)
 
     # An interrupted migration is applied again from its first statement: same result.
-    for statement in next(m for m in load_migrations() if m.version == 3).statements():
+    for statement in load_migrations()[-1].statements():
         client.command(statement)
     assert usage_daily(client) == EXPECTED
     client.command(f"DROP DATABASE {database}")

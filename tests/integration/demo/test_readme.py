@@ -104,11 +104,17 @@ class Shell:
             self.proc.wait(10)
 
 
-def wait_for(what: str, done: Callable[[], bool], timeout: float = 120.0) -> None:
+def wait_for(
+    what: str, done: Callable[[], bool], timeout: float = 120.0, log: Path | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while not done():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
+            tail = ""
+            if log is not None:  # what the services said, without the polling's own output
+                lines = [x for x in log.read_text(errors="replace").splitlines() if x != "[]"]
+                tail = "\n".join(lines[-80:])
+            pytest.fail(f"timed out waiting for {what}\n{tail}")
         time.sleep(0.5)
 
 
@@ -235,12 +241,15 @@ def operations_and_product(readme: Readme, env: dict[str, str], tmp_path: Path) 
         terminal.run(block.code, block.where())
         wait_for("the web service", lambda: _answers(f"{sidecar}/healthz"))
 
-        for block in (
-            readme.take("Using it from your product", "python", "CommandPublisher"),
-            readme.take("Using it from your product", "python", "UsageReporter"),
-        ):
-            terminal.python(block.code, block.where())
+        block = readme.take("Using it from your product", "python", "CommandPublisher")
+        terminal.python(block.code, block.where())
+        # The account is set up before it is used: commands and usage travel on different
+        # topics, so usage sent at once could be priced before the plan arrives.
         terminal.python(WAIT_FOR_ACME_IN_REDIS, "waiting for acme's grants in Redis")
+        block = readme.take("Using it from your product", "python", "UsageReporter")
+        terminal.python(block.code, block.where())
+        block = readme.take("Using it from your product", "python", "void_usage")
+        terminal.python(block.code, block.where())
 
         block = readme.take("Using it from your product", "sh", "curl")
         out = terminal.run(block.code, block.where())
@@ -248,7 +257,7 @@ def operations_and_product(readme: Readme, env: dict[str, str], tmp_path: Path) 
         block = readme.take("Using it from your product", "python", "Enforcer")
         terminal.python(block.code, block.where())
 
-        wait_for("acme's usage in ClickHouse", lambda: _has_usage(terminal))
+        wait_for("acme's usage in ClickHouse", lambda: _has_usage(terminal), 180, terminal.log)
         block = readme.take("Using it from your product", "sql")
         out = terminal.python(sql_runner(block), block.where())
         assert "research" in out, out

@@ -95,6 +95,8 @@ def test_migrations_are_ordered_and_split_into_statements() -> None:
                 assert "IF NOT EXISTS" in code.split("(", 1)[0].split(" AS", 1)[0], code[:80]
             elif code.startswith("DROP"):
                 assert code.startswith(("DROP VIEW IF EXISTS", "DROP TABLE IF EXISTS")), code
+            elif code.startswith("ALTER"):
+                assert "ADD COLUMN IF NOT EXISTS" in code, code[:80]
             elif (match := _TRUNCATE.match(code)) is not None:
                 truncated.add(match[1])
             else:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.ports import InputError, Step
+from pipeline.ports import InputError, Step, ToRemember
 
 
 def _entry(state: dict[str, Any], type_: str, amount: int, cause: str, at: int) -> dict[str, Any]:
@@ -80,7 +80,7 @@ class StubEngine:
 
     def catch_up(
         self, account_id: str, snapshot: bytes | None, entries: Sequence[Mapping[str, Any]]
-    ) -> tuple[bytes, list[tuple[str, int]]]:
+    ) -> tuple[bytes, list[ToRemember]]:
         state = self.new_state(account_id) if snapshot is None else self.load_state(snapshot)
         for entry in entries:
             if entry["seq"] > state["seq"]:

@@ -85,3 +85,52 @@ def test_a_restore_batch_holding_a_chunk_and_its_tombstone_leaves_nothing(tmp_pa
     (chunk,) = store.flush(1)
     parts.write(1, [chunk, (chunk[0], None)])
     assert list(parts.db(1).keys()) == []
+
+
+def _charge(event_id: str, amount: int) -> Any:
+    from metering.domain.charges import ChargeRecord
+    from metering.domain.records import Allocation
+    from metering.domain.reversal import Charge
+
+    charge = Charge(event_id, 1000, 0, (Allocation("g1", -amount),), 0)
+    return ChargeRecord(charge, 10_000, "text_generation", "research", None, 1000)
+
+
+def test_a_charge_travels_with_its_id_through_the_changelog_and_a_void_sticks(
+    tmp_path: Path,
+) -> None:
+    parts = Partitions(tmp_path / "live")
+    store = IdStore(parts.db)
+    view = store.view(0, "a")
+    view.remember("e1", 1000)
+    view.put(_charge("e1", 7))
+    view.remember("e2", 1000)  # charged nothing (e.g. rejected): no charge kept
+    assert view.get("e1") == _charge("e1", 7)  # the same batch
+    first = store.flush(0)
+    parts.write(0, first)
+    view = store.view(0, "a")
+    view.void("e1", 2000)
+    second = store.flush(0)
+    parts.write(0, second)
+
+    restored = Partitions(tmp_path / "restored")
+    restored.write(0, first + second)  # what faust's restore does with the changelog
+    for db in (parts.db, restored.db):
+        view = IdStore(db).view(0, "a")
+        record = view.get("e1")
+        assert record is not None and record.voided and record.charge.debit == 7
+        assert view.seen("e1") and view.seen("e2") and view.get("e2") is None
+        assert not view.seen("void-of-e1")  # the marker is no event id
+
+
+def test_chunks_written_before_charges_were_kept_still_read(tmp_path: Path) -> None:
+    from pipeline.id_store import account_prefix, id_hash
+
+    prefix = account_prefix("a")
+    old_key = prefix + b"c" + (1000 + (1 << 63)).to_bytes(8, "big") + id_hash("e1")
+    parts = Partitions(tmp_path / "live")
+    parts.write(0, [(old_key, id_hash("e1") + id_hash("e2"))])
+    view = IdStore(parts.db).view(0, "a")
+    assert view.seen("e1") and view.seen("e2") and view.get("e1") is None
+    parts.write(0, [(old_key, None)])  # its expiry
+    assert not IdStore(parts.db).view(0, "a").seen("e2")

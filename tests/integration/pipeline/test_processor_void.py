@@ -1,0 +1,75 @@
+"""``void_usage`` through the processor, across a restart that restores from the changelog.
+
+The charge of each usage event is kept with its id in the id store (``pipeline/id_store.py``),
+so a worker that starts on empty local stores and restores from the changelog can still give
+it back. A second void is refused, the voided event stays a duplicate, and the ledger is the
+engine's pure fold of the same input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from processor_harness import T0, Worker, decode_ledger, produce, read_topic
+
+from metering.avro import CREDIT_COMMAND, USAGE_EVENT, AvroCodec, load_registry
+from metering.domain import conserved_balance, fold
+from metering.domain.records import LedgerEntry
+from metering.topics import TopicNames
+
+pytestmark = pytest.mark.integration
+
+ACCOUNT = "acct-void"
+
+
+def test_void_usage_gives_the_charge_back_after_a_restore(
+    kafka_bootstrap: str, topics: TopicNames, tmp_path: Path
+) -> None:
+    registry = load_registry()
+    ucodec, ccodec = AvroCodec(registry, USAGE_EVENT), AvroCodec(registry, CREDIT_COMMAND)
+
+    def command(cid: str, at: int, **fields: object) -> tuple[str, str, bytes, int]:
+        record = {"command_id": cid, "account_id": ACCOUNT, "issued_at": at, **fields}
+        return (topics.credit_commands, ACCOUNT, ccodec.encode(record), at)
+
+    usage = {"event_id": "ev-1", "account_id": ACCOUNT, "feature": "image_generation",
+             "units": {"images": 2}, "occurred_at": T0 + 10}  # fmt: skip
+    resend = (topics.usage_events, ACCOUNT, ucodec.encode(usage), T0 + 30)
+
+    first = Worker(kafka_bootstrap, topics, "void", tmp_path).start()
+    try:
+        # One at a time: commands and usage are different topics, read in no set order.
+        produce(kafka_bootstrap, [command("plan", T0, kind="assign_plan", plan_id="growth")])
+        read_topic(kafka_bootstrap, topics.credit_ledger, 2, settle=0)
+        produce(kafka_bootstrap, [resend])
+        read_topic(kafka_bootstrap, topics.credit_ledger, 3, settle=0)
+    finally:
+        first.stop()
+    second = Worker(kafka_bootstrap, topics, "void", tmp_path).start()  # empty local stores
+    try:
+        produce(
+            kafka_bootstrap,
+            [
+                command("void-1", T0 + 20, kind="void_usage", event_id="ev-1", reason="refund"),
+                command("void-2", T0 + 21, kind="void_usage", event_id="ev-1"),
+            ],
+        )
+        read_topic(kafka_bootstrap, topics.credit_ledger, 5, settle=0)
+        produce(kafka_bootstrap, [resend])  # the voided event, sent again: still a duplicate
+        records = decode_ledger(read_topic(kafka_bootstrap, topics.credit_ledger, 5, settle=3))
+    finally:
+        second.stop()
+
+    ledger = [LedgerEntry.from_record(r) for r in records[ACCOUNT]]
+    assert [e.type.value for e in ledger] == [
+        "PLAN_ASSIGNED", "GRANT_CREATED", "USAGE_DEBIT", "USAGE_REVERSED", "COMMAND_REJECTED",
+    ]  # fmt: skip
+    debit, reversed_, rejected = ledger[2], ledger[3], ledger[4]
+    assert reversed_.amount == -debit.amount == 50_000_000
+    assert [(g, -a) for g, a in reversed_.allocations] == list(debit.allocations)
+    assert reversed_.balance_after == ledger[1].balance_after
+    assert reversed_.entry_id == "void-1:USAGE_REVERSED:ev-1"
+    assert (reversed_.occurred_at, reversed_.feature) == (T0 + 10, "image_generation")
+    assert "already_voided" in (rejected.reason or "")
+    assert fold(ledger).balance == conserved_balance(ledger) == ledger[1].balance_after
