@@ -29,14 +29,15 @@ restore and the restore's completion turn changelog records into local keys.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from hashlib import blake2b
 from typing import Any
 
 from rocksdict import WriteBatch
 
-from metering.domain.charges import ChargeRecord, decode_charge, encode_charge
+from metering.domain.charges import ChargeRecord, decode_charge, encode_charge, pack_charge
+from metering.domain.records import Allocation
 
 HASH_BYTES = 12
 """96 bits: a false duplicate inside one account's window needs a 96-bit collision."""
@@ -266,7 +267,7 @@ class StoreIds:
         data = store.charge(partition, prefix, self._hash(event_id))
         if not data:
             return None
-        record = decode_charge(data)
+        record = decode_charge(data, event_id)
         if store.contains(partition, prefix, void_marker(event_id)):
             record = replace(record, voided=True)
         return record
@@ -274,6 +275,25 @@ class StoreIds:
     def put(self, record: ChargeRecord) -> None:
         h = self._hash(record.charge.event_id)
         self._store.attach(self._partition, self._prefix, h, encode_charge(record))
+
+    def charged(
+        self,
+        event_id: str,
+        occurred_at: int,
+        period_start: int,
+        period_end: int,
+        allocations: Sequence[Allocation],
+        overage: int,
+        feature: str,
+        subject: str | None,
+        model: str | None,
+        at: int,
+    ) -> None:
+        data = pack_charge(
+            occurred_at, period_start, period_end, allocations, overage, feature, subject,
+            model, at,
+        )  # fmt: skip
+        self._store.attach(self._partition, self._prefix, self._hash(event_id), data)
 
     def void(self, event_id: str, at: int) -> None:
         self._store.add(self._partition, self._prefix, void_marker(event_id), at)

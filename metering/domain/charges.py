@@ -9,7 +9,8 @@ re-send is recognised. The processor attaches :data:`NO_CHARGES` until its charg
 
 from __future__ import annotations
 
-import json
+import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -58,6 +59,23 @@ class ChargeMemory(Protocol):
         """Remember the charge of an event just charged (its id was just remembered)."""
         ...
 
+    def charged(
+        self,
+        event_id: str,
+        occurred_at: int,
+        period_start: int,
+        period_end: int,
+        allocations: Sequence[Allocation],
+        overage: int,
+        feature: str,
+        subject: str | None,
+        model: str | None,
+        at: int,
+    ) -> None:
+        """:meth:`put` from its parts: the usage hot path, which a store may serve without
+        building the record."""
+        ...
+
     def void(self, event_id: str, at: int) -> None:
         """Mark the charge of ``event_id`` voided, at account time ``at``."""
         ...
@@ -67,13 +85,75 @@ class ChargeMemory(Protocol):
         ...
 
 
+_HEAD = struct.Struct("<BqqqqqH")  # version, occurred, period start/end, overage, at, draws
+_DRAW = struct.Struct("<qH")  # amount, grant id length
+_NONE = 0xFFFF
+
+
+def _text(value: str | None) -> bytes:
+    if value is None:
+        return _NONE.to_bytes(2, "little")
+    raw = value.encode()
+    return len(raw).to_bytes(2, "little") + raw
+
+
 def encode_charge(record: ChargeRecord) -> bytes:
-    """A charge as bytes, for a store outside the state."""
-    return json.dumps(record.to_json(), separators=(",", ":")).encode()
+    """A charge as compact bytes, for a store outside the state."""
+    c = record.charge
+    return pack_charge(
+        c.occurred_at, c.period_start, record.period_end, c.allocations, c.overage,
+        record.feature, record.subject, record.model, record.remembered_at, record.voided,
+    )  # fmt: skip
 
 
-def decode_charge(data: bytes) -> ChargeRecord:
-    return ChargeRecord.from_json(json.loads(data))
+def pack_charge(
+    occurred_at: int,
+    period_start: int,
+    period_end: int,
+    allocations: Sequence[Allocation],
+    overage: int,
+    feature: str,
+    subject: str | None,
+    model: str | None,
+    at: int,
+    voided: bool = False,
+) -> bytes:
+    """:func:`encode_charge` from the parts (the processor writes one per charged event, so
+    this is on the hot path: no JSON, no record object)."""
+    parts = [
+        _HEAD.pack(
+            1 if voided else 0, occurred_at, period_start, period_end, overage, at,
+            len(allocations),
+        )
+    ]  # fmt: skip
+    for grant_id, amount in allocations:
+        raw = grant_id.encode()
+        parts += (_DRAW.pack(amount, len(raw)), raw)
+    parts += (_text(feature), _text(subject), _text(model))
+    return b"".join(parts)
+
+
+def decode_charge(data: bytes, event_id: str) -> ChargeRecord:
+    """Inverse of :func:`encode_charge` (the event id is the store's key, not in the bytes)."""
+    voided, occurred, start, end, overage, at, draws = _HEAD.unpack_from(data)
+    i = _HEAD.size
+    allocations = []
+    for _ in range(draws):
+        amount, size = _DRAW.unpack_from(data, i)
+        i += _DRAW.size
+        allocations.append(Allocation(data[i : i + size].decode(), amount))
+        i += size
+    texts: list[str | None] = []
+    for _ in range(3):
+        size = int.from_bytes(data[i : i + 2], "little")
+        i += 2
+        if size == _NONE:
+            texts.append(None)
+        else:
+            texts.append(data[i : i + size].decode())
+            i += size
+    charge = Charge(event_id, occurred, start, tuple(allocations), overage)
+    return ChargeRecord(charge, end, texts[0] or "", texts[1], texts[2], at, bool(voided))
 
 
 class ChargeWindow:
@@ -87,6 +167,22 @@ class ChargeWindow:
 
     def put(self, record: ChargeRecord) -> None:
         self._records[record.charge.event_id] = record
+
+    def charged(
+        self,
+        event_id: str,
+        occurred_at: int,
+        period_start: int,
+        period_end: int,
+        allocations: Sequence[Allocation],
+        overage: int,
+        feature: str,
+        subject: str | None,
+        model: str | None,
+        at: int,
+    ) -> None:
+        charge = Charge(event_id, occurred_at, period_start, tuple(allocations), overage)
+        self.put(ChargeRecord(charge, period_end, feature, subject, model, at))
 
     def void(self, event_id: str, at: int) -> None:
         record = self._records.get(event_id)
@@ -125,6 +221,9 @@ class _NoCharges:
         return None
 
     def put(self, record: ChargeRecord) -> None:
+        return None
+
+    def charged(self, event_id: str, *parts: Any) -> None:
         return None
 
     def void(self, event_id: str, at: int) -> None:

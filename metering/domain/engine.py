@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from metering.domain.alerts import dead_letter_alert, exhausted_alert, maybe_topup, threshold_alerts
-from metering.domain.charges import NO_CHARGES, ChargeRecord
+from metering.domain.charges import NO_CHARGES
 from metering.domain.commands import CommandStep, apply_rule, validate_command
 from metering.domain.config import DEFAULT_CONFIG, EngineConfig
 from metering.domain.entries import emit, refresh_grants
@@ -37,7 +37,6 @@ from metering.domain.records import (
     LedgerEntry,
     UsageEvent,
 )
-from metering.domain.reversal import Charge
 from metering.domain.state import AccountState, command_key
 from metering.domain.timeline import advance, arrive
 
@@ -203,12 +202,10 @@ class CreditEngine:
             if state.period_used >= state.next_threshold:
                 threshold_alerts(state, event_id, at, alerts)
             if charges is not NO_CHARGES and (covered or over or not micros):  # it was charged
-                charge = Charge(event_id, at, period_start, tuple(allocations), over)
-                charges.put(
-                    ChargeRecord(
-                        charge, period_end, event.feature, event.subject, event.model, clock
-                    )
-                )
+                charges.charged(
+                    event_id, at, period_start, period_end, allocations, over,
+                    event.feature, event.subject, event.model, clock,
+                )  # fmt: skip
 
         if need or (rejection is not None and not micros):
             self._usage_entry(
