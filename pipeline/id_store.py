@@ -29,15 +29,20 @@ restore and the restore's completion turn changelog records into local keys.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from hashlib import blake2b
 from typing import Any
 
 from rocksdict import WriteBatch
 
-from metering.domain.charges import ChargeRecord, decode_charge, encode_charge, pack_charge
-from metering.domain.records import Allocation
+from metering.domain.charges import (
+    ChargeParts,
+    ChargeRecord,
+    decode_charge,
+    encode_charge,
+    pack_charge,
+)
 
 HASH_BYTES = 12
 """96 bits: a false duplicate inside one account's window needs a 96-bit collision."""
@@ -276,24 +281,9 @@ class StoreIds:
         h = self._hash(record.charge.event_id)
         self._store.attach(self._partition, self._prefix, h, encode_charge(record))
 
-    def charged(
-        self,
-        event_id: str,
-        occurred_at: int,
-        period_start: int,
-        period_end: int,
-        allocations: Sequence[Allocation],
-        overage: int,
-        feature: str,
-        subject: str | None,
-        model: str | None,
-        at: int,
-    ) -> None:
-        data = pack_charge(
-            occurred_at, period_start, period_end, allocations, overage, feature, subject,
-            model, at,
-        )  # fmt: skip
-        self._store.attach(self._partition, self._prefix, self._hash(event_id), data)
+    def charged(self, parts: ChargeParts) -> None:
+        h = self._hash(parts.event_id)
+        self._store.attach(self._partition, self._prefix, h, pack_charge(parts))
 
     def void(self, event_id: str, at: int) -> None:
         self._store.add(self._partition, self._prefix, void_marker(event_id), at)

@@ -12,10 +12,26 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from metering.domain.records import Allocation
 from metering.domain.reversal import Charge
+
+
+class ChargeParts(NamedTuple):
+    """A charge as the usage path has it: built with ``tuple.__new__``, nothing else."""
+
+    event_id: str
+    occurred_at: int
+    period_start: int
+    period_end: int
+    allocations: Sequence[Allocation]
+    overage: int
+    feature: str
+    subject: str | None
+    model: str | None
+    at: int
+    """Account time when it was charged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,19 +75,7 @@ class ChargeMemory(Protocol):
         """Remember the charge of an event just charged (its id was just remembered)."""
         ...
 
-    def charged(
-        self,
-        event_id: str,
-        occurred_at: int,
-        period_start: int,
-        period_end: int,
-        allocations: Sequence[Allocation],
-        overage: int,
-        feature: str,
-        subject: str | None,
-        model: str | None,
-        at: int,
-    ) -> None:
+    def charged(self, parts: ChargeParts) -> None:
         """:meth:`put` from its parts: the usage hot path, which a store may serve without
         building the record."""
         ...
@@ -100,37 +104,28 @@ def _text(value: str | None) -> bytes:
 def encode_charge(record: ChargeRecord) -> bytes:
     """A charge as compact bytes, for a store outside the state."""
     c = record.charge
-    return pack_charge(
-        c.occurred_at, c.period_start, record.period_end, c.allocations, c.overage,
-        record.feature, record.subject, record.model, record.remembered_at, record.voided,
+    parts = ChargeParts(
+        c.event_id, c.occurred_at, c.period_start, record.period_end, c.allocations, c.overage,
+        record.feature, record.subject, record.model, record.remembered_at,
     )  # fmt: skip
+    return pack_charge(parts, record.voided)
 
 
-def pack_charge(
-    occurred_at: int,
-    period_start: int,
-    period_end: int,
-    allocations: Sequence[Allocation],
-    overage: int,
-    feature: str,
-    subject: str | None,
-    model: str | None,
-    at: int,
-    voided: bool = False,
-) -> bytes:
+def pack_charge(p: ChargeParts, voided: bool = False) -> bytes:
     """:func:`encode_charge` from the parts (the processor writes one per charged event, so
-    this is on the hot path: no JSON, no record object)."""
-    parts = [
+    this is on the hot path: no JSON, no record object). The event id is not in the bytes."""
+    allocations = p.allocations
+    out = [
         _HEAD.pack(
-            1 if voided else 0, occurred_at, period_start, period_end, overage, at,
+            1 if voided else 0, p.occurred_at, p.period_start, p.period_end, p.overage, p.at,
             len(allocations),
         )
     ]  # fmt: skip
     for grant_id, amount in allocations:
         raw = grant_id.encode()
-        parts += (_DRAW.pack(amount, len(raw)), raw)
-    parts += (_text(feature), _text(subject), _text(model))
-    return b"".join(parts)
+        out += (_DRAW.pack(amount, len(raw)), raw)
+    out += (_text(p.feature), _text(p.subject), _text(p.model))
+    return b"".join(out)
 
 
 def decode_charge(data: bytes, event_id: str) -> ChargeRecord:
@@ -168,21 +163,10 @@ class ChargeWindow:
     def put(self, record: ChargeRecord) -> None:
         self._records[record.charge.event_id] = record
 
-    def charged(
-        self,
-        event_id: str,
-        occurred_at: int,
-        period_start: int,
-        period_end: int,
-        allocations: Sequence[Allocation],
-        overage: int,
-        feature: str,
-        subject: str | None,
-        model: str | None,
-        at: int,
-    ) -> None:
-        charge = Charge(event_id, occurred_at, period_start, tuple(allocations), overage)
-        self.put(ChargeRecord(charge, period_end, feature, subject, model, at))
+    def charged(self, parts: ChargeParts) -> None:
+        p = parts
+        charge = Charge(p.event_id, p.occurred_at, p.period_start, tuple(p.allocations), p.overage)
+        self.put(ChargeRecord(charge, p.period_end, p.feature, p.subject, p.model, p.at))
 
     def void(self, event_id: str, at: int) -> None:
         record = self._records.get(event_id)
@@ -223,7 +207,7 @@ class _NoCharges:
     def put(self, record: ChargeRecord) -> None:
         return None
 
-    def charged(self, event_id: str, *parts: Any) -> None:
+    def charged(self, parts: ChargeParts) -> None:
         return None
 
     def void(self, event_id: str, at: int) -> None:

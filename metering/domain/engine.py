@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from metering.domain.alerts import dead_letter_alert, exhausted_alert, maybe_topup, threshold_alerts
-from metering.domain.charges import NO_CHARGES
+from metering.domain.charges import NO_CHARGES, ChargeParts
 from metering.domain.commands import CommandStep, apply_rule, validate_command
 from metering.domain.config import DEFAULT_CONFIG, EngineConfig
 from metering.domain.entries import emit, refresh_grants
@@ -203,8 +203,10 @@ class CreditEngine:
                 threshold_alerts(state, event_id, at, alerts)
             if charges is not NO_CHARGES and (covered or over or not micros):  # it was charged
                 charges.charged(
-                    event_id, at, period_start, period_end, allocations, over,
-                    event.feature, event.subject, event.model, clock,
+                    _new(ChargeParts, (
+                        event_id, at, period_start, period_end, allocations, over,
+                        event.feature, event.subject, event.model, clock,
+                    ))
                 )  # fmt: skip
 
         if need or (rejection is not None and not micros):

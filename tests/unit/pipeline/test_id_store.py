@@ -7,6 +7,7 @@ from typing import Any
 
 from rocksdict import Options, Rdict
 
+from metering.domain.charges import ChargeParts
 from pipeline.id_store import IdStore, write_chunks
 
 HOUR = 3_600_000
@@ -107,7 +108,11 @@ def test_a_charge_travels_with_its_id_through_the_changelog_and_a_void_sticks(
     view.remember("e2", 1000)  # charged nothing (e.g. rejected): no charge kept
     view.remember("e3", 1000)
     c = _charge("e3", 9)
-    view.charged("e3", 1000, 0, 10_000, c.charge.allocations, 0, c.feature, c.subject, None, 1000)
+    view.charged(
+        ChargeParts(
+            "e3", 1000, 0, 10_000, c.charge.allocations, 0, c.feature, c.subject, None, 1000
+        )
+    )
     assert view.get("e1") == _charge("e1", 7)  # the same batch
     assert view.get("e3") == c  # the hot path's parts make the same record
     first = store.flush(0)
