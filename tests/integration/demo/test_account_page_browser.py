@@ -42,6 +42,7 @@ from demo.scenario import command, month_start
 from metering.net import free_port
 from metering.sdk import CommandPublisher, UsageReporter, make_usage_event
 from metering.topics import TopicNames
+from projections.sidecar import Sidecar
 
 pytestmark = pytest.mark.integration
 
@@ -165,12 +166,18 @@ def pipeline(
         group=f"{topics.prefix}sink",
     ).start()
     reader = ReaderHolder(clickhouse_url, database)
+    # This process also runs the sink, whose inserts hold the GIL for longer than the
+    # production 30 ms Redis deadline on a loaded 2-core machine: the page's reads would time out
+    # and show "unreachable". The page is under test here, not the deadline (its own tests in
+    # tests/integration/projections/ cover it), so give Redis a second.
+    sidecar = Sidecar(redis_url, redis_prefix, {"svc": SERVICE_KEY}, deadline_s=1.0)
     app = build_app(
         redis_url=redis_url,
         redis_prefix=redis_prefix,
         api_keys={"svc": SERVICE_KEY},
         access=AccessControl({"acct-a": KEY_A, "acct-b": KEY_B}, ADMIN_KEY),
         clickhouse=reader,
+        sidecar=sidecar,
     )
     import uvicorn
 
