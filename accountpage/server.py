@@ -28,6 +28,7 @@ from consumers.clickhouse import (
     chdb_path,
     connect,
     is_embedded,
+    open_client,
     record_owner,
 )
 from metering.config import env_value
@@ -96,9 +97,10 @@ class ReaderHolder:
     def __call__(self) -> Client:
         with self._lock:
             if self._client is None:
-                from accountpage.usage import open_reader
-
-                self._client = open_reader(self.url, self.database)
+                # The page's own client, apart from the sink's cached one: same engine (chDB
+                # allows several handles on one path in a process), but its own handle or HTTP
+                # session, so page reads never interleave with the sink's inserts.
+                self._client = open_client(self.url, self.database, sessions=False)
             return self._client
 
     def close(self) -> None:

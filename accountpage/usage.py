@@ -256,14 +256,3 @@ def usage_report(
 
 def _ms(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
-
-
-def open_reader(url: str, database: str) -> Client:
-    """A ClickHouse client of the page's own, apart from the sink's cached one.
-
-    Same engine (chDB allows several handles on one path in a process), but its own handle or
-    HTTP session, so page reads never interleave with the sink's inserts on one client.
-    """
-    from consumers.clickhouse import open_client
-
-    return open_client(url, database, sessions=False)
