@@ -1,10 +1,11 @@
 """Charge memory: what each recent usage event was charged, so it can be voided or amended.
 
 The engine talks to a :class:`ChargeMemory`. :class:`ChargeWindow` is the in-process one, kept
-in the account's state (the pure engine, tests) and serialized with it. It forgets a charge when
+in the account's state (the pure engine with ``EngineConfig.charge_window``, tests) and
+serialized with it. The processor keeps charges in its id store instead
+(``pipeline/id_store.py``), so its states do not grow with traffic. Either forgets a charge when
 the event's id leaves the idempotency window: a correction is possible for exactly as long as a
-re-send is recognised. The processor attaches :data:`NO_CHARGES` until its charge store exists
-(docs/corrections.md), so its states do not grow with traffic.
+re-send is recognised. Both store a charge as :func:`pack_charge` bytes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 from metering.domain.records import Allocation
 from metering.domain.reversal import Charge
@@ -47,22 +48,6 @@ class ChargeRecord:
     """Account time when it was charged (eviction follows the id's)."""
     voided: bool = False
 
-    def to_json(self) -> list[Any]:
-        c = self.charge
-        allocations = [[g, a] for g, a in c.allocations]
-        return [
-            c.event_id, c.occurred_at, c.period_start, allocations, c.overage, self.period_end,
-            self.feature, self.subject, self.model, self.remembered_at, self.voided,
-        ]  # fmt: skip
-
-    @classmethod
-    def from_json(cls, raw: list[Any]) -> ChargeRecord:
-        event_id, at, start, allocations, overage, end, feature, subject, model, when, voided = raw
-        charge = Charge(
-            event_id, at, start, tuple(Allocation(g, a) for g, a in allocations), overage
-        )
-        return cls(charge, end, feature, subject, model, when, voided)
-
 
 class ChargeMemory(Protocol):
     """What the engine needs of an account's remembered charges."""
@@ -89,7 +74,7 @@ class ChargeMemory(Protocol):
         ...
 
 
-_HEAD = struct.Struct("<BqqqqqH")  # version, occurred, period start/end, overage, at, draws
+_HEAD = struct.Struct("<BqqqqqH")  # voided, occurred, period start/end, overage, at, draws
 _DRAW = struct.Struct("<qH")  # amount, grant id length
 _NONE = 0xFFFF
 
@@ -173,9 +158,6 @@ class ChargeWindow:
         if record is not None:
             self._records[event_id] = replace(record, voided=True)
 
-    def records(self) -> list[ChargeRecord]:
-        return list(self._records.values())
-
     def expire(self, horizon: int) -> None:
         records = self._records
         while records:
@@ -187,14 +169,15 @@ class ChargeWindow:
     def __len__(self) -> int:
         return len(self._records)
 
-    def to_json(self) -> list[list[Any]]:
-        return [r.to_json() for r in self._records.values()]
+    def to_json(self) -> list[list[str]]:
+        """``[event id, packed charge as hex]`` per charge, in order (for the state's JSON)."""
+        return [[event_id, encode_charge(r).hex()] for event_id, r in self._records.items()]
 
     @classmethod
-    def from_json(cls, raw: list[list[Any]]) -> ChargeWindow:
+    def from_json(cls, raw: list[list[str]]) -> ChargeWindow:
         window = cls()
-        for item in raw:
-            window.put(ChargeRecord.from_json(item))
+        for event_id, data in raw:
+            window.put(decode_charge(bytes.fromhex(data), event_id))
         return window
 
 

@@ -40,7 +40,8 @@ class EngineConfig:
     charge_window: bool = False
     """Keep what each usage event was charged in the account's state, so ``void_usage`` can
     give it back (the pure engine: tests, tools). Off, the state stays the size of its grants
-    and corrections are refused (the processor, until its charge store: docs/corrections.md)."""
+    and corrections are refused unless a charge store is attached (the processor's id store:
+    docs/corrections.md)."""
     expiring_notice_ms: int = 7 * DAY_MS
     """GRANT_EXPIRING goes out this long before a grant expires."""
     expiring_notice_sources: frozenset[str] = frozenset({"purchase", "promotion", "adjustment"})

@@ -52,16 +52,17 @@ def void_usage(step: CommandStep) -> Rejection | None:
     if correction is not None:
         state.grants.append(correction)
         allocations.append(Allocation(correction.grant_id, correction.amount))
+    given_back = reversal.total + reversal.overage_reversed
     state.balance += reversal.total
     state.overage -= reversal.overage_now
     if charge.period_start == state.period_start:
-        state.period_used = max(state.period_used - charge.debit - charge.overage, 0)
+        state.period_used = max(state.period_used - given_back, 0)
     state.charges.void(event_id, state.clock)
     emit(
         state,
         entries,
         EntryType.USAGE_REVERSED,
-        charge.debit + charge.overage,
+        given_back,
         tuple(allocations),
         cmd.command_id,
         charge.occurred_at,

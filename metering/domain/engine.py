@@ -290,7 +290,7 @@ class CreditEngine:
         if cmd.kind is CommandKind.VOID_USAGE and state.charges is NO_CHARGES:
             raise ValidationError(
                 "void_usage needs the charges of recent usage, which this engine does not keep "
-                "(EngineConfig.charge_window; the processor's charge store is not built yet)"
+                "(EngineConfig.charge_window, or a charge store attached to the state)"
             )
         at = cmd.issued_at
         entries: list[LedgerEntry] = []
