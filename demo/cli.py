@@ -333,7 +333,8 @@ class Demo:
 
     def report(self) -> None:
         assert self.http is not None and self.watcher is not None
-        http, accounts = self.http, [a.account_id for a in self._scenario().accounts]
+        scenario = self._scenario()
+        http, accounts = self.http, [a.account_id for a in scenario.accounts]
         overviews = {a: http.get(f"/v1/accounts/{a}/overview").json() for a in accounts}
         for table in balance_tables(overviews):
             self.console.print(table)
@@ -341,7 +342,6 @@ class Demo:
             usage_table({a: http.get(f"/v1/accounts/{a}/usage").json() for a in accounts})
         )
         self.console.print(history_table({a: self.watcher.types(a) for a in accounts}))
-        scenario = self._scenario()
         asked = (
             (scenario.dry_account, "text_generation", 1_000_000),
             (scenario.overage_account, "image_generation", 250_000_000),
