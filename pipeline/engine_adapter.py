@@ -102,6 +102,10 @@ class DomainEngine:
             charge = None if record is None else encode_charge(record)
             remember.append(ToRemember(event_id, at, charge))
         remember += [ToRemember(event_id, at, void=True) for event_id, at in done.voided]
+        for event_id, at in done.amended:
+            record = charges.get(event_id)
+            if record is not None:
+                remember.append(ToRemember(event_id, at, encode_charge(record), amended=True))
         return state.to_bytes(), remember
 
     def apply_usage(self, state: Any, record: Mapping[str, Any], recorded_at: int) -> Step:

@@ -19,7 +19,10 @@ Layout (``P`` = 2-byte length + account id, ``h`` = 12-byte BLAKE2b of the event
   was not. The lookup key's value is that charge, so ``void_usage`` can give it back.
 
 A voided event is remembered as one more id, its *void marker*: the event id hashed with
-another personalization, so no event id can collide with it.
+another personalization, so no event id can collide with it. An amended event's new charge is
+one more id too, a *version* (``correction_key(event_id, n)``, n = 1, 2, ...): the event's
+charge is that of its last version, else its own. Each key is written once, so a chunk's expiry
+deletes exactly the keys it wrote.
 
 Expiry: when an account's window horizon passes a chunk's ``newest``, the chunk and its ids are
 deleted and the chunk's key is tombstoned in the changelog. Chunks sort by ``newest`` within an
@@ -68,6 +71,11 @@ def id_hash(event_id: str) -> bytes:
 def void_marker(event_id: str) -> bytes:
     """The id that says ``event_id`` was voided (a hash no event id can have)."""
     return blake2b(event_id.encode(), digest_size=HASH_BYTES, person=b"void").digest()
+
+
+def correction_key(event_id: str, version: int) -> bytes:
+    """The id under which ``amend_usage`` number ``version`` keeps the event's new charge."""
+    return blake2b(event_id.encode(), digest_size=HASH_BYTES, person=b"fix%d" % version).digest()
 
 
 _WITH_CHARGES = b"\x02"
@@ -173,6 +181,18 @@ class IdStore:
         value: bytes | None = self._db_for(partition).get(prefix + b"i" + h)
         return value
 
+    def current_charge(self, partition: int, prefix: bytes, event_id: str) -> tuple[bytes, int]:
+        """The event's charge as last corrected (empty: none) and the number of its versions."""
+        data = self.charge(partition, prefix, id_hash(event_id)) or b""
+        versions = 0
+        while data:
+            newer = self.charge(partition, prefix, correction_key(event_id, versions + 1))
+            if not newer:
+                break
+            data = newer
+            versions += 1
+        return data, versions
+
     def add(
         self, partition: int, prefix: bytes, h: bytes, at: int, charge: bytes | None = None
     ) -> None:
@@ -269,7 +289,7 @@ class StoreIds:
 
     def get(self, event_id: str) -> ChargeRecord | None:
         store, partition, prefix = self._store, self._partition, self._prefix
-        data = store.charge(partition, prefix, self._hash(event_id))
+        data, _ = store.current_charge(partition, prefix, event_id)
         if not data:
             return None
         record = decode_charge(data, event_id)
@@ -278,8 +298,16 @@ class StoreIds:
         return record
 
     def put(self, record: ChargeRecord) -> None:
-        h = self._hash(record.charge.event_id)
-        self._store.attach(self._partition, self._prefix, h, encode_charge(record))
+        """The event's charge from now on: its first (kept with its id, remembered in this
+        batch) or an amended one (a new version)."""
+        event_id = record.charge.event_id
+        store, partition, prefix = self._store, self._partition, self._prefix
+        data, versions = store.current_charge(partition, prefix, event_id)
+        if not data:
+            store.attach(partition, prefix, self._hash(event_id), encode_charge(record))
+        else:
+            key = correction_key(event_id, versions + 1)
+            store.add(partition, prefix, key, record.remembered_at, encode_charge(record))
 
     def charged(self, parts: ChargeParts) -> None:
         h = self._hash(parts.event_id)

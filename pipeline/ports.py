@@ -53,6 +53,9 @@ class ToRemember(NamedTuple):
     """What the event was charged, kept with its id (``void_usage`` reads it)."""
     void: bool = False
     """The id is the event's void marker, not the event's own."""
+    amended: bool = False
+    """``charge`` is the event's amended charge: the store keeps it as a new version unless
+    that is already the charge it holds."""
 
 
 class EnginePort(Protocol):

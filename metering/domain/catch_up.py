@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from metering.domain.charges import ChargeRecord
 from metering.domain.config import EngineConfig
+from metering.domain.corrections import AMENDED
 from metering.domain.entries import entry_suffix, is_time_cause, refresh_grants
 from metering.domain.errors import LedgerError
 from metering.domain.fold import fold
@@ -47,6 +48,9 @@ class CaughtUp:
     """(event id, remembered-at account time) of the usage entries applied, in ledger order."""
     voided: list[tuple[str, int]] = field(default_factory=list)
     """(event id, account time) of the usage events the entries voided."""
+    amended: list[tuple[str, int]] = field(default_factory=list)
+    """(event id, account time) of the usage events the entries amended (their charge now is
+    the amend's)."""
 
 
 def catch_up(
@@ -68,22 +72,28 @@ def catch_up(
             raise LedgerError(f"{e.entry_id}: entry of {e.account_id}, not {state.account_id}")
     fold(entries, start=state.view())  # raises on a gap, a broken chain or a grant overdrawn
     remembered: list[tuple[str, int]] = []
-    voided: list[tuple[str, int]] = []
+    voided: dict[str, int] = {}
+    amended: dict[str, int] = {}
     for e in entries:
         _apply(state, e, plans)
         if e.type in _USAGE and e.reason != "outside_dedupe_window":
             remembered.append((e.cause_id, state.clock))
+            if e.reason == AMENDED:
+                voided.pop(e.cause_id, None)  # reversed, then charged again
+                amended[e.cause_id] = state.clock
         elif not is_time_cause(state.account_id, e.cause_id) and e.type not in _USAGE:
             state.commands.add(command_key(e.cause_id))
         if e.type is EntryType.USAGE_REVERSED:
-            voided.append((entry_suffix(e), state.clock))
+            event_id = entry_suffix(e)
+            voided[event_id] = state.clock
+            amended.pop(event_id, None)
     for grant in state.grants:
         if grant.expires_at is not None and state.clock >= grant.expires_at - (
             config.expiring_notice_ms
         ):
             grant.warned = True  # its notice was due: assume it went out, never send it twice
     refresh_grants(config, state)
-    return CaughtUp(len(entries), remembered, voided)
+    return CaughtUp(len(entries), remembered, list(voided.items()), list(amended.items()))
 
 
 def _apply(state: AccountState, e: LedgerEntry, plans: PlanCatalog) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from metering.domain.config import EngineConfig
-from metering.domain.corrections import void_usage
+from metering.domain.corrections import amend_usage, void_usage
 from metering.domain.entries import add_grant, emit, remove_grant
 from metering.domain.errors import (
     DuplicateGrant,
@@ -25,6 +25,7 @@ from metering.domain.errors import (
 from metering.domain.grants import SOURCES, Grant, burn, drawable
 from metering.domain.plans import PlanCatalog
 from metering.domain.plans import validate_override as _validate_override
+from metering.domain.pricing import PriceBook
 from metering.domain.records import CommandKind, CreditCommand, EntryType, LedgerEntry
 from metering.domain.state import AccountState
 from metering.domain.terms import current_plan, set_terms
@@ -42,6 +43,7 @@ class CommandStep:
 
     config: EngineConfig
     plans: PlanCatalog
+    prices: PriceBook
     state: AccountState
     cmd: CreditCommand
     recorded_at: int
@@ -72,6 +74,10 @@ def validate_command(cmd: CreditCommand) -> None:
     elif kind is CommandKind.VOID_USAGE:
         if not cmd.event_id:
             raise ValidationError("void_usage needs event_id")
+    elif kind is CommandKind.AMEND_USAGE:
+        if not cmd.event_id:
+            raise ValidationError("amend_usage needs event_id")
+        _validate_units(cmd.units)
     elif kind is CommandKind.ASSIGN_PLAN:
         if not cmd.plan_id:
             raise ValidationError("assign_plan needs plan_id")
@@ -87,6 +93,20 @@ def validate_command(cmd: CreditCommand) -> None:
             raise ValidationError("auto_topup needs amount > 0, threshold >= 0, max >= 1")
 
 
+MAX_UNITS = 16
+"""Units one amend may name: as many as a usage event may carry (the SDK's limit)."""
+
+
+def _validate_units(units: object) -> None:
+    if not isinstance(units, dict) or not units:
+        raise ValidationError("amend_usage needs units: a map of unit name to quantity")
+    if len(units) > MAX_UNITS:
+        raise ValidationError(f"amend_usage names {len(units)} units; at most {MAX_UNITS}")
+    for unit, quantity in units.items():
+        if not isinstance(quantity, int) or isinstance(quantity, bool) or quantity < 0:
+            raise ValidationError(f"unit {unit!r} needs a whole quantity >= 0, got {quantity!r}")
+
+
 def apply_rule(step: CommandStep) -> Rejection | None:
     """Apply ``step.cmd`` to its account: a business refusal comes back, never raised."""
     state, cmd, at, recorded_at, entries = step.unpack()
@@ -99,6 +119,8 @@ def apply_rule(step: CommandStep) -> Rejection | None:
         return _void(step)
     if kind is CommandKind.VOID_USAGE:
         return void_usage(step)
+    if kind is CommandKind.AMEND_USAGE:
+        return amend_usage(step)
     if kind is CommandKind.ASSIGN_PLAN:
         plan = step.plans.get(cmd.plan_id or "")
         if plan is None:

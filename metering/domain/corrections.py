@@ -1,4 +1,5 @@
-"""Corrections of charged usage: ``void_usage`` gives an event's charge back.
+"""Corrections of charged usage: ``void_usage`` gives an event's charge back, ``amend_usage``
+gives it back and charges the event again for its corrected units.
 
 The charge comes from the account's charge memory (:mod:`metering.domain.charges`), so an event
 can be corrected for as long as its id is remembered (the idempotency window). The reversal rule
@@ -10,34 +11,128 @@ overage), ``allocations`` the debit's parts per grant (with the correction grant
 entry opens), ``overage_after`` lower by the overage of the current period. It carries the
 original event's time, period, subject, feature and model, so history tables net it into the
 event's own day; its id ends with the event id (``{command}:USAGE_REVERSED:{event}``).
+
+An amend follows it with the new charge: a ``USAGE_DEBIT`` and/or ``OVERAGE`` priced by the
+price version of the event's own ``occurred_at``, drawn in burn order from the grants live now
+(the reversal's included), with ``cause_id`` = the event id and ``reason`` = ``amended``. Its
+ids are ``{command}:USAGE_DEBIT:{event}`` and ``{command}:OVERAGE:{event}``. Its overage counts
+in the current overage, as late usage does, while the reversal credits the event's own period.
+An amend is all or nothing: when grants and the overage the terms allow cannot pay the new
+charge, it is rejected (``insufficient_balance``) and nothing changes.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from metering.domain.charges import ChargeRecord
 from metering.domain.entries import emit, refresh_grants
-from metering.domain.errors import AlreadyVoided, Rejection, UnknownEvent
-from metering.domain.records import Allocation, EntryType
-from metering.domain.reversal import CORRECTION_SOURCE, reverse
+from metering.domain.errors import (
+    AlreadyVoided,
+    InsufficientBalance,
+    NotPriced,
+    PricingError,
+    Rejection,
+    UnknownEvent,
+)
+from metering.domain.grants import burn, drawable
+from metering.domain.plans import ALLOW, UNLIMITED
+from metering.domain.records import Allocation, EntryType, LedgerEntry
+from metering.domain.reversal import CORRECTION_SOURCE, Charge, reverse
 
 if TYPE_CHECKING:
     from metering.domain.commands import CommandStep
+    from metering.domain.state import AccountState
 
 CORRECTION_PRIORITY = 25
 """When the engine's priorities name none for ``correction``."""
 
+AMENDED = "amended"
+"""The ``reason`` of an amend's new usage entries."""
+
 
 def void_usage(step: CommandStep) -> Rejection | None:
-    state, cmd, _, recorded_at, entries = step.unpack()
-    event_id = cmd.event_id or ""
-    record = state.charges.get(event_id)
+    record = _charge_of(step)
+    if isinstance(record, Rejection):
+        return record
+    _reverse(step, record)
+    step.state.charges.void(record.charge.event_id, step.state.clock)
+    refresh_grants(step.config, step.state)
+    return None
+
+
+def amend_usage(step: CommandStep) -> Rejection | None:
+    record = _charge_of(step)
+    if isinstance(record, Rejection):
+        return record
+    state, cmd = step.state, step.cmd
+    charge = record.charge
+    try:
+        micros, version = step.prices.price(
+            record.feature, record.model, cmd.units or {}, charge.occurred_at
+        )
+    except PricingError as exc:
+        return NotPriced(str(exc))
+    # All or nothing: what the account could pay once the old charge is given back.
+    same_period = charge.period_start == state.period_start
+    overage = state.overage - (charge.overage if same_period else 0)
+    payable = drawable(state.grants, state.clock) + charge.debit + _headroom(state, overage)
+    if micros > payable:
+        return InsufficientBalance(
+            f"amending {charge.event_id!r} costs {micros} micro-credits; {payable} can be paid"
+        )
+    _reverse(step, record)
+    refresh_grants(step.config, state)  # refilled grants and the correction grant in burn order
+    allocations, need = burn(state.grants, micros, state.clock) if micros else ([], 0)
+    covered = micros - need
+    over = need
+    state.period_used += micros
+    entry = _AmendEntry(step, record, version)
+    if covered or not micros:
+        state.balance -= covered
+        entry.append(EntryType.USAGE_DEBIT, -covered, tuple(allocations))
+    if over:  # counted now, as late usage is, whatever the event's period
+        state.overage += over
+        entry.append(EntryType.OVERAGE, -over, ())
+    amended = Charge(
+        charge.event_id, charge.occurred_at, charge.period_start, tuple(allocations), over
+    )
+    state.charges.put(
+        ChargeRecord(amended, record.period_end, record.feature, record.subject, record.model,
+                     state.clock)
+    )  # fmt: skip
+    refresh_grants(step.config, state)
+    return None
+
+
+def _headroom(state: AccountState, overage: int) -> int:
+    """The overage the account's terms still allow, with ``overage`` already used."""
+    policy = state.terms.overage_policy
+    if policy == UNLIMITED:
+        return 1 << 62
+    if policy == ALLOW:
+        return max(state.terms.overage_limit - overage, 0)
+    return 0
+
+
+def _charge_of(step: CommandStep) -> ChargeRecord | Rejection:
+    """The remembered charge the command corrects, or why there is none to correct."""
+    event_id = step.cmd.event_id or ""
+    record = step.state.charges.get(event_id)
     if record is None:
         days = step.config.dedupe_window_ms // 86_400_000
         return UnknownEvent(f"no charge of event {event_id!r} in the last {days} days")
     if record.voided:
         return AlreadyVoided(f"event {event_id!r} is already voided")
+    return record
+
+
+def _reverse(step: CommandStep, record: ChargeRecord) -> None:
+    """Give ``record``'s charge back and write its ``USAGE_REVERSED`` entry (the caller says
+    what the charge memory keeps: the void, or the amended charge)."""
+    state, cmd, _, recorded_at, entries = step.unpack()
     charge = record.charge
+    event_id = charge.event_id
     reversal = reverse(
         charge,
         state.grants,
@@ -57,7 +152,6 @@ def void_usage(step: CommandStep) -> Rejection | None:
     state.overage -= reversal.overage_now
     if charge.period_start == state.period_start:
         state.period_used = max(state.period_used - given_back, 0)
-    state.charges.void(event_id, state.clock)
     emit(
         state,
         entries,
@@ -79,5 +173,41 @@ def void_usage(step: CommandStep) -> Rejection | None:
         feature=record.feature,
         model=record.model,
     )
-    refresh_grants(step.config, state)
-    return None
+
+
+class _AmendEntry:
+    """Writes an amend's new usage entries, in the event's own period and row."""
+
+    __slots__ = ("record", "step", "version")
+
+    def __init__(self, step: CommandStep, record: ChargeRecord, version: str) -> None:
+        self.step, self.record, self.version = step, record, version
+
+    def append(
+        self, entry_type: EntryType, amount: int, allocations: tuple[Allocation, ...]
+    ) -> None:
+        state, cmd, record = self.step.state, self.step.cmd, self.record
+        charge = record.charge
+        state.seq += 1
+        self.step.entries.append(
+            LedgerEntry(
+                entry_id=f"{cmd.command_id}:{entry_type.value}:{charge.event_id}",
+                account_id=state.account_id,
+                seq=state.seq,
+                type=entry_type,
+                amount=amount,
+                allocations=allocations,
+                balance_after=state.balance,
+                overage_after=state.overage,
+                cause_id=charge.event_id,
+                occurred_at=charge.occurred_at,
+                recorded_at=self.step.recorded_at,
+                period_start=charge.period_start,
+                period_end=record.period_end,
+                subject=record.subject,
+                feature=record.feature,
+                model=record.model,
+                price_version=self.version,
+                reason=AMENDED,
+            )
+        )

@@ -44,6 +44,7 @@ _new = tuple.__new__
 _DEBIT = EntryType.USAGE_DEBIT
 _OVERAGE = EntryType.OVERAGE
 _REJECTED = EntryType.USAGE_REJECTED
+_CORRECTIONS = frozenset({CommandKind.VOID_USAGE, CommandKind.AMEND_USAGE})
 
 
 @dataclass(slots=True)
@@ -287,10 +288,10 @@ class CreditEngine:
         if cmd.account_id != state.account_id:
             raise ValidationError(f"command {cmd.command_id} is for another account")
         validate_command(cmd)
-        if cmd.kind is CommandKind.VOID_USAGE and state.charges is NO_CHARGES:
+        if cmd.kind in _CORRECTIONS and state.charges is NO_CHARGES:
             raise ValidationError(
-                "void_usage needs the charges of recent usage, which this engine does not keep "
-                "(EngineConfig.charge_window, or a charge store attached to the state)"
+                f"{cmd.kind.value} needs the charges of recent usage, which this engine does not "
+                "keep (EngineConfig.charge_window, or a charge store attached to the state)"
             )
         at = cmd.issued_at
         entries: list[LedgerEntry] = []
@@ -299,7 +300,7 @@ class CreditEngine:
         state.commands.add(key)
 
         rejection = apply_rule(
-            CommandStep(self.config, self.plans, state, cmd, recorded_at, entries)
+            CommandStep(self.config, self.plans, self.price_book, state, cmd, recorded_at, entries)
         )
         if rejection is not None:
             emit(

@@ -120,3 +120,10 @@ class UnknownEvent(Rejection):
 
 class AlreadyVoided(Rejection):
     code = "already_voided"
+
+
+class NotPriced(Rejection):
+    """An amend's corrected units cannot be priced (a unit the event's feature has no rate
+    for): the amend is refused and the original charge stands."""
+
+    code = "pricing_error"

@@ -50,6 +50,7 @@ class CommandKind(StrEnum):
     CONFIGURE_AUTO_TOPUP = "configure_auto_topup"
     TOPUP_DECLINED = "topup_declined"
     VOID_USAGE = "void_usage"
+    AMEND_USAGE = "amend_usage"
 
 
 class AlertKind(StrEnum):
@@ -184,7 +185,9 @@ class CreditCommand(NamedTuple):
     override: AccountOverride | None = None
     auto_topup: AutoTopupConfig | None = None
     event_id: str | None = None
-    """``void_usage``: the usage event whose charge is reversed."""
+    """``void_usage``/``amend_usage``: the usage event whose charge is reversed."""
+    units: Mapping[str, int] | None = None
+    """``amend_usage``: the event's corrected units (all of them), priced at its occurred_at."""
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -204,6 +207,7 @@ class CreditCommand(NamedTuple):
             "override": None if self.override is None else self.override.to_record(),
             "auto_topup": None if self.auto_topup is None else self.auto_topup.to_record(),
             "event_id": self.event_id,
+            "units": None if self.units is None else dict(self.units),
             "issued_at": self.issued_at,
         }
 
@@ -229,6 +233,7 @@ class CreditCommand(NamedTuple):
             override=None if override is None else AccountOverride.from_record(override),
             auto_topup=None if auto_topup is None else AutoTopupConfig.from_record(auto_topup),
             event_id=r.get("event_id"),
+            units=r.get("units"),
         )
 
 

@@ -117,6 +117,32 @@ class CommandPublisher(_PublisherBase):
             )
         )
 
+    def amend_usage(
+        self,
+        account_id: str,
+        event_id: str,
+        units: Mapping[str, int],
+        *,
+        command_id: str,
+        reason: str | None = None,
+        issued_at: int | None = None,
+    ) -> None:
+        """Charge usage event ``event_id`` again for its corrected ``units`` (all of them),
+        priced as of the event's own time; the old charge is given back first. All or
+        nothing: refused (``insufficient_balance``) when the account cannot pay the new charge.
+        docs/corrections.md has the rules."""
+        self.publish(
+            CreditCommand(
+                command_id,
+                account_id,
+                CommandKind.AMEND_USAGE,
+                now_ms() if issued_at is None else issued_at,
+                reason=reason,
+                event_id=event_id,
+                units=dict(units),
+            )
+        )
+
     async def publish_async(self, command: CreditCommand | Mapping[str, Any]) -> DeliveryReport:
         """Send one command and await the broker's acknowledgement."""
         value = self.encode(command)

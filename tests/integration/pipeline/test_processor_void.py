@@ -1,4 +1,5 @@
-"""``void_usage`` through the processor, across a restart that restores from the changelog.
+"""``void_usage`` and ``amend_usage`` through the processor, across restarts that restore from
+the changelog.
 
 The charge of each usage event is kept with its id in the id store (``pipeline/id_store.py``),
 so a worker that starts on empty local stores and restores from the changelog can still give
@@ -72,4 +73,54 @@ def test_void_usage_gives_the_charge_back_after_a_restore(
     assert reversed_.entry_id == "void-1:USAGE_REVERSED:ev-1"
     assert (reversed_.occurred_at, reversed_.feature) == (T0 + 10, "image_generation")
     assert "already_voided" in (rejected.reason or "")
+    assert fold(ledger).balance == conserved_balance(ledger) == ledger[1].balance_after
+
+
+def test_amend_usage_charges_the_new_units_across_restores(
+    kafka_bootstrap: str, topics: TopicNames, tmp_path: Path
+) -> None:
+    """An amend, a restart, a second amend (it reverses the first), a restart, then a void: each
+    finds the charge the one before left, in the id store restored from the changelog."""
+    registry = load_registry()
+    ucodec, ccodec = AvroCodec(registry, USAGE_EVENT), AvroCodec(registry, CREDIT_COMMAND)
+    account = "acct-amend"
+
+    def command(cid: str, at: int, **fields: object) -> tuple[str, str, bytes, int]:
+        record = {"command_id": cid, "account_id": account, "issued_at": at, **fields}
+        return (topics.credit_commands, account, ccodec.encode(record), at)
+
+    usage = {"event_id": "ev-a", "account_id": account, "feature": "image_generation",
+             "units": {"images": 2}, "occurred_at": T0 + 10, "subject": "u1"}  # fmt: skip
+    steps = [
+        ([command("plan", T0, kind="assign_plan", plan_id="growth")], 2),
+        ([(topics.usage_events, account, ucodec.encode(usage), T0 + 10)], 3),
+        ([command("fix-1", T0 + 20, kind="amend_usage", event_id="ev-a", units={"images": 5})], 5),
+        ([command("fix-2", T0 + 30, kind="amend_usage", event_id="ev-a", units={"images": 1})], 7),
+        ([command("undo", T0 + 40, kind="void_usage", event_id="ev-a", reason="refund")], 8),
+    ]
+    total = 0
+    for n, (records, total) in enumerate(steps):
+        worker = Worker(kafka_bootstrap, topics, "amend", tmp_path / str(n)).start()
+        try:
+            produce(kafka_bootstrap, records)
+            read_topic(kafka_bootstrap, topics.credit_ledger, total, settle=0)
+        finally:
+            worker.stop()
+    records = decode_ledger(read_topic(kafka_bootstrap, topics.credit_ledger, total, settle=1))
+    ledger = [LedgerEntry.from_record(r) for r in records[account]]
+    assert [e.type.value for e in ledger] == [
+        "PLAN_ASSIGNED", "GRANT_CREATED", "USAGE_DEBIT",
+        "USAGE_REVERSED", "USAGE_DEBIT", "USAGE_REVERSED", "USAGE_DEBIT", "USAGE_REVERSED",
+    ]  # fmt: skip
+    assert [e.amount for e in ledger[2:]] == [
+        -50_000_000, 50_000_000, -125_000_000, 125_000_000, -25_000_000, 25_000_000,
+    ]  # fmt: skip
+    amended = ledger[6]
+    assert (amended.entry_id, amended.cause_id, amended.reason) == (
+        "fix-2:USAGE_DEBIT:ev-a",
+        "ev-a",
+        "amended",
+    )
+    assert (amended.occurred_at, amended.subject) == (T0 + 10, "u1")
+    assert ledger[-1].balance_after == ledger[1].balance_after
     assert fold(ledger).balance == conserved_balance(ledger) == ledger[1].balance_after

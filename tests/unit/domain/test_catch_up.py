@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from test_engine_properties import ACCOUNTS, Op, Run, configs, ops_strategy
 
 from metering.domain import AccountState, CommandKind, CreditEngine, LedgerError, catch_up
+from metering.domain.charges import ChargeWindow
 from metering.domain.state import command_key
 
 
@@ -72,6 +73,22 @@ def test_snapshot_plus_ledger_tail_is_the_engine_state(
             causes = {e.cause_id for e in whole.entries[account]}
             commands = {command_key(c) for c in causes if re.fullmatch(r"c\d+", c)}
             assert commands <= rebuilt.commands
+        # Corrections need the charges: the ledger alone gives back every one the engine still
+        # remembers, voids and amends included (forgetting old ones is the id store's job).
+        remembered = _charges(expected)
+        rebuilt_charges = _charges(from_nothing)
+        assert {e: rebuilt_charges.get(e) for e in remembered} == remembered
+
+
+def _charges(state: AccountState) -> dict[str, Any]:
+    window = state.charges
+    assert isinstance(window, ChargeWindow)
+    out = {}
+    for event_id, _ in window.to_json():
+        record = window.get(event_id)
+        assert record is not None
+        out[event_id] = (record.charge, record.period_end, record.voided)
+    return out
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,12 +1,40 @@
-"""``void_usage`` in the engine (metering/domain/corrections.py): property and rule tests."""
+"""``void_usage`` and ``amend_usage`` in the engine (metering/domain/corrections.py): property
+and rule tests."""
 
 from __future__ import annotations
 
-from engine_testkit import APR_1, CREDIT, DAY, T0, Ledger, command, image, make_engine, text
+from engine_testkit import (
+    APR_1,
+    CREDIT,
+    DAY,
+    PLANS,
+    T0,
+    Ledger,
+    command,
+    image,
+    make_engine,
+    text,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metering.domain import EntryType, UsageEvent, conserved_balance, fold
+from metering.domain import (
+    CreditEngine,
+    EngineConfig,
+    EntryType,
+    UsageEvent,
+    conserved_balance,
+    fold,
+    price_book_from_text,
+)
+
+_PRICES = """versions:
+  - version: "v1"
+    effective_from: "2025-01-01T00:00:00Z"
+    features:
+      image_generation:
+        '*': {images: 25}
+"""
 
 
 def _account(policy: str = "block") -> Ledger:
@@ -125,3 +153,135 @@ def test_overage_is_reversed_in_its_own_period_only() -> None:
     entry = acct.entries[-1]
     assert entry.amount == 25 * CREDIT and entry.period_end == APR_1
     assert fold(acct.entries) == acct.state.view()
+
+
+# == amend_usage ==================================================================================
+
+
+def _amend(
+    acct: Ledger, event_id: str, units: dict[str, int], at: int, cid: str | None = None
+) -> list[str]:
+    cmd = command(
+        "amend_usage", cid or f"amend-{event_id}-{at}", at, event_id=event_id, units=units
+    )
+    return acct.types(acct.command(cmd))
+
+
+def test_an_amend_gives_the_charge_back_and_charges_the_new_units_linked_to_the_event() -> None:
+    acct = _account()
+    acct.usage(UsageEvent("i1", "a1", "image_generation", {"images": 4}, T0 + 1, subject="u7"))
+    balance = acct.balance
+    assert _amend(acct, "i1", {"images": 1}, T0 + 2, "fix") == ["USAGE_REVERSED", "USAGE_DEBIT"]
+    assert acct.balance == balance + 75 * CREDIT
+    reversal, debit = acct.entries[-2:]
+    assert reversal.entry_id == "fix:USAGE_REVERSED:i1" and reversal.amount == 100 * CREDIT
+    assert debit.entry_id == "fix:USAGE_DEBIT:i1" and debit.cause_id == "i1"
+    assert debit.amount == -25 * CREDIT and debit.reason == "amended"
+    assert (debit.occurred_at, debit.subject, debit.feature) == (T0 + 1, "u7", "image_generation")
+    assert debit.price_version == "2025-01"
+    assert acct.usage(image("i1", T0 + 3)).duplicate  # the event is still remembered
+    assert conserved_balance(acct.entries) == acct.balance
+
+
+def test_an_amend_may_cost_more_and_then_a_void_gives_back_the_amended_charge() -> None:
+    acct = _account()
+    balance = acct.balance
+    acct.usage(image("i1", T0 + 1))
+    assert _amend(acct, "i1", {"images": 3}, T0 + 2) == ["USAGE_REVERSED", "USAGE_DEBIT"]
+    assert acct.balance == balance - 75 * CREDIT
+    assert _amend(acct, "i1", {"images": 2}, T0 + 3) == ["USAGE_REVERSED", "USAGE_DEBIT"]
+    assert acct.entries[-2].amount == 75 * CREDIT  # the second amend reverses the first
+    assert acct.balance == balance - 50 * CREDIT
+    assert _void(acct, "i1", T0 + 4) == ["USAGE_REVERSED"]
+    assert acct.balance == balance
+    assert _amend(acct, "i1", {"images": 1}, T0 + 5) == ["COMMAND_REJECTED"]
+    assert "already_voided" in (acct.entries[-1].reason or "")
+
+
+def test_an_amend_is_priced_by_the_price_version_of_the_events_own_time() -> None:
+    later = (T0 + 5 * DAY) // 1000
+    book = price_book_from_text(
+        _PRICES + f'  - version: "v2"\n    effective_from: {later}000\n'
+        "    features:\n      image_generation:\n        '*': {images: 40}\n"
+    )
+    acct = Ledger(CreditEngine(book, PLANS, EngineConfig(charge_window=True)))
+    acct.command(command("purchase", "b", T0, amount=1000 * CREDIT))
+    acct.usage(image("i1", T0 + 1))
+    assert acct.entries[-1].amount == -25 * CREDIT
+    _amend(acct, "i1", {"images": 2}, T0 + 6 * DAY)  # the new prices are in effect by now
+    assert acct.entries[-1].amount == -50 * CREDIT and acct.entries[-1].price_version == "v1"
+
+
+def test_an_amend_that_cannot_be_paid_or_priced_is_refused_and_changes_nothing() -> None:
+    acct = Ledger(make_engine())
+    acct.command(command("purchase", "b", T0, amount=30 * CREDIT))
+    acct.usage(image("i1", T0 + 1))
+    state = acct.state.to_bytes()
+    assert _amend(acct, "i1", {"images": 2}, T0 + 2) == ["COMMAND_REJECTED"]
+    assert "insufficient_balance" in (acct.entries[-1].reason or "")
+    assert _amend(acct, "i1", {"pixels": 2}, T0 + 3) == ["COMMAND_REJECTED"]
+    assert "pricing_error" in (acct.entries[-1].reason or "")
+    assert _amend(acct, "nope", {"images": 1}, T0 + 4) == ["COMMAND_REJECTED"]
+    assert "unknown_event" in (acct.entries[-1].reason or "")
+    after = acct.engine.load_state(acct.state.to_bytes())
+    before = acct.engine.load_state(state)
+    assert (after.balance, after.view().grants) == (before.balance, before.view().grants)
+
+
+def test_an_amend_beyond_the_credits_goes_to_overage_in_the_events_period() -> None:
+    acct = Ledger(make_engine())
+    acct.command(command("assign_plan", "p", T0, plan_id="growth"))  # overage up to 5,000
+    acct.command(command("adjustment", "adj", T0, amount=-9_990 * CREDIT))  # 10 credits left
+    acct.usage(text("t1", T0 + 1))
+    assert _amend(acct, "t1", {"requests": 30}, T0 + 2) == [
+        "USAGE_REVERSED",
+        "USAGE_DEBIT",
+        "OVERAGE",
+    ]
+    assert acct.state.overage == 20 * CREDIT and acct.balance == 0
+    acct.usage(text("may", APR_1 + 1))  # April: March's overage is billed and stays
+    acct.command(command("adjustment", "adj2", APR_1 + 1, amount=-9_999 * CREDIT))
+    overage = acct.state.overage
+    assert _amend(acct, "t1", {"requests": 15}, APR_1 + 2) == [
+        "USAGE_REVERSED",
+        "USAGE_DEBIT",
+        "OVERAGE",
+    ]
+    # March is credited its 20 credits of overage, and its 10 from the plan come back as a
+    # correction grant (March's plan grant is gone). The amend draws those 10 and its other 5
+    # count as overage now, as late usage does.
+    reversal, debit, over = acct.entries[-3:]
+    assert reversal.amount == 30 * CREDIT and reversal.period_end == APR_1
+    assert debit.allocations == (("correction:t1", -10 * CREDIT),)
+    assert over.amount == -5 * CREDIT and over.period_end == APR_1
+    assert acct.state.overage == overage + 5 * CREDIT
+    assert fold(acct.entries) == acct.state.view()
+
+
+def test_a_zero_amend_keeps_the_event_accepted_at_no_cost() -> None:
+    acct = _account()
+    balance = acct.balance
+    acct.usage(image("i1", T0 + 1))
+    assert _amend(acct, "i1", {"images": 0}, T0 + 2) == ["USAGE_REVERSED", "USAGE_DEBIT"]
+    assert acct.entries[-1].amount == 0 and acct.balance == balance
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=sizes, pick=st.integers(0, 100), new=st.integers(0, 4000))
+def test_amending_equals_voiding_then_charging_the_new_units(
+    sizes: list[int], pick: int, new: int
+) -> None:
+    amended, voided = _account(), _account()
+    for acct in (amended, voided):
+        for i, tokens in enumerate(sizes):
+            units = {"requests": 1 + tokens}
+            acct.usage(UsageEvent(f"e{i}", "a1", "text_generation", units, T0 + i))
+    victim = f"e{pick % len(sizes)}"
+    done = _amend(amended, victim, {"requests": new}, T0 + 50)
+    _void(voided, victim, T0 + 50)
+    again = voided.usage(UsageEvent("again", "a1", "text_generation", {"requests": new}, T0 + 50))
+    if done == ["COMMAND_REJECTED"]:  # all or nothing: only when the new units cannot be paid
+        assert again.rejection is not None and again.rejection.code == "blocked"
+    else:
+        assert again.rejection is None and amended.balance == voided.balance
+    assert conserved_balance(amended.entries) == amended.balance

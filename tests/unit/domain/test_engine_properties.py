@@ -92,7 +92,9 @@ def _usage(n: int, account: str, kind: str, qty: int, at: int) -> UsageEvent:
     return UsageEvent(f"e{n}", account, feature, units, at, reservation_id=f"r{n}")
 
 
-def _command(n: int, op: Op, at: int, grant_ids: list[str], event_ids: list[str]) -> CreditCommand:
+def _command(
+    n: int, op: Op, at: int, grant_ids: list[str], events: list[UsageEvent]
+) -> CreditCommand:
     _, account, kind, amount, expiry, plan, pick, _ = op
     micros = amount * CREDIT
     fields: dict[str, Any] = {}
@@ -109,8 +111,15 @@ def _command(n: int, op: Op, at: int, grant_ids: list[str], event_ids: list[str]
     elif kind is CommandKind.VOID_GRANT:
         fields = {"grant_id": grant_ids[pick % len(grant_ids)] if grant_ids else "missing"}
     elif kind is CommandKind.VOID_USAGE:  # mostly an event of this account, sometimes none
-        known = event_ids[pick % len(event_ids)] if event_ids else "missing"
+        known = events[pick % len(events)].event_id if events else "missing"
         fields = {"event_id": known if pick % 5 else f"e{pick}", "reason": "refund"}
+    elif kind is CommandKind.AMEND_USAGE:  # more or fewer of the event's units, or a bad unit
+        event = events[pick % len(events)] if events else None
+        units = {"requests": 1} if event is None else dict(event.units)
+        units = {u: max(q, 0) * (pick % 4) // 2 for u, q in units.items()}
+        if pick % 7 == 0:
+            units["no_such_unit"] = 1
+        fields = {"event_id": "missing" if event is None else event.event_id, "units": units}
     elif kind is CommandKind.ASSIGN_PLAN:
         fields = {"plan_id": plan}
     elif kind is CommandKind.SET_OVERRIDE:
@@ -171,7 +180,7 @@ class Run:
                 out = self.engine.sweep(self.state(op[1]), clock)
                 self._keep(op[1], out.entries, out.alerts)
             else:
-                own = [e.event_id for e in self.events if e.account_id == op[1]]
+                own = [e for e in self.events if e.account_id == op[1]]
                 cmd = _command(n, op, clock, grant_ids[op[1]], own)
                 state = self.state(cmd.account_id)
                 before = state.to_bytes()
@@ -181,6 +190,11 @@ class Run:
                     assert state.to_bytes() == before  # raised: nothing changed
                     continue
                 grant_ids[op[1]] += [e.grant.grant_id for e in out.entries if e.grant is not None]
+                if cmd.kind is CommandKind.AMEND_USAGE and out.rejection is None:
+                    amended = next(e for e in own if e.event_id == cmd.event_id)
+                    self.prices[amended.event_id] = self.engine.price(
+                        amended._replace(units=cmd.units)
+                    )[0]
                 self._keep(cmd.account_id, out.entries, out.alerts)
 
     def _usage(self, event: UsageEvent) -> None:
@@ -219,9 +233,17 @@ def _check_invariants(run: Run) -> None:
         charged: Counter[str] = Counter()
         kinds: Counter[tuple[str, EntryType]] = Counter()
         holds: Counter[str] = Counter()
+        voided: set[str] = set()
         for e in entries:
+            if e.type is EntryType.USAGE_REVERSED:
+                event_id = e.entry_id.rsplit(":USAGE_REVERSED:", 1)[1]
+                charged[event_id] -= e.amount
+                voided.add(event_id)
             if e.type in (EntryType.USAGE_DEBIT, EntryType.OVERAGE, EntryType.USAGE_REJECTED):
-                kinds[(e.cause_id, e.type)] += 1
+                if e.reason == "amended":
+                    voided.discard(e.cause_id)
+                else:
+                    kinds[(e.cause_id, e.type)] += 1
                 if e.type is not EntryType.USAGE_REJECTED:
                     charged[e.cause_id] -= e.amount
                 if e.reservation_id and e.reason != "outside_dedupe_window":
@@ -231,6 +253,8 @@ def _check_invariants(run: Run) -> None:
         assert all(n == 1 for n in charging), "one debit / overage entry per event at most"
         for event_id, amount in charged.items():
             assert 0 <= amount <= run.prices[event_id], "an event is charged at most once"
+            if event_id in voided:
+                assert amount == 0, "a voided event is charged nothing"
 
 
 @settings(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +144,35 @@ def test_chunks_written_before_charges_were_kept_still_read(tmp_path: Path) -> N
     assert view.seen("e1") and view.seen("e2") and view.get("e1") is None
     parts.write(0, [(old_key, None)])  # its expiry
     assert not IdStore(parts.db).view(0, "a").seen("e2")
+
+
+def test_amended_charges_are_versions_that_survive_a_restore_and_expire_with_their_chunks(
+    tmp_path: Path,
+) -> None:
+    parts = Partitions(tmp_path / "live")
+    store = IdStore(parts.db)
+    view = store.view(0, "a")
+    view.remember("e1", 1000)
+    view.put(_charge("e1", 7))
+    view.put(replace(_charge("e1", 8), remembered_at=1000))  # amended in the same batch
+    first = store.flush(0)
+    parts.write(0, first)
+    view = store.view(0, "a")
+    view.put(replace(_charge("e1", 9), remembered_at=5000))  # amended again, a later batch
+    second = store.flush(0)
+    parts.write(0, second)
+    restored = Partitions(tmp_path / "restored")
+    restored.write(0, first + second)
+    for db in (parts.db, restored.db):
+        record = IdStore(db).view(0, "a").get("e1")
+        assert record is not None and record.charge.debit == 9 and not record.voided
+    view = store.view(0, "a")
+    view.void("e1", 6000)
+    parts.write(0, store.flush(0))
+    record = store.view(0, "a").get("e1")
+    assert record is not None and record.voided and record.charge.debit == 9
+    # The event's own chunk leaves its window first: the event is forgotten, versions and all.
+    view = store.view(0, "a")
+    view.expire(2000)
+    parts.write(0, store.flush(0))
+    assert store.view(0, "a").get("e1") is None and not store.view(0, "a").seen("e1")
