@@ -42,10 +42,12 @@ FROM (
            toInt64(-sumIf(amount, type = 'OVERAGE')
                    - sumIf(amount - arraySum(allocations.amount), type = 'USAGE_REVERSED'))
                AS overage_credits,
-           toInt64(uniqExactIf(cause_id, type != 'USAGE_REVERSED'))
+           toInt64(uniqExactIf(cause_id, type != 'USAGE_REVERSED' AND NOT amended))
+               + toInt64(uniqExactIf(replaceRegexpOne(entry_id, ':(USAGE_DEBIT|OVERAGE):', ':'),
+                                     amended))
                - toInt64(countIf(type = 'USAGE_REVERSED')) AS events,
            CAST(map(), 'Map(String, Int64)') AS units
-    FROM ledger_entries
+    FROM (SELECT *, ifNull(reason, '') = 'amended' AS amended FROM ledger_entries)
     WHERE account_id = {{account:String}} AND type IN ('USAGE_DEBIT', 'OVERAGE', 'USAGE_REVERSED')
       AND occurred_at >= toDateTime64({{start:Date}}, 3, 'UTC')
       AND occurred_at < toDateTime64({{end:Date}}, 3, 'UTC')
@@ -77,8 +79,8 @@ GROUP BY key
 ORDER BY credits DESC, events DESC, key
 """
 """The same answer as ``_USAGE_BY`` from the history tables alone: credits from the ledger
-(corrections netted), events = distinct causes of USAGE_DEBIT/OVERAGE entries less the voided
-ones, units = one record of each accepted
+(corrections netted), events = distinct causes of USAGE_DEBIT/OVERAGE entries, plus one per
+amend (its new charge), less one per USAGE_REVERSED (voids and amends), units = one record of each accepted
 event (its usage record with the ledger entry's subject, feature, model, time and event id;
 re-sent copies count once, records the ledger never accepted not at all)."""
 

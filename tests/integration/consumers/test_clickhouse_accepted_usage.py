@@ -4,7 +4,8 @@ The ledger comes from the real credit engine, so its entries have the shapes the
 writes: an event sent twice (one debit), two events the processor dead-letters (unknown feature,
 negative quantity: no ledger entry), a debit that runs into overage (USAGE_DEBIT + OVERAGE), an
 overage-only event, a partially rejected event (USAGE_DEBIT + USAGE_REJECTED), a wholly
-rejected one (USAGE_REJECTED only), and a voided one (USAGE_REVERSED: netted into its own row).
+rejected one (USAGE_REJECTED only), a voided one (USAGE_REVERSED: netted into its own row) and
+an amended one (USAGE_REVERSED, then its new charge).
 """
 
 from __future__ import annotations
@@ -67,9 +68,11 @@ EXPECTED: dict[tuple[str, str, str, str, str], tuple[int, int, int, int, int, di
     ("allow", "design", "image_generation", "", "2025-12-01"): (
         25_000_000, 0, 1, 0, 3, {"images": 2},
     ),
-    # Overage only (no grant left): accepted.
+    # Overage only (no grant left): accepted. Then amended to 2 requests (2.09 credits), paid
+    # by the 5 credits img2's void gave back: the 1.09 of overage is reversed. Still one
+    # event; the units are the record's (as received).
     ("allow", "research", "text_generation", "gpt-4o-mini", "2025-12-02"): (
-        1_090_000, 1_090_000, 1, 0, 1, {"requests": 1, "input_tokens": 900},
+        2_090_000, 0, 1, 0, 1, {"requests": 1, "input_tokens": 900},
     ),
     # Dead-lettered by the processor (unknown feature, negative quantity): records only.
     ("allow", "research", "teleport", "", "2025-12-02"): (0, 0, 0, 0, 1, {}),
@@ -139,9 +142,13 @@ def make_story() -> Story:
         if account == "allow":
             void = CreditCommand("allow-void", account, CommandKind.VOID_USAGE, T0 + 2 * DAY,
                                  event_id="allow-img2", reason="refund")  # fmt: skip
-            story.ledger += [
-                e.to_record() for e in engine.apply_command(state, void, void.issued_at).entries
-            ]
+            amend = CreditCommand("allow-amend", account, CommandKind.AMEND_USAGE,
+                                  T0 + 2 * DAY + 1, event_id="allow-txt",
+                                  units={"requests": 2, "input_tokens": 900})  # fmt: skip
+            for cmd in (void, amend):
+                outcome = engine.apply_command(state, cmd, cmd.issued_at)
+                assert outcome.rejection is None
+                story.ledger += [e.to_record() for e in outcome.entries]
     return story
 
 
@@ -204,7 +211,7 @@ def assert_queries_agree(client: Any) -> None:
     top = queries.top_accounts(client, PERIOD)
     assert [(r["key"], r["credits"], r["events"]) for r in top] == [
         ("block", 30_000_000, 2),
-        ("allow", 26_090_000, 2),
+        ("allow", 27_090_000, 2),
     ]
     subjects = {r["key"]: r["accounts"] for r in queries.credits_by_subject(client, PERIOD)}
     assert subjects == {"design": 2, "research": 1}
@@ -224,7 +231,7 @@ def test_engine_story_has_the_entry_shapes_under_test() -> None:
     usage_entries = expected_types(story)
     assert ("allow-img2", "USAGE_DEBIT") in usage_entries
     assert ("allow-img2", "OVERAGE") in usage_entries
-    assert [t for c, t in usage_entries if c == "allow-txt"] == ["OVERAGE"]
+    assert [t for c, t in usage_entries if c == "allow-txt"] == ["OVERAGE", "USAGE_DEBIT"]  # amended
     assert [t for c, t in usage_entries if c == "block-img2"] == ["USAGE_DEBIT", "USAGE_REJECTED"]
     assert [t for c, t in usage_entries if c == "block-txt"] == ["USAGE_REJECTED"]
     assert not {c for c, _ in usage_entries} & {"allow-bad", "allow-neg", "block-bad", "block-neg"}
@@ -326,8 +333,10 @@ def test_migration_0003_backfills_the_history_and_can_run_again(clickhouse_url: 
                 column_names=["version", "name", "checksum"],
             )
     story = make_story()
-    reversals = [e for e in story.ledger if e["type"] == "USAGE_REVERSED"]
-    story.ledger = [e for e in story.ledger if e["type"] != "USAGE_REVERSED"]  # none before 0004
+    corrections = [
+        e for e in story.ledger if e["entry_id"].startswith(("allow-void", "allow-amend"))
+    ]
+    story.ledger = [e for e in story.ledger if e not in corrections]  # none before 0004
     _insert(client, story)
     old = client.query(
         "SELECT sum(events), sumMap(units) FROM usage_daily "
@@ -335,8 +344,8 @@ def test_migration_0003_backfills_the_history_and_can_run_again(clickhouse_url: 
     ).result_rows[0]
     assert old == (3, {"images": 3})  # the 0002 rollup: one per Kafka record
 
-    assert [m.version for m in migrate(clickhouse_url, database)] == [3, 4]
-    _insert(client, Story(ledger=reversals))  # the sink, after the migrations
+    assert [m.version for m in migrate(clickhouse_url, database)] == [3, 4, 5]
+    _insert(client, Story(ledger=corrections))  # the sink, after the migrations
     assert usage_daily(client) == EXPECTED
     assert_queries_agree(client)
 
