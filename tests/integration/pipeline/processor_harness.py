@@ -16,6 +16,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from metering.avro import CREDIT_COMMAND, LEDGER_ENTRY, USAGE_EVENT, AvroCodec, load_registry
+from metering.domain.charges import ChargeWindow
 from metering.net import free_port
 from metering.topics import TopicNames
 from pipeline.engine_adapter import DomainEngine
@@ -202,7 +203,10 @@ def pure_fold(
             record = ucodec.decode(value) if is_usage else ccodec.decode(value)
         except Exception:
             continue
-        state = states.get(acct) or states.setdefault(acct, engine.new_state(acct))
+        state = states.get(acct)
+        if state is None:
+            state = states[acct] = engine.new_state(acct)
+            state.attach_charges(ChargeWindow())  # corrections, as the processor's id store
         try:
             step = (engine.apply_usage if is_usage else engine.apply_command)(state, record, ts)
         except Exception:
