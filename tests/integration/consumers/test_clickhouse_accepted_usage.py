@@ -231,7 +231,8 @@ def test_engine_story_has_the_entry_shapes_under_test() -> None:
     usage_entries = expected_types(story)
     assert ("allow-img2", "USAGE_DEBIT") in usage_entries
     assert ("allow-img2", "OVERAGE") in usage_entries
-    assert [t for c, t in usage_entries if c == "allow-txt"] == ["OVERAGE", "USAGE_DEBIT"]  # amended
+    amended = [t for c, t in usage_entries if c == "allow-txt"]
+    assert amended == ["OVERAGE", "USAGE_DEBIT"]
     assert [t for c, t in usage_entries if c == "block-img2"] == ["USAGE_DEBIT", "USAGE_REJECTED"]
     assert [t for c, t in usage_entries if c == "block-txt"] == ["USAGE_REJECTED"]
     assert not {c for c, _ in usage_entries} & {"allow-bad", "allow-neg", "block-bad", "block-neg"}
