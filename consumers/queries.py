@@ -81,8 +81,8 @@ ORDER BY credits DESC, events DESC, key
 """The same answer as ``_USAGE_BY`` from the history tables alone: credits from the ledger
 (corrections netted), events = distinct causes of USAGE_DEBIT/OVERAGE entries, plus one per
 amend (its new charge), less one per USAGE_REVERSED (voids and amends), units = one record of
-each accepted event (its usage record with the ledger entry's subject, feature, model, time and event id;
-re-sent copies count once, records the ledger never accepted not at all)."""
+each accepted event (its usage record with the ledger entry's subject, feature, model, time
+and event id; re-sent copies count once, records the ledger never accepted not at all)."""
 
 _DAILY = """
 SELECT day, sum(credits) AS credits, sum(events) AS events, sumMap(units) AS units
