@@ -39,6 +39,20 @@ WHERE account_id = {account:String}
 ORDER BY seq
 """
 
+_CORRECTIONS = """
+SELECT event_id, command_id, kind, credits_returned, credits_charged, reason, subject, feature,
+       toUnixTimestamp64Milli(event_occurred_at) AS occurred_at,
+       toUnixTimestamp64Milli(recorded_at) AS recorded_at
+FROM corrections
+WHERE account_id = {account:String}
+  AND event_occurred_at >= toDateTime64({start:Date}, 3, 'UTC')
+  AND event_occurred_at < toDateTime64({end:Date}, 3, 'UTC')
+ORDER BY seq DESC
+LIMIT 100
+"""
+"""Voids and amends of the period's usage (by the event's time: the period they apply to),
+newest first."""
+
 _LEDGER_HEAD = """
 SELECT count() AS entries, max(seq) AS max_seq,
        (SELECT count() FROM usage_events WHERE account_id = {account:String}) AS usage_events
@@ -46,7 +60,7 @@ FROM ledger_entries WHERE account_id = {account:String}
 """
 
 _PACE = """
-SELECT toInt64(-sumIf(amount, type IN ('USAGE_DEBIT', 'OVERAGE')
+SELECT toInt64(-sumIf(amount, type IN ('USAGE_DEBIT', 'OVERAGE', 'USAGE_REVERSED')
                       AND occurred_at >= fromUnixTimestamp64Milli({since_ms:Int64}, 'UTC')))
            AS used,
        toInt64(toUnixTimestamp64Milli(min(occurred_at))) AS first_at,
@@ -55,7 +69,8 @@ FROM ledger_entries
 WHERE account_id = {account:String}
   AND occurred_at < fromUnixTimestamp64Milli({until_ms:Int64}, 'UTC')
 """
-"""Credits spent (debits and overage) since ``since_ms``, and when the account's ledger begins."""
+"""Credits spent (debits and overage, less what corrections gave back) since ``since_ms``, and
+when the account's ledger begins."""
 
 DAY_MS = 86_400_000
 PACE_WINDOW_MS = 7 * DAY_MS
@@ -176,6 +191,8 @@ class UsageReport:
     """One row per subject (from ``consumers.queries.usage_by``)."""
     burndown: list[dict[str, Any]]
     """Ledger entries of the period in seq order: at (ms), balance_after, overage_after."""
+    corrections: list[dict[str, Any]]
+    """Voids and amends of the period's usage, newest first (at most 100)."""
     ledger_entries: int
     ledger_max_seq: int
     usage_events: int
@@ -194,6 +211,7 @@ class UsageReport:
             "rows": self.rows,
             "subjects": self.subjects,
             "burndown": self.burndown,
+            "corrections": self.corrections,
             "ledger_entries": self.ledger_entries,
             "ledger_max_seq": self.ledger_max_seq,
             "usage_events": self.usage_events,
@@ -204,7 +222,7 @@ class UsageReport:
 def usage_report(
     client: Client, account: str, period_start_ms: int, period_end_ms: int, now_ms: int
 ) -> UsageReport:
-    """Everything the usage panel needs for ``account``'s current period, in five queries."""
+    """Everything the usage panel needs for ``account``'s current period, in six queries."""
     period = period_days(period_start_ms, period_end_ms, now_ms)
     params = {"account": account, **period.params()}
     rows = [
@@ -240,12 +258,28 @@ def usage_report(
             client, _BURNDOWN, {"account": account, "start_ms": start_ms, "end_ms": end_ms}
         )
     ]
+    corrections = [
+        {
+            "event_id": r["event_id"],
+            "command_id": r["command_id"],
+            "kind": r["kind"],
+            "credits_returned": int(r["credits_returned"]),
+            "credits_charged": int(r["credits_charged"]),
+            "reason": r["reason"],
+            "subject": r["subject"],
+            "feature": r["feature"],
+            "occurred_at": int(r["occurred_at"]),
+            "recorded_at": int(r["recorded_at"]),
+        }
+        for r in _rows(client, _CORRECTIONS, params)
+    ]
     head = _rows(client, _LEDGER_HEAD, {"account": account})[0]
     return UsageReport(
         period=period,
         rows=rows,
         subjects=subjects,
         burndown=burndown,
+        corrections=corrections,
         ledger_entries=int(head["entries"]),
         ledger_max_seq=int(head["max_seq"] or 0),
         usage_events=int(head["usage_events"]),

@@ -6,6 +6,10 @@
 2. Baseline, same run: confluent-kafka consume + fastavro decode of the same usage topic.
 3. Latency: events produced at a fixed ``--rate`` (default 5,000/s) with ``occurred_at`` = send
    time; latency = when the entry is readable (read_committed) minus ``occurred_at``.
+
+``--corrections 0.05`` runs instead two throughput phases over the same input, after a history
+of 5 % of ``--events`` charged events: one also voids or amends each of those events among the
+timed usage, the other does not. Usage events/s of both, and their ratio.
 The last stdout line is one JSON object.
 """
 
@@ -15,26 +19,29 @@ import argparse
 import contextlib
 import itertools
 import json
-import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
-from metering.avro import CREDIT_COMMAND, LEDGER_ENTRY, USAGE_EVENT, AvroCodec, load_registry
+from benchmarks.processor_run import (
+    PROCESSED,
+    LedgerCounter,
+    metric,
+    raw_baseline,
+    running_worker,
+    wait_applied,
+)
+from metering.avro import CREDIT_COMMAND, USAGE_EVENT, AvroCodec, load_registry
 from metering.config import load_settings
-from metering.net import free_port
+from metering.domain.charges import ChargeWindow
 from metering.topics import TopicNames, create_topics, delete_topics
 from pipeline.engine_adapter import DomainEngine
-from pipeline.worker import worker_command
 
 MODELS = ["gpt-4o-mini", "gpt-4o", "claude-3-haiku", None]
 
@@ -77,89 +84,6 @@ def _usage(rnd: random.Random, i: int, account: str, at: int, prefix: str = "ev"
     }
 
 
-class _LedgerCounter(threading.Thread):
-    """Counts read_committed ledger entries; records latency of entries caused by ``lat-*``."""
-
-    def __init__(self, bootstrap: str, topic: str, partitions: int, from_end: bool) -> None:
-        super().__init__(daemon=True)
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"bench-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 10,
-            }
-        )
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        if from_end:
-            for tp in tps:
-                tp.offset = self.consumer.get_watermark_offsets(tp, timeout=10)[1]
-        else:
-            for tp in tps:
-                tp.offset = 0
-        self.consumer.assign(tps)
-        self.codec = AvroCodec(load_registry(), LEDGER_ENTRY)
-        self.count = 0
-        self.latencies: list[float] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        decode = self.codec.decode
-        while not self.stop.is_set():
-            msgs = self.consumer.consume(10000, 0.05)
-            now = time.time() * 1000
-            for msg in msgs:
-                if msg.error() is None:
-                    self.count += 1
-                    if self.latencies is not None and msg.value()[5:6]:
-                        entry = decode(msg.value())
-                        if entry["cause_id"].startswith("lat-") and entry["type"] == "USAGE_DEBIT":
-                            self.latencies.append(now - entry["occurred_at"])
-        self.consumer.close()
-
-
-def _metric(port: int, name: str) -> int:
-    """A counter of the worker's ``/metrics`` (0 while it is not up)."""
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
-            for line in r.read().decode().splitlines():
-                if line.startswith(f"{name} "):
-                    return int(float(line.split()[-1]))
-    except OSError:
-        return 0
-    return 0
-
-
-PROCESSED = "metering_processor_events_processed_total"
-LEDGER_ENTRIES = "metering_processor_ledger_entries_total"
-
-
-def _raw_baseline(bootstrap: str, topic: str, partitions: int, n: int) -> float:
-    codec = AvroCodec(load_registry(), USAGE_EVENT)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"raw-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    seen = 0
-    start = time.perf_counter()
-    while seen < n:
-        for msg in consumer.consume(10000, 1.0):
-            if msg.error() is None:
-                codec.decode(msg.value())
-                seen += 1
-    elapsed = time.perf_counter() - start
-    consumer.close()
-    return n / elapsed
-
-
 ZIPF_S = 1.4
 """Zipf exponent of ``--skew zipf`` over 1,000 accounts: the busiest carries about a third."""
 EVENT_TIME_SPAN_MS = 3_600_000
@@ -174,9 +98,21 @@ def _account_picker(rnd: random.Random, accounts: list[str], skew: str) -> Any:
     return lambda: rnd.choices(accounts, cum_weights=cumulative)[0]
 
 
-def _phase(a: argparse.Namespace, bootstrap: str, skew: str, latency: bool) -> dict[str, Any]:
+def _phase(
+    a: argparse.Namespace,
+    bootstrap: str,
+    skew: str,
+    latency: bool,
+    history: float = 0.0,
+    corrections: bool = False,
+) -> dict[str, Any]:
     """One worker over fresh topics: throughput over ``a.events`` produced up front, the raw
-    baseline over the same topic, and (``latency``) latency at a fixed rate."""
+    baseline over the same topic, and (``latency``) latency at a fixed rate.
+
+    ``history`` > 0: first that share of ``a.events`` is charged as older usage, by a worker
+    run that is not timed; with ``corrections``, the timed input then also carries one
+    correction of each of those events (voids and amends in turn), spread through the new
+    usage. Without, it is the same run for comparison."""
     topics = TopicNames(f"bench{uuid.uuid4().hex[:8]}.")
     create_topics(bootstrap, topics, a.partitions)
     registry = load_registry()
@@ -200,95 +136,89 @@ def _phase(a: argparse.Namespace, bootstrap: str, skew: str, latency: bool) -> d
             "issued_at": t0,
         }
         states[acct] = engine.new_state(acct)
+        states[acct].attach_charges(ChargeWindow())
         expected += len(engine.apply_command(states[acct], cmd, t0).entries)
         _produce(producer, topics.credit_commands, acct, ccodec.encode(cmd), t0)
+    older: list[dict[str, Any]] = []
+    for i in range(int(a.events * history)):
+        record = _usage(rnd, i, pick(), t0 + 1, "hist")
+        expected += len(engine.apply_usage(states[record["account_id"]], record, t0 + 1).entries)
+        _produce(producer, topics.usage_events, record["account_id"], ucodec.encode(record), t0)
+        older.append(record)
     producer.flush(60)
-    per_account: dict[str, int] = {}
-    for i in range(a.events):
-        acct = pick()
-        per_account[acct] = per_account.get(acct, 0) + 1
-        at = t0 + 1 + i * EVENT_TIME_SPAN_MS // a.events
-        record = _usage(rnd, i, acct, at)
-        expected += len(engine.apply_usage(states[acct], record, at).entries)
-        _produce(producer, topics.usage_events, acct, ucodec.encode(record), at)
-    producer.flush(120)
+    timed = a.events
 
-    port = free_port()
-    latencies: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        args = worker_command(
-            bootstrap,
-            topics.prefix,
-            a.partitions,
-            port,
-            Path(tmp) / "data",
-            "--sweep-interval",
-            "0",
-            "--log-level",
-            "warning",
-            "--batch-max",
-            str(a.batch_max),
-            "--commit-interval",
-            str(a.commit_interval),
-        )
-        log = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115
-        worker = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ))
-        try:
-            counter = _LedgerCounter(bootstrap, topics.credit_ledger, a.partitions, False)
-            counter.latencies = None  # type: ignore[assignment]
-            counter.start()
-            while _metric(port, PROCESSED) == 0:
-                if worker.poll() is not None:
-                    raise SystemExit(
-                        "worker died: " + (Path(tmp) / "worker.log").read_text()[-2000:]
-                    )
+        data = Path(tmp) / "data"
+        setup = len(accounts)
+        if older:  # charged before the clock runs
+            with running_worker(a, bootstrap, topics, data, Path(tmp) / "history.log") as run:
+                wait_applied(run, setup + len(older), expected)
+            setup = 0
+        per_account: dict[str, int] = {}
+        every = a.events // len(older) if older and corrections else 0
+        for i in range(a.events):
+            acct = pick()
+            per_account[acct] = per_account.get(acct, 0) + 1
+            at = t0 + 1 + i * EVENT_TIME_SPAN_MS // a.events
+            record = _usage(rnd, i, acct, at)
+            expected += len(engine.apply_usage(states[acct], record, at).entries)
+            _produce(producer, topics.usage_events, acct, ucodec.encode(record), at)
+            if every and i % every == 0 and i // every < len(older):
+                fix = _correction(older[i // every], i // every, at, rnd)
+                expected += len(engine.apply_command(states[fix["account_id"]], fix, at).entries)
+                _produce(
+                    producer, topics.credit_commands, fix["account_id"], ccodec.encode(fix), at
+                )
+                timed += 1
+        producer.flush(120)
+
+        latencies: list[float] = []
+        with running_worker(a, bootstrap, topics, data, Path(tmp) / "worker.log") as run:
+            while metric(run.port, PROCESSED) == 0:
+                run.check()
                 time.sleep(0.01)
             start = time.perf_counter()
             # Done when every input record is applied and every entry it wrote is committed.
             # (The fold's count is only a cross-check: the two input topics are fetched in no
             # fixed order, so a usage event may meet its account before the plan command does.)
-            records = len(accounts) + a.events
-            deadline = time.monotonic() + 600
-            while True:
-                # Near the fold's count, ask the worker (every few ms would slow it down).
-                if counter.count >= expected - 100:
-                    applied = _metric(port, PROCESSED) >= records
-                    if applied and counter.count >= _metric(port, LEDGER_ENTRIES):
-                        break
-                    time.sleep(0.02)
-                else:
-                    time.sleep(0.005)
-                if time.monotonic() > deadline or worker.poll() is not None:
-                    raise SystemExit(f"the worker did not finish; see {Path(tmp) / 'worker.log'}")
+            wait_applied(run, setup + timed, expected)
             elapsed = time.perf_counter() - start
-            expected = counter.count
-            counter.stop.set()
-            counter.join()
+            expected = run.counter.count
             events_per_s = a.events / elapsed
-
-            raw = _raw_baseline(bootstrap, topics.usage_events, a.partitions, a.events)
+            raw = raw_baseline(bootstrap, topics.usage_events, a.partitions, a.events)
             if latency:
                 latencies = _latency(a, bootstrap, topics, producer, ucodec, rnd, accounts)
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-            log.close()
     with contextlib.suppress(Exception):
         delete_topics(bootstrap, topics)
     return {
         "events": a.events,
+        "corrections": timed - a.events,
         "ledger_entries": expected,
         "seconds": round(elapsed, 3),
         "events_per_s": round(events_per_s),
+        "records_per_s": round(timed / elapsed),
         "raw_events_per_s": round(raw),
         "ratio": round(events_per_s / raw, 3),
         "busiest_account_share": round(max(per_account.values()) / a.events, 3),
         "event_time_span_s": EVENT_TIME_SPAN_MS // 1000,
         "latencies": sorted(latencies),
     }
+
+
+def _correction(event: dict[str, Any], n: int, at: int, rnd: random.Random) -> dict[str, Any]:
+    """A void (even ``n``) or an amend (odd: new token counts) of a charged ``event``."""
+    cmd: dict[str, Any] = {
+        "command_id": f"fix-{n}",
+        "account_id": event["account_id"],
+        "kind": "void_usage" if n % 2 == 0 else "amend_usage",
+        "event_id": event["event_id"],
+        "issued_at": at,
+        "reason": "bench",
+    }
+    if n % 2:
+        cmd["units"] = {"requests": 1, "input_tokens": rnd.randrange(2000)}
+    return cmd
 
 
 def _latency(
@@ -301,7 +231,7 @@ def _latency(
     accounts: list[str],
 ) -> list[float]:
     """Ledger latency of events produced at ``a.rate`` a second (``occurred_at`` = send time)."""
-    lat = _LedgerCounter(bootstrap, topics.credit_ledger, a.partitions, True)
+    lat = LedgerCounter(bootstrap, topics.credit_ledger, a.partitions, True)
     lat.start()
     total = int(a.rate * a.latency_seconds)
     begin = time.perf_counter()
@@ -389,9 +319,21 @@ def main(argv: list[str]) -> int:
         help="zipf: also a run where accounts are Zipf-distributed (the busiest carries about "
         "a third of the events), reported beside the uniform run's figures (default: uniform)",
     )
+    p.add_argument(
+        "--corrections",
+        type=float,
+        metavar="SHARE",
+        help="instead: two runs over the same input, after a history of SHARE x --events "
+        "charged events; one also corrects each of them (voids and amends in turn) among the "
+        "timed usage. Reports both and their ratio (e.g. 0.05)",
+    )
     p.add_argument("--json", action="store_true", help="print only the JSON result line")
     a = p.parse_args(argv)
     bootstrap = load_settings().kafka_bootstrap
+    if a.corrections is not None:
+        if not 0 < a.corrections <= 1:
+            p.error("--corrections must be in (0, 1]")
+        return _compare_corrections(a, bootstrap)
     uniform = _phase(a, bootstrap, "uniform", latency=True)
     latencies = uniform.pop("latencies")
 
@@ -418,6 +360,31 @@ def main(argv: list[str]) -> int:
     if not a.json:
         print(
             f"processor: {result['events_per_s']:,} events/s vs raw {result['raw_events_per_s']:,}"
+        )
+    print(json.dumps(result))
+    return 0
+
+
+def _compare_corrections(a: argparse.Namespace, bootstrap: str) -> int:
+    """The same history and usage without and with the corrections, back to back."""
+    plain = _phase(a, bootstrap, "uniform", latency=False, history=a.corrections)
+    fixed = _phase(a, bootstrap, "uniform", latency=False, history=a.corrections, corrections=True)
+    for run in (plain, fixed):
+        run.pop("latencies")
+    result = {
+        "events": a.events,
+        "corrections_share": a.corrections,
+        "without_corrections": plain,
+        "with_corrections": fixed,
+        "events_per_s": fixed["events_per_s"],
+        "baseline_events_per_s": plain["events_per_s"],
+        "ratio": round(fixed["events_per_s"] / plain["events_per_s"], 3),
+        "exactly_once": True,
+    }
+    if not a.json:
+        print(
+            f"processor with {fixed['corrections']:,} corrections: {fixed['events_per_s']:,} "
+            f"usage events/s vs {plain['events_per_s']:,} without ({result['ratio']}x)"
         )
     print(json.dumps(result))
     return 0

@@ -63,6 +63,11 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("reconcile",): Command(
         "consumers.reconcile:main", "check that the ledger, ClickHouse and Redis agree", OPERATE
     ),
+    ("backfill",): Command(
+        "metering.backfill.cli:main",
+        "load historical usage from a file (JSON Lines or Avro)",
+        OPERATE,
+    ),
     ("demo",): Command("demo:main", "the whole pipeline on this machine, playing a story", TRY),
     ("bench", "produce"): Command(
         "benchmarks.produce:main", "SDK produce throughput vs raw confluent-kafka", BENCH

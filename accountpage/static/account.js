@@ -138,11 +138,11 @@ function setMicro(id, micro) {
   node.dataset.micro = micro === null || micro === undefined ? "" : String(micro);
 }
 
-function placeholderRow(text, failed) {
+function placeholderRow(text, failed, columns) {
   const tr = document.createElement("tr");
   tr.className = "placeholder";
   const td = document.createElement("td");
-  td.colSpan = 5;
+  td.colSpan = columns || 5;
   td.appendChild(skeleton(text, failed));
   tr.appendChild(td);
   return tr;
@@ -161,8 +161,9 @@ function showLoading() {
   $("renewal").dataset.ms = "";
   Object.assign($("runway").dataset, { runoutMs: "", status: "" });
   $("runway").removeAttribute("title");
-  for (const table of ["grants", "usage-table"]) {
-    $(table).tBodies[0].replaceChildren(placeholderRow("Loading…"));
+  for (const table of ["grants", "usage-table", "corrections-table"]) {
+    const columns = $(table).tHead.rows[0].cells.length;
+    $(table).tBodies[0].replaceChildren(placeholderRow("Loading…", false, columns));
   }
   const chart = document.createElement("div");
   chart.className = "chart-placeholder";
@@ -406,9 +407,28 @@ async function pollUsage(account) {
   setText("usage-events", String(events));
   setMicro("usage-total", total);
   setMicro("usage-overage", over);
+  renderCorrections(u.corrections || []);
   setText("ch-seq", String(u.ledger_max_seq));
   if (u.runway) renderRunway(u.runway);
   renderBurndown();
+}
+
+function renderCorrections(corrections) {
+  const rows = corrections.map((c) => {
+    const tr = cellsRow([
+      [c.event_id, "event-id", undefined, "command " + c.command_id],
+      [c.kind === "amend" ? "amended" : "voided", ""],
+      [c.subject || "", ""],
+      [credits(c.credits_returned), "num", c.credits_returned],
+      [c.kind === "amend" ? credits(c.credits_charged) : "", "num", c.credits_charged],
+      [c.reason || "", ""],
+      [day(c.recorded_at), ""],
+    ]);
+    tr.dataset.event = c.event_id;
+    return tr;
+  });
+  if (!rows.length) rows.push(placeholderRow("No corrections this period", false, 7));
+  $("corrections-table").tBodies[0].replaceChildren(...rows);
 }
 
 function renderRunway(r) {

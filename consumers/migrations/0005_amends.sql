@@ -70,3 +70,56 @@ FROM
     )
     WHERE type IN ('USAGE_DEBIT', 'OVERAGE', 'USAGE_REJECTED')
 );
+
+-- The corrections view of 0004, telling voids from amends: `kind` and, for an amend, the
+-- credits of its new charge (`credits_charged`, its USAGE_DEBIT and OVERAGE entries, whose ids
+-- are `{command}:USAGE_DEBIT:{event}` and `{command}:OVERAGE:{event}`).
+DROP VIEW IF EXISTS corrections;
+
+CREATE VIEW IF NOT EXISTS corrections AS
+SELECT
+    r.account_id AS account_id,
+    r.event_id AS event_id,
+    r.command_id AS command_id,
+    if(a.entries > 0, 'amend', 'void') AS kind,
+    r.credits_returned AS credits_returned,
+    r.overage_returned AS overage_returned,
+    toInt64(if(a.entries > 0, a.charged, 0)) AS credits_charged,
+    r.reason AS reason,
+    r.subject AS subject,
+    r.feature AS feature,
+    r.model AS model,
+    r.event_occurred_at AS event_occurred_at,
+    r.recorded_at AS recorded_at,
+    r.seq AS seq
+FROM
+(
+    SELECT
+        account_id,
+        arrayElement(splitByString(':USAGE_REVERSED:', entry_id), 2) AS event_id,
+        cause_id AS command_id,
+        amount AS credits_returned,
+        amount - arraySum(allocations.amount) AS overage_returned,
+        reason,
+        subject,
+        feature,
+        model,
+        occurred_at AS event_occurred_at,
+        recorded_at,
+        seq
+    FROM ledger_entries
+    WHERE type = 'USAGE_REVERSED'
+) AS r
+LEFT JOIN
+(
+    SELECT
+        account_id,
+        cause_id AS event_id,
+        replaceRegexpOne(entry_id, ':(USAGE_DEBIT|OVERAGE):.*$', '') AS command_id,
+        -sum(amount) AS charged,
+        count() AS entries
+    FROM ledger_entries
+    WHERE reason = 'amended' AND type IN ('USAGE_DEBIT', 'OVERAGE')
+    GROUP BY account_id, event_id, command_id
+) AS a
+ON r.account_id = a.account_id AND r.event_id = a.event_id AND r.command_id = a.command_id;

@@ -99,6 +99,9 @@ def _producer(bootstrap: str) -> Producer:
             "enable.idempotence": True,
             "batch.num.messages": 10000,
             "queue.buffering.max.messages": 1_000_000,
+            # The pipeline's partitioner (the SDK's): an account's records of every topic, from
+            # this producer or the SDK's, reach the same partition.
+            "partitioner": "murmur2_random",
         }
     )
 
@@ -139,7 +142,7 @@ def produce_paced(
 
 
 def produce_raw(bootstrap: str, topic: str, key: bytes, value: bytes, ts: int) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap})
+    producer = Producer({"bootstrap.servers": bootstrap, "partitioner": "murmur2_random"})
     producer.produce(topic, value=value, key=key, timestamp=ts)
     assert producer.flush(10) == 0
 

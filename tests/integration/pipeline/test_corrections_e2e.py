@@ -5,8 +5,8 @@ One account's story crosses the two places where a correction cannot simply give
 to the grant they came from: a promotion that expired after it paid for usage, and a period
 reset that replaced the plan grant. Both come back as correction grants. The ledger must be
 the engine's pure fold of the same input, entry for entry; the live projection must equal one
-rebuilt from the ledger; ``usage_daily`` must net every correction into the event's own day;
-and reconcile must find nothing.
+rebuilt from the ledger; ``usage_daily`` must net every correction into the event's own day and
+the account page list them in that period; and reconcile must find nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from processor_harness import (
     read_topic,
 )
 
+from accountpage.usage import usage_report
 from consumers.clickhouse import close_all, connect
 from consumers.migrations import migrate
 from consumers.reconcile import main as reconcile_main
@@ -45,7 +46,10 @@ pytestmark = pytest.mark.integration
 CREDIT = MICROS_PER_CREDIT
 DAY = 86_400_000
 T0 = parse_instant("2025-11-20T00:00:00Z")
+NOV_1 = parse_instant("2025-11-01T00:00:00Z")
+DEC_1 = parse_instant("2025-12-01T00:00:00Z")
 DEC_2 = parse_instant("2025-12-02T00:00:00Z")
+JAN_1 = parse_instant("2026-01-01T00:00:00Z")
 ACCOUNT = "acct-fix"
 
 
@@ -171,7 +175,16 @@ def test_voids_and_amends_across_an_expiry_and_a_reset_reach_every_store(
     assert {r[0]: (r[2], r[3]) for r in rows} == {
         s: (credits, 0 if credits == 0 else 1) for s, credits in spent.items()
     }
-    assert ch.query("SELECT count() FROM corrections").result_rows[0][0] == 4
+    # The account page lists them in the period they apply to (the events' own: November).
+    report = usage_report(ch, ACCOUNT, NOV_1, DEC_1, now_ms=DEC_2 + 10)
+    listed = {(c["event_id"], c["kind"], c["credits_charged"]) for c in report.corrections}
+    assert listed == {
+        ("e1", "void", 0),
+        ("e2", "amend", 75 * CREDIT),
+        ("e3", "void", 0),
+        ("e4", "amend", 1 * CREDIT),
+    }
+    assert usage_report(ch, ACCOUNT, DEC_1, JAN_1, now_ms=DEC_2 + 10).corrections == []
     close_all()
 
     code = reconcile_main(["--database", database, "--topic-prefix", topics.prefix])
