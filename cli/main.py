@@ -72,6 +72,9 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("bench", "produce"): Command(
         "benchmarks.produce:main", "SDK produce throughput vs raw confluent-kafka", BENCH
     ),
+    ("bench", "backfill"): Command(
+        "benchmarks.backfill:main", "metering backfill throughput vs raw confluent-kafka", BENCH
+    ),
     ("bench", "engine"): Command(
         "benchmarks.engine:main", "credit engine throughput in one process", BENCH
     ),

@@ -7,18 +7,17 @@ book's (an unknown feature or unit, a negative quantity), or the window's.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from hashlib import blake2b
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from metering.backfill.source import SourceRecord
 from metering.backfill.window import Window
 from metering.domain.errors import PricingError
 from metering.domain.pricing import PriceBook
 from metering.sdk.errors import InvalidUsageEvent
-from metering.sdk.validation import validate_usage_event
 
 
 class Refusal(NamedTuple):
@@ -32,12 +31,6 @@ class Total(NamedTuple):
     micros: int
 
 
-def event_key(event_id: str) -> int:
-    """8 bytes of the event id's hash: a duplicate check over millions of ids in bounded
-    memory (a false duplicate needs a 64-bit collision inside one file)."""
-    return int.from_bytes(blake2b(event_id.encode(), digest_size=8).digest(), "big")
-
-
 @dataclass
 class Scan:
     """What a file holds, once read to the end."""
@@ -49,7 +42,6 @@ class Scan:
     """Refusals counted by kind (the reason up to its first ':')."""
     totals: dict[tuple[str, str], Total] = field(default_factory=dict)
     """(account, subject) -> events and micro-credits at list price (before grants)."""
-    refused_positions: set[int] = field(default_factory=set)
     first: int | None = None
     last: int | None = None
     """The oldest and newest accepted ``occurred_at``."""
@@ -63,17 +55,22 @@ def scan(
     records: Iterable[SourceRecord],
     prices: PriceBook,
     window: Window,
+    *,
+    encode: Callable[[dict[str, Any]], bytes],
     on_refusal: Callable[[Refusal], None],
+    on_accepted: Callable[[bytes, bytes], None] | None = None,
 ) -> Scan:
-    """Read every record once; each refused record goes to ``on_refusal`` with its reason."""
+    """Read every record once. ``encode`` validates and encodes an event (the SDK's
+    :func:`~metering.sdk.usage_encoder`); each refused record goes to ``on_refusal`` with its
+    reason, each accepted one to ``on_accepted`` as (key, encoded value), once per event id."""
     out = Scan()
-    seen: set[int] = set()
+    seen: set[str] = set()  # exact ids: a hash collision would drop an event silently
     totals: dict[tuple[str, str], list[int]] = {}
 
     def refuse(record: SourceRecord, reason: str) -> None:
         out.refused_by[reason.split(":", 1)[0]] += 1
-        out.refused_positions.add(record.position)
-        on_refusal(Refusal(record.position, reason, record.raw))
+        raw = record.raw or json.dumps(record.event, default=str)[:1000]
+        on_refusal(Refusal(record.position, reason, raw))
 
     for record in records:
         out.records += 1
@@ -82,7 +79,7 @@ def scan(
             refuse(record, f"unreadable: {record.problem}")
             continue
         try:
-            validate_usage_event(event)
+            value = encode(event)
         except InvalidUsageEvent as exc:
             refuse(record, f"invalid: {exc.field}: {exc.reason}")
             continue
@@ -96,12 +93,14 @@ def scan(
         except PricingError as exc:
             refuse(record, f"{exc.code}: {exc}")
             continue
-        key = event_key(event["event_id"])
-        if key in seen:
+        event_id = event["event_id"]
+        if event_id in seen:
             out.duplicates += 1
             continue
-        seen.add(key)
+        seen.add(event_id)
         out.accepted += 1
+        if on_accepted is not None:
+            on_accepted(event["account_id"].encode(), value)
         out.first = at if out.first is None else min(out.first, at)
         out.last = at if out.last is None else max(out.last, at)
         row = totals.setdefault((event["account_id"], event.get("subject") or "default"), [0, 0])

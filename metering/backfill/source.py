@@ -8,12 +8,12 @@ holds unbounded memory.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import msgspec
 from fastavro import reader as avro_reader
 
 from metering.domain.errors import ValidationError
@@ -30,7 +30,8 @@ class SourceRecord(NamedTuple):
     problem: str | None
     """Why the record could not be read (``event`` is then None)."""
     raw: str
-    """The record as read, for the refusals file (cut to 1,000 characters)."""
+    """The record as read, for the refusals file (cut to 1,000 characters; left empty for a
+    JSON line that reads well: the refusals file then has it from ``event``)."""
 
 
 def is_avro(path: Path) -> bool:
@@ -46,7 +47,12 @@ def read_records(path: Path) -> Iterator[SourceRecord]:
         yield from _json_lines(path)
 
 
+def _raw(text: bytes) -> str:
+    return text[:1000].decode("utf-8", "replace")
+
+
 def _json_lines(path: Path) -> Iterator[SourceRecord]:
+    decode = msgspec.json.decode
     with path.open("rb") as f:
         position = 0
         while True:
@@ -62,16 +68,19 @@ def _json_lines(path: Path) -> Iterator[SourceRecord]:
             text = line.strip()
             if not text:
                 continue
-            raw = text[:1000].decode("utf-8", "replace")
             try:
-                value = json.loads(text)
-            except ValueError as exc:
-                yield SourceRecord(position, None, f"not JSON: {exc}", raw)
+                value = decode(text)
+            except msgspec.DecodeError as exc:
+                yield SourceRecord(position, None, f"not JSON: {exc}", _raw(text))
                 continue
-            if not isinstance(value, dict):
-                yield SourceRecord(position, None, "not a JSON object", raw)
+            if type(value) is not dict:
+                yield SourceRecord(position, None, "not a JSON object", _raw(text))
                 continue
-            yield _with_time(position, value, raw)
+            occurred = value.get("occurred_at")
+            if type(occurred) is int:  # the common case, without the raw text
+                yield SourceRecord(position, value, None, "")
+            else:
+                yield _with_time(position, value, _raw(text))
 
 
 def _avro(path: Path) -> Iterator[SourceRecord]:

@@ -7,7 +7,7 @@ from metering.domain.records import AccountOverride, AutoTopupConfig, CommandKin
 from metering.sdk.commands import CommandPublisher
 from metering.sdk.errors import DeliveryError, InvalidCommand, InvalidUsageEvent, ProducerFatalError
 from metering.sdk.producer import DeliveryReport, KeyedProducer, producer_config
-from metering.sdk.usage import UsageReporter, make_usage_event, new_event_id, now_ms
+from metering.sdk.usage import UsageReporter, make_usage_event, new_event_id, now_ms, usage_encoder
 from metering.sdk.validation import UsageEventDict, validate_usage_event
 
 __all__ = [
@@ -28,5 +28,6 @@ __all__ = [
     "new_event_id",
     "now_ms",
     "producer_config",
+    "usage_encoder",
     "validate_usage_event",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -127,6 +127,20 @@ def _resolve(
     return bootstrap, registry
 
 
+def usage_encoder(codec: AvroCodec) -> Callable[[Mapping[str, Any]], bytes]:
+    """``encode(event) -> framed bytes``, validating as it goes: the SDK's fast path, with the
+    validator and the codec behind it to name any problem (:class:`InvalidUsageEvent`)."""
+
+    def slow_path(event: Mapping[str, Any]) -> bytes:
+        validate_usage_event(event)
+        try:
+            return codec.encode(event)
+        except CodecError as exc:  # validation makes this unreachable; never send junk
+            raise InvalidUsageEvent("event", f"does not fit the schema: {exc}") from exc
+
+    return make_checked_encoder(codec.header, slow_path, writer=codec.writer)
+
+
 class UsageReporter(_PublisherBase):
     """Validate, encode and send UsageEvents (sync; ``report_async`` for asyncio callers)."""
 
@@ -149,9 +163,7 @@ class UsageReporter(_PublisherBase):
         """
         bootstrap, registry = _resolve(bootstrap, settings, registry)
         self.codec = AvroCodec(registry, USAGE_EVENT)
-        self._encode = make_checked_encoder(
-            self.codec.header, self._encode_slow, writer=self.codec.writer
-        )
+        self._encode = usage_encoder(self.codec)
         self._core = KeyedProducer(
             bootstrap,
             topic or configured_topics().usage_events,
@@ -160,14 +172,6 @@ class UsageReporter(_PublisherBase):
             success_reports=success_reports,
         )
         self._send = self._core.send
-
-    def _encode_slow(self, event: Mapping[str, Any]) -> bytes:
-        """Reference path: the validator names the problem; the codec encodes the rest."""
-        validate_usage_event(event)
-        try:
-            return self.codec.encode(event)
-        except CodecError as exc:  # validation makes this unreachable; never send junk
-            raise InvalidUsageEvent("event", f"does not fit the schema: {exc}") from exc
 
     def encode(self, event: Mapping[str, Any]) -> bytes:
         """Validate and encode (framed) without sending; raises :class:`InvalidUsageEvent`."""

@@ -23,7 +23,7 @@ LAYERS = {
     "schemas": set(),
     "metering.avro": {"metering", "schemas"},
     "metering.sdk": {"metering", "metering.avro", "metering.domain"},
-    "metering.backfill": {"metering", "metering.domain", "metering.sdk"},
+    "metering.backfill": {"metering", "metering.avro", "metering.domain", "metering.sdk"},
     "metering": {"metering.avro", "metering.domain", "metering.data", "schemas"},
     "pipeline": {"metering", "metering.avro", "metering.domain", "metering.data"},
     "pipeline.runtime": {"metering", "metering.avro", "pipeline"},

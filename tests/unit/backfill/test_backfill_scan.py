@@ -9,15 +9,18 @@ from typing import Any
 
 from fastavro import parse_schema, writer
 
-from metering.avro import USAGE_EVENT, load_catalog
+from metering.avro import USAGE_EVENT, AvroCodec, load_catalog, load_registry
 from metering.backfill.scan import Refusal, scan
 from metering.backfill.source import MAX_LINE_BYTES, read_records
+from metering.backfill.spill import Spill
 from metering.backfill.window import DAY_MS, Window
 from metering.domain import load_price_book
+from metering.sdk import usage_encoder
 
 NOW = 1_767_225_600_000  # 2026-01-01
 WINDOW = Window.ending(NOW, 35 * DAY_MS)
 PRICES = load_price_book()
+ENCODE = usage_encoder(AvroCodec(load_registry(), USAGE_EVENT))
 
 
 def _event(n: int, **fields: Any) -> dict[str, Any]:
@@ -34,7 +37,8 @@ def _event(n: int, **fields: Any) -> dict[str, Any]:
 
 def _scan(path: Path) -> tuple[Any, list[Refusal]]:
     refused: list[Refusal] = []
-    return scan(read_records(path), PRICES, WINDOW, on_refusal=refused.append), refused
+    found = scan(read_records(path), PRICES, WINDOW, encode=ENCODE, on_refusal=refused.append)
+    return found, refused
 
 
 def test_each_bad_record_is_refused_with_its_reason_and_the_rest_totalled(tmp_path: Path) -> None:
@@ -65,7 +69,6 @@ def test_each_bad_record_is_refused_with_its_reason_and_the_rest_totalled(tmp_pa
     assert reasons[13] == "outside_window: in the future"
     assert reasons[16] == f"unreadable: line longer than {MAX_LINE_BYTES} bytes"
     assert reasons[17].startswith("invalid: extra")
-    assert found.refused_positions == set(reasons)
     assert sum(t.events for t in found.totals.values()) == 7
     assert sum(t.micros for t in found.totals.values()) == 7 * 25_000_000
 
@@ -95,3 +98,18 @@ def test_the_window_keeps_a_margin_from_its_edge() -> None:
     assert window.problem(NOW - 34 * DAY_MS + 1) is None
     assert window.problem(NOW - 34 * DAY_MS - 1) is not None
     assert window.problem(NOW + 60_000) is None
+
+
+def test_the_spill_gives_back_what_was_accepted_encoded_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "usage.jsonl"
+    events = [_event(n) for n in range(25)]
+    path.write_text("".join(json.dumps(e) + "\n" for e in events + events[:5]))
+    with Spill() as spill:
+        scan(read_records(path), PRICES, WINDOW, encode=ENCODE, on_refusal=print,
+             on_accepted=spill.add)  # fmt: skip
+        batches = list(spill.batches(10))
+    assert [len(values) for _, values in batches] == [10, 10, 5]
+    codec = AvroCodec(load_registry(), USAGE_EVENT)
+    sent = [codec.decode(v)["event_id"] for _, values in batches for v in values]
+    assert sent == [e["event_id"] for e in events]
+    assert batches[0][0][:2] == [b"acct-0", b"acct-1"]
