@@ -139,21 +139,23 @@ def _phase(
         states[acct].attach_charges(ChargeWindow())
         expected += len(engine.apply_command(states[acct], cmd, t0).entries)
         _produce(producer, topics.credit_commands, acct, ccodec.encode(cmd), t0)
-    older: list[dict[str, Any]] = []
-    for i in range(int(a.events * history)):
-        record = _usage(rnd, i, pick(), t0 + 1, "hist")
-        expected += len(engine.apply_usage(states[record["account_id"]], record, t0 + 1).entries)
-        _produce(producer, topics.usage_events, record["account_id"], ucodec.encode(record), t0)
-        older.append(record)
     producer.flush(60)
+    older = [_usage(rnd, i, pick(), t0 + 1, "hist") for i in range(int(a.events * history))]
     timed = a.events
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         setup = len(accounts)
-        if older:  # charged before the clock runs
+        if older:  # charged before the clock runs, after the plans (another topic)
             with running_worker(a, bootstrap, topics, data, Path(tmp) / "history.log") as run:
-                wait_applied(run, setup + len(older), expected)
+                wait_applied(run, setup, expected, timeout=120)
+                for record in older:
+                    state = states[record["account_id"]]
+                    expected += len(engine.apply_usage(state, record, t0 + 1).entries)
+                    value = ucodec.encode(record)
+                    _produce(producer, topics.usage_events, record["account_id"], value, t0)
+                producer.flush(60)
+                wait_applied(run, setup + len(older), expected, timeout=120)
             setup = 0
         per_account: dict[str, int] = {}
         every = a.events // len(older) if older and corrections else 0

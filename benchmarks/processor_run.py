@@ -159,10 +159,10 @@ def running_worker(
                 process.kill()
 
 
-def wait_applied(run: Running, records: int, expected: int) -> None:
+def wait_applied(run: Running, records: int, expected: int, timeout: float = 600) -> None:
     """Until the worker applied ``records`` input records and the ledger holds every entry it
     wrote (near the fold's ``expected`` count the worker is asked; every few ms would slow it)."""
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + timeout
     while True:
         if run.counter.count >= expected - 100:
             if metric(run.port, PROCESSED) >= records and run.counter.count >= metric(
@@ -174,4 +174,8 @@ def wait_applied(run: Running, records: int, expected: int) -> None:
             time.sleep(0.005)
         run.check()
         if time.monotonic() > deadline:
-            raise SystemExit(f"the worker did not finish; see {run.log_path}")
+            raise SystemExit(
+                f"the worker did not finish: {metric(run.port, PROCESSED)} of {records} records "
+                f"applied, {run.counter.count} ledger entries of about {expected}; its log ends:\n"
+                + run.log_path.read_text()[-3000:]
+            )

@@ -57,8 +57,7 @@ def void_usage(step: CommandStep) -> Rejection | None:
         return record
     _reverse(step, record)
     step.state.charges.void(record.charge.event_id, step.state.clock)
-    refresh_grants(step.config, step.state)
-    return None
+    return None  # the engine re-sorts the grants after every command
 
 
 def amend_usage(step: CommandStep) -> Rejection | None:
@@ -101,7 +100,6 @@ def amend_usage(step: CommandStep) -> Rejection | None:
         ChargeRecord(amended, record.period_end, record.feature, record.subject, record.model,
                      state.clock)
     )  # fmt: skip
-    refresh_grants(step.config, state)
     return None
 
 
