@@ -427,7 +427,15 @@ function renderCorrections(corrections) {
     tr.dataset.event = c.event_id;
     return tr;
   });
-  if (!rows.length) rows.push(placeholderRow("No corrections this period", false, 7));
+  if (!rows.length) {
+    const tr = document.createElement("tr");
+    const td = document.createElement("td");
+    td.className = "muted";
+    td.colSpan = 7;
+    td.textContent = "No corrections this period";
+    tr.appendChild(td);
+    rows.push(tr);
+  }
   $("corrections-table").tBodies[0].replaceChildren(...rows);
 }
 

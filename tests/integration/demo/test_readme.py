@@ -250,6 +250,10 @@ def operations_and_product(readme: Readme, env: dict[str, str], tmp_path: Path) 
         terminal.python(block.code, block.where())
         block = readme.take("Using it from your product", "python", "void_usage")
         terminal.python(block.code, block.where())
+        block = readme.take("Using it from your product", "sh", "metering backfill")
+        out = terminal.run(block.code, block.where())
+        assert "3 to send" in out and "sent 3 events" in out, out
+        assert "acme / nightly" in out, out  # the dry run's totals
 
         block = readme.take("Using it from your product", "sh", "curl")
         out = terminal.run(block.code, block.where())
