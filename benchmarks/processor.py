@@ -55,6 +55,7 @@ def _producer(bootstrap: str) -> Producer:
             "batch.num.messages": 10000,
             "queue.buffering.max.messages": 2_000_000,
             "queue.buffering.max.kbytes": 1_048_576,
+            "partitioner": "murmur2_random",  # the pipeline's (pipeline/routing.py)
         }
     )
 

@@ -19,6 +19,7 @@ from pipeline.fast_avro import make_ledger_entry_encoder, make_usage_event_decod
 from pipeline.id_store import ChunkRecord, IdStore
 from pipeline.metrics import Metrics
 from pipeline.ports import EnginePort, InputError
+from pipeline.routing import REROUTED_FROM, Router
 
 
 @dataclass(slots=True)
@@ -41,6 +42,10 @@ class OutRecord:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] | None = None
+    partition: int | None = None
+    """Another partition than the source's (a forwarded input record); None: the source's."""
+    timestamp_ms: int | None = None
+    """A forwarded input record keeps its timestamp: the engine's ``recorded_at``."""
 
 
 @dataclass(slots=True)
@@ -86,9 +91,12 @@ class BatchProcessor:
         codecs: Codecs,
         metrics: Metrics,
         ids: IdStore | None = None,
+        router: Router | None = None,
     ) -> None:
         self.topics = topics
         self.ids = ids
+        self.router = router
+        """Forwards records that arrived off their account's partition (None: no check)."""
         """Where states remember event ids; None keeps them in each state (tests, benches)."""
         self._engine_ref = engine_ref
         self.codecs = codecs
@@ -144,6 +152,7 @@ class BatchProcessor:
         alerts_topic = self.topics.credit_alerts
         processed = 0
         ids = self.ids
+        router = self.router
         for msg in batch:
             out = outputs.get(msg.partition)
             if out is None:
@@ -156,6 +165,9 @@ class BatchProcessor:
                 account_id = record.get("account_id")
                 if not isinstance(account_id, str) or not account_id:
                     raise InputError("invalid", "record has no account_id")
+                if router is not None and router.home(account_id) != msg.partition:
+                    self._forward(out, msg, router.home(account_id))
+                    continue
                 slot = (msg.partition, account_id)
                 state = states.get(slot)
                 if state is None:
@@ -192,6 +204,21 @@ class BatchProcessor:
         self.metrics.processed += processed
         self.metrics.observe_batch(len(batch))
         return outputs
+
+    def _forward(self, out: PartitionOutput, msg: InMessage, home: int) -> None:
+        """Send ``msg`` on to its account's partition, where it will be applied (routing.py)."""
+        headers = list(msg.headers or ())
+        if any(name == REROUTED_FROM for name, _ in headers):
+            raise InputError(
+                "misrouted",
+                f"forwarded to partition {msg.partition}, but its account's is {home}: the "
+                "topic's partition count differs from the worker's --partitions",
+            )
+        headers.append((REROUTED_FROM, str(msg.partition).encode()))
+        out.records.append(
+            OutRecord(msg.topic, msg.key, msg.value, headers, home, msg.timestamp_ms)
+        )
+        self.metrics.rerouted += 1
 
     def sweep_account(
         self, partition: int, account_id: str, raw: bytes, now: int, out: PartitionOutput

@@ -28,6 +28,8 @@ class Metrics:
     """Fetched records left unprocessed because a rebalance overtook them (re-read later)."""
     refetched_skipped: int = 0
     """Re-fetched records skipped because they were already processed."""
+    rerouted: int = 0
+    """Input records that arrived off their account's partition, forwarded to it (routing.py)."""
     restore_mismatches: int = 0
     """Restored partitions whose account table disagreed with the ledger (then repaired)."""
     restore_rebuilt: int = 0
@@ -71,6 +73,11 @@ class Metrics:
                 p + "dropped_fetched_total",
                 "Fetched records a rebalance overtook (re-read, not lost).",
                 self.dropped_fetched,
+            ),
+            counter(
+                p + "rerouted_total",
+                "Input records forwarded to their account's partition (another partitioner).",
+                self.rerouted,
             ),
             counter(
                 p + "refetched_skipped_total",

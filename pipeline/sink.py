@@ -258,7 +258,13 @@ class TransactionalSink:
         per event (ledger entry, account state, id chunk)."""
         batches = _TopicBatches(txp, partition)
         for rec in out.records:
-            await batches.add(rec.topic, rec.key, rec.value, rec.headers)
+            if rec.partition is None:
+                await batches.add(rec.topic, rec.key, rec.value, rec.headers)
+            else:  # a forwarded input record (rare): on its own, in the same transaction
+                await txp.send(
+                    rec.topic, value=rec.value, key=rec.key, partition=rec.partition,
+                    timestamp_ms=rec.timestamp_ms, headers=rec.headers,
+                )  # fmt: skip
         if out.states or out.deleted:
             changelog = self.table.changelog
             batch = WriteBatch(raw_mode=True)

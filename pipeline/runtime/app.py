@@ -36,6 +36,7 @@ from pipeline.core import BatchProcessor, Codecs, InMessage
 from pipeline.id_store import IdStore
 from pipeline.logs import logging_config
 from pipeline.metrics import Metrics
+from pipeline.routing import Router
 from pipeline.runtime import fixes, stores
 from pipeline.runtime.consumer import batch_consumer_class
 from pipeline.settings import ProcessorConfig
@@ -80,7 +81,9 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
     live = LiveEngine(source, metrics)
     ids_ref: list[FaustTable] = []
     id_store = IdStore(lambda partition: ids_ref[0].db(partition))
-    processor = BatchProcessor(topics, live.current, make_codecs(config), metrics, id_store)
+    processor = BatchProcessor(
+        topics, live.current, make_codecs(config), metrics, id_store, Router(config.partitions)
+    )
     app = faust.App(
         config.app_id,
         broker=f"kafka://{config.bootstrap}",

@@ -19,6 +19,7 @@ from metering.dlq import header_map
 from metering.topics import TopicNames
 from pipeline.core import BatchProcessor, Codecs, InMessage
 from pipeline.metrics import Metrics
+from pipeline.routing import REROUTED_FROM, Router
 
 TOPICS = TopicNames("u.")
 REG = load_registry()
@@ -164,3 +165,28 @@ def test_an_unknown_feature_is_dead_lettered_with_an_alert_once_per_event() -> N
     proc.clear_cache()  # a rebalance: the memory of sent alerts goes with the state cache
     third = proc.process([replace(bad, offset=9)], lambda p, k: None)[2]
     assert [r.topic for r in third.records] == [TOPICS.usage_events_dlq, TOPICS.credit_alerts]
+
+
+def test_a_record_off_its_accounts_partition_is_forwarded_there_not_applied() -> None:
+    metrics = Metrics()
+    codecs = Codecs(USAGE, COMMAND, LEDGER, AvroCodec(REG, CREDIT_ALERT))
+    router = Router(6)
+    proc = BatchProcessor(TOPICS, StubEngine, codecs, metrics, router=router)
+    home = router.home("acme")
+    away = (home + 1) % 6
+    outputs = proc.process([_usage(0, "e1", "acme", partition=away)], lambda p, a: None)
+    (forwarded,) = outputs[away].records
+    assert (forwarded.topic, forwarded.partition, forwarded.key) == (
+        TOPICS.usage_events,
+        home,
+        b"acme",
+    )
+    assert forwarded.headers == [(REROUTED_FROM, str(away).encode())]
+    assert not outputs[away].states and metrics.rerouted == 1 and metrics.processed == 0
+    # On its home partition it is applied; forwarded again it would loop: dead-lettered.
+    at_home = proc.process([_usage(1, "e1", "acme", partition=home)], lambda p, a: None)
+    assert at_home[home].states
+    again = replace(_usage(2, "e2", "acme", partition=away), headers=forwarded.headers)
+    (dead,) = proc.process([again], lambda p, a: None)[away].records
+    assert dead.topic == TOPICS.usage_events_dlq
+    assert "partition count" in header_map(dead.headers)["error.message"]
