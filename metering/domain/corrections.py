@@ -23,6 +23,7 @@ charge, it is rejected (``insufficient_balance``) and nothing changes.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from metering.domain.charges import ChargeRecord
@@ -38,7 +39,7 @@ from metering.domain.errors import (
 from metering.domain.grants import burn, drawable
 from metering.domain.plans import ALLOW, UNLIMITED
 from metering.domain.records import Allocation, EntryType, LedgerEntry
-from metering.domain.reversal import CORRECTION_SOURCE, Charge, reverse
+from metering.domain.reversal import CORRECTION_SOURCE, reverse
 
 if TYPE_CHECKING:
     from metering.domain.commands import CommandStep
@@ -86,20 +87,14 @@ def amend_usage(step: CommandStep) -> Rejection | None:
     covered = micros - need
     over = need
     state.period_used += micros
-    entry = _AmendEntry(step, record, version)
     if covered or not micros:
         state.balance -= covered
-        entry.append(EntryType.USAGE_DEBIT, -covered, tuple(allocations))
+        _charge_entry(step, record, EntryType.USAGE_DEBIT, -covered, tuple(allocations), version)
     if over:  # counted now, as late usage is, whatever the event's period
         state.overage += over
-        entry.append(EntryType.OVERAGE, -over, ())
-    amended = Charge(
-        charge.event_id, charge.occurred_at, charge.period_start, tuple(allocations), over
-    )
-    state.charges.put(
-        ChargeRecord(amended, record.period_end, record.feature, record.subject, record.model,
-                     state.clock)
-    )  # fmt: skip
+        _charge_entry(step, record, EntryType.OVERAGE, -over, (), version)
+    amended = replace(charge, allocations=tuple(allocations), overage=over)
+    state.charges.put(replace(record, charge=amended, remembered_at=state.clock))
     return None
 
 
@@ -163,49 +158,35 @@ def _reverse(step: CommandStep, record: ChargeRecord) -> None:
         reason=cmd.reason,
         grant=None if correction is None else correction.info(),
     )
-    # The entry belongs to the event's own period and usage row, not the current ones.
+    _in_event_row(entries, record)
+
+
+def _charge_entry(
+    step: CommandStep,
+    record: ChargeRecord,
+    entry_type: EntryType,
+    amount: int,
+    allocations: tuple[Allocation, ...],
+    version: str,
+) -> None:
+    """An amend's new USAGE_DEBIT or OVERAGE: ``{command}:{type}:{event}``, caused by the
+    event, priced at ``version``."""
+    event_id = record.charge.event_id
+    cmd = step.cmd
+    emit(
+        step.state, step.entries, entry_type, amount, allocations, cmd.command_id,
+        record.charge.occurred_at, step.recorded_at, suffix=event_id, reason=AMENDED,
+    )  # fmt: skip
+    step.entries[-1] = step.entries[-1]._replace(cause_id=event_id, price_version=version)
+    _in_event_row(step.entries, record)
+
+
+def _in_event_row(entries: list[LedgerEntry], record: ChargeRecord) -> None:
+    """The last entry belongs to the event's own period and usage row, not the current ones."""
     entries[-1] = entries[-1]._replace(
-        period_start=charge.period_start,
+        period_start=record.charge.period_start,
         period_end=record.period_end,
         subject=record.subject,
         feature=record.feature,
         model=record.model,
     )
-
-
-class _AmendEntry:
-    """Writes an amend's new usage entries, in the event's own period and row."""
-
-    __slots__ = ("record", "step", "version")
-
-    def __init__(self, step: CommandStep, record: ChargeRecord, version: str) -> None:
-        self.step, self.record, self.version = step, record, version
-
-    def append(
-        self, entry_type: EntryType, amount: int, allocations: tuple[Allocation, ...]
-    ) -> None:
-        state, cmd, record = self.step.state, self.step.cmd, self.record
-        charge = record.charge
-        state.seq += 1
-        self.step.entries.append(
-            LedgerEntry(
-                entry_id=f"{cmd.command_id}:{entry_type.value}:{charge.event_id}",
-                account_id=state.account_id,
-                seq=state.seq,
-                type=entry_type,
-                amount=amount,
-                allocations=allocations,
-                balance_after=state.balance,
-                overage_after=state.overage,
-                cause_id=charge.event_id,
-                occurred_at=charge.occurred_at,
-                recorded_at=self.step.recorded_at,
-                period_start=charge.period_start,
-                period_end=record.period_end,
-                subject=record.subject,
-                feature=record.feature,
-                model=record.model,
-                price_version=self.version,
-                reason=AMENDED,
-            )
-        )
