@@ -187,6 +187,8 @@ def _phase(
             # fixed order, so a usage event may meet its account before the plan command does.)
             wait_applied(run, setup + timed, expected)
             elapsed = time.perf_counter() - start
+            batches = metric(run.port, "metering_processor_batch_size_count")
+            transactions = metric(run.port, "metering_processor_transactions_total")
             expected = run.counter.count
             events_per_s = a.events / elapsed
             raw = raw_baseline(bootstrap, topics.usage_events, a.partitions, a.events)
@@ -204,6 +206,8 @@ def _phase(
         "raw_events_per_s": round(raw),
         "ratio": round(events_per_s / raw, 3),
         "busiest_account_share": round(max(per_account.values()) / a.events, 3),
+        "batches": batches,
+        "transactions": transactions,
         "event_time_span_s": EVENT_TIME_SPAN_MS // 1000,
         "latencies": sorted(latencies),
     }

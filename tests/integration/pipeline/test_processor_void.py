@@ -79,8 +79,8 @@ def test_void_usage_gives_the_charge_back_after_a_restore(
 def test_amend_usage_charges_the_new_units_across_restores(
     kafka_bootstrap: str, topics: TopicNames, tmp_path: Path
 ) -> None:
-    """An amend, a restart, a second amend (it reverses the first), a restart, then a void: each
-    finds the charge the one before left, in the id store restored from the changelog."""
+    """An amend, a restart on empty stores, a second amend (it reverses the first, found in the
+    id store restored from the changelog), then a void of the amended charge."""
     registry = load_registry()
     ucodec, ccodec = AvroCodec(registry, USAGE_EVENT), AvroCodec(registry, CREDIT_COMMAND)
     account = "acct-amend"
@@ -91,19 +91,24 @@ def test_amend_usage_charges_the_new_units_across_restores(
 
     usage = {"event_id": "ev-a", "account_id": account, "feature": "image_generation",
              "units": {"images": 2}, "occurred_at": T0 + 10, "subject": "u1"}  # fmt: skip
-    steps = [
-        ([command("plan", T0, kind="assign_plan", plan_id="growth")], 2),
-        ([(topics.usage_events, account, ucodec.encode(usage), T0 + 10)], 3),
-        ([command("fix-1", T0 + 20, kind="amend_usage", event_id="ev-a", units={"images": 5})], 5),
-        ([command("fix-2", T0 + 30, kind="amend_usage", event_id="ev-a", units={"images": 1})], 7),
-        ([command("undo", T0 + 40, kind="void_usage", event_id="ev-a", reason="refund")], 8),
+    fix_1 = command("fix-1", T0 + 20, kind="amend_usage", event_id="ev-a", units={"images": 5})
+    fix_2 = command("fix-2", T0 + 30, kind="amend_usage", event_id="ev-a", units={"images": 1})
+    undo = command("undo", T0 + 40, kind="void_usage", event_id="ev-a", reason="refund")
+    steps = [  # (record, ledger entries by then); one worker per group, each on empty stores
+        [
+            (command("plan", T0, kind="assign_plan", plan_id="growth"), 2),
+            ((topics.usage_events, account, ucodec.encode(usage), T0 + 10), 3),
+            (fix_1, 5),
+        ],
+        [(fix_2, 7), (undo, 8)],
     ]
     total = 0
-    for n, (records, total) in enumerate(steps):
+    for n, group in enumerate(steps):
         worker = Worker(kafka_bootstrap, topics, "amend", tmp_path / str(n)).start()
         try:
-            produce(kafka_bootstrap, records)
-            read_topic(kafka_bootstrap, topics.credit_ledger, total, settle=0)
+            for record, total in group:  # one at a time: two topics, read in no set order
+                produce(kafka_bootstrap, [record])
+                read_topic(kafka_bootstrap, topics.credit_ledger, total, settle=0)
         finally:
             worker.stop()
     records = decode_ledger(read_topic(kafka_bootstrap, topics.credit_ledger, total, settle=1))
