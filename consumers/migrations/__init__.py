@@ -108,9 +108,10 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "action",
-        choices=["migrate", "status"],
+        choices=["migrate", "status", "cluster-schema"],
         help="migrate: create the database and apply pending migrations; "
-        "status: list each migration, applied or pending",
+        "status: list each migration, applied or pending; cluster-schema: print the schema "
+        "for a cluster (Replicated and Distributed tables), derived from the migrations",
     )
     add_database_argument(parser)
     parser.add_argument(
@@ -119,6 +120,11 @@ def main(argv: list[str]) -> int:
         help="ClickHouse server (http://...) or chdb://PATH (default: METERING_CLICKHOUSE_URL)",
     )
     args = parser.parse_args(argv)
+    if args.action == "cluster-schema":
+        from consumers.cluster_schema import cluster_profile
+
+        print(cluster_profile(), end="")
+        return 0
     url = args.url or load_settings().clickhouse_url
     if args.action == "migrate":
         applied = migrate(url, args.database)
