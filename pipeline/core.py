@@ -165,8 +165,9 @@ class BatchProcessor:
                 account_id = record.get("account_id")
                 if not isinstance(account_id, str) or not account_id:
                     raise InputError("invalid", "record has no account_id")
-                if router is not None and router.home(account_id) != msg.partition:
-                    self._forward(out, msg, router.home(account_id))
+                home = msg.partition if router is None else router.home(account_id)
+                if home != msg.partition:
+                    self._forward(out, msg, home)
                     continue
                 slot = (msg.partition, account_id)
                 state = states.get(slot)

@@ -193,6 +193,19 @@ class IdStore:
             versions += 1
         return data, versions
 
+    def set_charge(
+        self, partition: int, prefix: bytes, event_id: str, at: int, charge: bytes
+    ) -> None:
+        """Make ``charge`` the event's charge from now on: kept with its id while the id holds
+        none (remembered in this batch), else as a new version, unless it is the one held."""
+        held, versions = self.current_charge(partition, prefix, event_id)
+        if held == charge:
+            return
+        if not held:
+            self.attach(partition, prefix, id_hash(event_id), charge)
+        else:
+            self.add(partition, prefix, correction_key(event_id, versions + 1), at, charge)
+
     def add(
         self, partition: int, prefix: bytes, h: bytes, at: int, charge: bytes | None = None
     ) -> None:
@@ -298,16 +311,14 @@ class StoreIds:
         return record
 
     def put(self, record: ChargeRecord) -> None:
-        """The event's charge from now on: its first (kept with its id, remembered in this
-        batch) or an amended one (a new version)."""
-        event_id = record.charge.event_id
-        store, partition, prefix = self._store, self._partition, self._prefix
-        data, versions = store.current_charge(partition, prefix, event_id)
-        if not data:
-            store.attach(partition, prefix, self._hash(event_id), encode_charge(record))
-        else:
-            key = correction_key(event_id, versions + 1)
-            store.add(partition, prefix, key, record.remembered_at, encode_charge(record))
+        """The event's charge from now on: its first, or an amended one (a new version)."""
+        self._store.set_charge(
+            self._partition,
+            self._prefix,
+            record.charge.event_id,
+            record.remembered_at,
+            encode_charge(record),
+        )
 
     def charged(self, parts: ChargeParts) -> None:
         h = self._hash(parts.event_id)

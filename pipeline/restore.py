@@ -26,7 +26,6 @@ from pipeline.id_store import (
     ChunkRecord,
     IdStore,
     account_prefix,
-    correction_key,
     id_hash,
     void_marker,
     write_chunks,
@@ -185,11 +184,8 @@ class RestoreVerifier:
         for account_id, items in remember.items():
             prefix = account_prefix(account_id)
             for item in items:
-                if item.amended:
-                    held, versions = store.current_charge(partition, prefix, item.event_id)
-                    if held and held != item.charge:
-                        key = correction_key(item.event_id, versions + 1)
-                        store.add(partition, prefix, key, item.at, item.charge)
+                if item.amended and item.charge is not None:
+                    store.set_charge(partition, prefix, item.event_id, item.at, item.charge)
                     continue
                 h = void_marker(item.event_id) if item.void else id_hash(item.event_id)
                 if not store.contains(partition, prefix, h):

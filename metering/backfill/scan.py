@@ -42,9 +42,6 @@ class Scan:
     """Refusals counted by kind (the reason up to its first ':')."""
     totals: dict[tuple[str, str], Total] = field(default_factory=dict)
     """(account, subject) -> events and micro-credits at list price (before grants)."""
-    first: int | None = None
-    last: int | None = None
-    """The oldest and newest accepted ``occurred_at``."""
 
     @property
     def refused(self) -> int:
@@ -101,8 +98,6 @@ def scan(
         out.accepted += 1
         if on_accepted is not None:
             on_accepted(event["account_id"].encode(), value)
-        out.first = at if out.first is None else min(out.first, at)
-        out.last = at if out.last is None else max(out.last, at)
         row = totals.setdefault((event["account_id"], event.get("subject") or "default"), [0, 0])
         row[0] += 1
         row[1] += micros
