@@ -13,34 +13,31 @@ Uses ``METERING_REDIS_URL`` (or the local stack's) when reachable, else its own 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
 import json
-import os
 import random
 import secrets
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any, TypeVar
 
-import httpx
-import redis
-
+from benchmarks.sidecar_load import (
+    check_bodies,
+    run_loop,
+    running_sidecar,
+    sidecar_load,
+)
 from devstack.redis import LocalRedis, reachable
 from metering.config import env_value
-from metering.net import free_port
 from projections.apply import Projector
 from projections.enforcement import Enforcer
+from projections.redis_connect import SyncRedis, connect
 
 T = TypeVar("T")
 
 CREDIT = 1_000_000
-BENCH_KEY = "bench-secret"
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -127,7 +124,7 @@ def _usage_stream(accounts: list[str], total: int, seed: int = 7) -> Iterator[di
         )
 
 
-def bench_check(client: redis.Redis, prefix: str, accounts: list[str], n: int) -> dict[str, float]:
+def bench_check(client: SyncRedis, prefix: str, accounts: list[str], n: int) -> dict[str, float]:
     enforcer = Enforcer(client, prefix)
     client.set(f"{prefix}raw-get-key", "x" * 16)
     raw_key = f"{prefix}raw-get-key"
@@ -158,135 +155,6 @@ def bench_check(client: redis.Redis, prefix: str, accounts: list[str], n: int) -
         "raw_get_p99_ms": _ms(raw_p99),
         "check_vs_raw_p99": round(check_p99 / raw_p99, 3),
     }
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """One answered check of the open-loop load: when it was due and how it went."""
-
-    due: float
-    """Scheduled send time (``time.perf_counter``)."""
-    body: int
-    """Index of the body sent."""
-    latency: float
-    status: int
-    allowed: bool
-    degraded: bool
-
-
-def check_bodies(accounts: list[str]) -> list[bytes]:
-    return [
-        json.dumps(
-            {"account_id": a, "feature": "text_generation", "estimated_credits": 25_000}
-        ).encode()
-        for a in accounts
-    ]
-
-
-async def sidecar_load(
-    port: int, bodies: list[bytes], rate: float, duration: float, conns: int = 32
-) -> list[Answer]:
-    """Send ``rate`` checks a second for ``duration`` seconds over ``conns`` keep-alive
-    connections, cycling through ``bodies``. Open loop: latency counts from the scheduled
-    send time, so a stalled server cannot hide its queueing."""
-    clock = time.perf_counter  # uvloop's loop.time() ticks in whole milliseconds
-    total = int(rate * duration)
-    answers: list[Answer] = []
-    start = clock() + 0.2
-
-    async def worker(j: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            for i in range(j, total, conns):
-                scheduled = start + i / rate
-                delay = scheduled - clock()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                body = bodies[i % len(bodies)]
-                writer.write(
-                    b"POST /v1/check HTTP/1.1\r\nHost: bench\r\nX-API-Key: "
-                    + BENCH_KEY.encode()
-                    + b"\r\nContent-Type: application/json\r\nContent-Length: "
-                    + str(len(body)).encode()
-                    + b"\r\n\r\n"
-                    + body
-                )
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                payload = await reader.readexactly(length)
-                answers.append(
-                    Answer(
-                        scheduled,
-                        i % len(bodies),
-                        clock() - scheduled,
-                        int(head[9:12]),
-                        b'"allowed":true' in payload,
-                        b'"degraded":true' in payload,
-                    )
-                )
-        finally:
-            writer.close()
-
-    collecting = gc.isenabled()
-    gc.disable()  # a collection in the client would be charged to the sidecar as latency
-    try:
-        await asyncio.gather(*(worker(j) for j in range(conns)))
-    finally:
-        if collecting:
-            gc.enable()
-    return answers
-
-
-def run_loop(coro: Coroutine[Any, Any, T]) -> T:
-    """Run the load generator on uvloop when installed (uvicorn[standard] brings it).
-
-    Latency counts from the scheduled send time, so the client's own event-loop lag would
-    be charged to the sidecar; the faster loop keeps that share small.
-    """
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - plain asyncio still measures, just noisier
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
-@contextmanager
-def running_sidecar(
-    redis_url: str, prefix: str, env: Mapping[str, str] | None = None
-) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """``metering run sidecar`` in a child process on a free port, up and healthy."""
-    port = free_port()
-    proc_env = {
-        **os.environ,
-        "METERING_REDIS_URL": redis_url,
-        "METERING_REDIS_PREFIX": prefix,
-        "METERING_API_KEYS": f"bench:{BENCH_KEY}",
-        **(env or {}),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "run", "sidecar", "--port", str(port)],
-        env=proc_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("sidecar did not start")
-            time.sleep(0.1)
-        yield proc, port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def rss_mb(pid: int) -> float:
@@ -338,7 +206,7 @@ def bench_sidecar_memory(
 
 
 def bench_projection(
-    client: redis.Redis, prefix: str, accounts: list[str], total: int, batch: int
+    client: SyncRedis, prefix: str, accounts: list[str], total: int, batch: int
 ) -> dict[str, float]:
     entries = list(_usage_stream(accounts, total))
     batches = [entries[i : i + batch] for i in range(0, len(entries), batch)]
@@ -378,7 +246,7 @@ def bench_projection(
     }
 
 
-def _cleanup(client: redis.Redis, prefix: str) -> None:
+def _cleanup(client: SyncRedis, prefix: str) -> None:
     batch = []
     for key in client.scan_iter(match=prefix.replace("*", "\\*") + "*", count=2000):
         batch.append(key)
@@ -464,7 +332,7 @@ def main(argv: list[str]) -> int:
         if own:
             url = stack.enter_context(LocalRedis()).url
         say(f"redis: {url} ({'own redis-server' if own else 'existing'})")
-        client = redis.Redis.from_url(url)
+        client = connect(url)
         stack.callback(client.close)
         prefix = f"bench-{secrets.token_hex(4)}:"
         stack.callback(_cleanup, client, prefix)

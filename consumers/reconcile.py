@@ -181,11 +181,10 @@ def rollup_vs_raw(client: Reader) -> list[Mismatch]:
 
 def redis_balances(redis_url: str) -> BalanceReader:
     """Reads ``available`` from the projection's balance hash (layout of ``projections.keys``)."""
-    import redis
-
     from projections.keys import account_keys, prefix_from_env
+    from projections.redis_connect import connect
 
-    conn = redis.Redis.from_url(redis_url)
+    conn = connect(redis_url)
     prefix = prefix_from_env()
 
     def read(accounts: Iterable[str]) -> dict[str, int | None]:

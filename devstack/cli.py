@@ -32,6 +32,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for both to answer (default: 120)",
     )
+    up.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="a Redis Cluster of 3 masters and 3 replicas instead of one Redis (a new stack "
+        "only; the URL is redis+cluster://...)",
+    )
     sub.add_parser(
         "status",
         help="each component, up or down, with its address",
@@ -79,7 +85,9 @@ def main(argv: list[str]) -> int:
     stack = LocalStack(settings.state_dir)
     if args.action == "up":
         try:
-            started = stack.up(timeout=args.timeout, remember=True)
+            started = stack.up(
+                timeout=args.timeout, remember=True, redis_cluster=args.redis_cluster
+            )
         except (StackError, KafkaError, RedisError) as exc:
             print(f"metering stack up: {exc}", file=sys.stderr)
             return 1

@@ -1,7 +1,8 @@
 """``LocalStack``: start, inspect, stop and restart the local Kafka + Redis by recorded pid.
 
-State lives in the state dir: ``kafka/`` (config, KRaft data, logs), ``redis/`` (AOF, log)
-and ``stack.json`` with the run-time addresses, ports and pids. ``metering.config`` reads
+State lives in the state dir: ``kafka/`` (config, KRaft data, logs), ``redis/`` (AOF, log),
+or ``redis-cluster/`` (six nodes, for ``up --redis-cluster``), and ``stack.json`` with the
+run-time addresses, ports and pids. ``metering.config`` reads
 ``addresses`` from that file, so every command follows the ports chosen at ``up``.
 """
 
@@ -20,6 +21,7 @@ from devstack import process
 from devstack import redis as redis_mod
 from devstack.kafka import KafkaNode
 from devstack.redis import RedisNode
+from devstack.redis_cluster import ClusterNodes, free_node_ports
 from metering.config import STACK_FILE, remember_stack
 from metering.net import free_port
 
@@ -65,35 +67,49 @@ class LocalStack:
             return None
         return data if isinstance(data, dict) else None
 
-    def _write_state(self, kafka: KafkaNode, redis: RedisNode, pids: dict[str, int]) -> None:
+    def _write_state(
+        self, kafka: KafkaNode, redis: RedisNode | ClusterNodes, pids: dict[str, int]
+    ) -> None:
+        ports: dict[str, Any] = {
+            "kafka": kafka.broker_port,
+            "kafka_controller": kafka.controller_port,
+        }
+        if isinstance(redis, ClusterNodes):
+            ports["redis_cluster"] = redis.ports
+        else:
+            ports["redis"] = redis.port
         data = {
             "addresses": {
                 "kafka_bootstrap": kafka.bootstrap,
                 "redis_url": redis.url,
                 "clickhouse_url": self.clickhouse_url,
             },
-            "ports": {
-                "kafka": kafka.broker_port,
-                "kafka_controller": kafka.controller_port,
-                "redis": redis.port,
-            },
+            "ports": ports,
             "pids": pids,
         }
         tmp = self.stack_file.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(tmp, self.stack_file)
 
-    def _nodes(self, state: dict[str, Any] | None) -> tuple[KafkaNode, RedisNode]:
-        """The nodes recorded in ``state``, or new ones on free ports."""
+    def _nodes(
+        self, state: dict[str, Any] | None, cluster: bool = False
+    ) -> tuple[KafkaNode, RedisNode | ClusterNodes]:
+        """The nodes recorded in ``state``, or new ones on free ports (``cluster``: a Redis
+        Cluster unless ``state`` records a single Redis)."""
         ports = (state or {}).get("ports", {})
         kafka = KafkaNode(
             home=self.state_dir / "kafka",
             broker_port=int(ports.get("kafka") or free_port()),
             controller_port=int(ports.get("kafka_controller") or free_port()),
         )
-        redis = RedisNode(
-            home=self.state_dir / "redis", port=int(ports.get("redis") or free_port())
-        )
+        redis: RedisNode | ClusterNodes
+        if ports.get("redis_cluster") or (cluster and not ports.get("redis")):
+            recorded = [int(p) for p in ports.get("redis_cluster") or ()]
+            redis = ClusterNodes(self.state_dir / "redis-cluster", recorded or free_node_ports())
+        else:
+            redis = RedisNode(
+                home=self.state_dir / "redis", port=int(ports.get("redis") or free_port())
+            )
         return kafka, redis
 
     def _pids(self) -> dict[str, int]:
@@ -103,6 +119,13 @@ class LocalStack:
     def _alive(self, name: str, pid: int | None) -> bool:
         marker = kafka_mod.MAIN_CLASS if name == "kafka" else redis_mod.MARKER
         return pid is not None and process.owns(pid, marker)
+
+    @staticmethod
+    def _redis_names(redis: RedisNode | ClusterNodes) -> list[str]:
+        """The pid names of the Redis processes: ``redis``, or ``redis:<port>`` per node."""
+        if isinstance(redis, ClusterNodes):
+            return [f"redis:{port}" for port in redis.ports]
+        return ["redis"]
 
     # -- public API -----------------------------------------------------------------------
 
@@ -121,44 +144,65 @@ class LocalStack:
         return value
 
     def is_up(self) -> bool:
+        state = self.read_state()
+        if state is None:
+            return False
         pids = self._pids()
-        return all(self._alive(name, pids.get(name)) for name in ("kafka", "redis"))
+        names = ["kafka", *self._redis_names(self._nodes(state)[1])]
+        return all(self._alive(name, pids.get(name)) for name in names)
 
-    def up(self, timeout: float = 120.0, *, remember: bool = False) -> bool:
+    def up(
+        self, timeout: float = 120.0, *, remember: bool = False, redis_cluster: bool = False
+    ) -> bool:
         """Start whatever is not running; True if anything was started, False if all was up.
 
         A stopped stack comes back on its recorded ports with its data (Kafka log, Redis AOF).
         ``remember``: the CLI and the SDK find this stack from any directory afterwards
         (``metering.config.remember_stack``; the command line's ``stack up`` and the demo).
+        ``redis_cluster``: a new stack gets a Redis Cluster of six nodes instead of one Redis
+        (``devstack.redis_cluster``); a stack keeps the kind it was first started with.
         """
         if remember:
             remember_stack(self.state_dir)
         state = self.read_state()
         pids = self._pids()
-        kafka, redis = self._nodes(state)
+        kafka, redis = self._nodes(state, cluster=redis_cluster)
+        if redis_cluster and not isinstance(redis, ClusterNodes):
+            raise StackError(
+                f"the stack in {self.state_dir} runs a single Redis; "
+                "`metering stack down --purge` first to start it with a Redis Cluster"
+            )
         want_kafka = not self._alive("kafka", pids.get("kafka"))
-        want_redis = not self._alive("redis", pids.get("redis"))
-        if not (want_kafka or want_redis):
+        redis_down = [n for n in self._redis_names(redis) if not self._alive(n, pids.get(n))]
+        if not (want_kafka or redis_down):
             return False
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        for wanted, port, what in (
-            (want_kafka, kafka.broker_port, "kafka"),
-            (want_kafka, kafka.controller_port, "kafka controller"),
-            (want_redis, redis.port, "redis"),
-        ):
-            if wanted and process.port_open("127.0.0.1", port):
+        taken = [(kafka.broker_port, "kafka"), (kafka.controller_port, "kafka controller")]
+        checks = taken if want_kafka else []
+        for name in redis_down:
+            port = redis.port if isinstance(redis, RedisNode) else int(name.split(":")[1])
+            checks.append((port, "redis"))
+        for port, what in checks:
+            if process.port_open("127.0.0.1", port):
                 raise StackError(f"{what} port {port} is taken; `metering stack down --purge`")
         if want_kafka:
             libs = kafka_mod.ensure_jars(self._libs)
             kafka.write_config()
             kafka.format_storage(libs)
             pids["kafka"] = kafka.start(libs)
-        if want_redis:
+        if isinstance(redis, ClusterNodes):
+            live = {p: pids[f"redis:{p}"] for p in redis.ports if f"redis:{p}" not in redis_down}
+            for port, pid in redis.start(live).items():
+                pids[f"redis:{port}"] = pid
+        elif redis_down:
             pids["redis"] = redis.start()
         # Record pids before waiting, so `down` can clean up after a failed start.
         self._write_state(kafka, redis, pids)
         deadline = time.monotonic() + timeout
-        if want_redis:
+        if isinstance(redis, ClusterNodes):
+            by_port = {p: pids[f"redis:{p}"] for p in redis.ports}
+            redis.wait_formed(by_port, timeout=max(1.0, deadline - time.monotonic()))
+        elif redis_down:
             redis.wait_ready(pids["redis"], timeout=max(1.0, deadline - time.monotonic()))
         if want_kafka:
             kafka.wait_ready(pids["kafka"], timeout=max(1.0, deadline - time.monotonic()))
@@ -168,15 +212,33 @@ class LocalStack:
         state = self.read_state() or {}
         addresses = state.get("addresses", {})
         pids = self._pids()
-        lines = []
-        for name, key in (("kafka", "kafka_bootstrap"), ("redis", "redis_url")):
-            pid = pids.get(name)
+        lines = [
+            ComponentStatus(
+                name="kafka",
+                up=self._alive("kafka", pids.get("kafka")),
+                address=str(addresses.get("kafka_bootstrap", "-")),
+                pid=pids.get("kafka"),
+            )
+        ]
+        redis = self._nodes(state)[1] if state else None
+        if isinstance(redis, ClusterNodes):
+            names = self._redis_names(redis)
+            alive = sum(self._alive(n, pids.get(n)) for n in names)
             lines.append(
                 ComponentStatus(
-                    name=name,
-                    up=self._alive(name, pid),
-                    address=str(addresses.get(key, "-")),
-                    pid=pid,
+                    name="redis",
+                    up=alive == len(names),
+                    address=redis.url,
+                    detail=f"cluster: {alive} of {len(names)} nodes running",
+                )
+            )
+        else:
+            lines.append(
+                ComponentStatus(
+                    name="redis",
+                    up=self._alive("redis", pids.get("redis")),
+                    address=str(addresses.get("redis_url", "-")),
+                    pid=pids.get("redis"),
                 )
             )
         lines.append(
@@ -199,7 +261,7 @@ class LocalStack:
                 stopped.append(name)
         self.stack_file.unlink(missing_ok=True)
         if purge:
-            for sub in ("kafka", "redis"):
+            for sub in ("kafka", "redis", "redis-cluster"):
                 shutil.rmtree(self.state_dir / sub, ignore_errors=True)
         return stopped
 

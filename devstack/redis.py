@@ -24,6 +24,18 @@ MARKER = "redis-server"
 """Identifies our Redis pid in ``/proc/<pid>/cmdline``."""
 
 
+CLUSTER_OPTIONS = (
+    "--cluster-enabled",
+    "yes",
+    "--cluster-config-file",
+    "nodes.conf",
+    "--cluster-node-timeout",
+    "2000",
+)
+"""A node declared failed after 2 s, so a replica takes over within a few seconds (the
+default 15 s would be long in tests; a production cluster tunes this to its network)."""
+
+
 class RedisError(RuntimeError):
     """redis-server is missing or did not start."""
 
@@ -43,6 +55,8 @@ class RedisNode:
     port: int
     persistent: bool = True
     """AOF on (the stack) or no persistence at all (throwaway)."""
+    cluster: bool = False
+    """A Redis Cluster node (``devstack.redis_cluster`` forms the cluster)."""
 
     @property
     def url(self) -> str:
@@ -71,6 +85,7 @@ class RedisNode:
             "no",
             "--logfile",
             str(self.log_file),
+            *(CLUSTER_OPTIONS if self.cluster else ()),
         ]
 
     def start(self) -> int:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from metering.redis_url import RedisUrlError, is_cluster_url, parse_cluster_url
+
 
 class ConfigError(ValueError):
     """A ``METERING_*`` variable holds a value the pipeline cannot use."""
@@ -181,8 +183,19 @@ def _url(name: str, value: str, schemes: tuple[str, ...]) -> str:
     parsed = urlparse(value)
     if parsed.scheme not in schemes:
         raise ConfigError(f"{name}={value!r}: scheme must be one of {', '.join(schemes)}")
-    if parsed.scheme != "chdb" and not parsed.hostname:
+    if parsed.scheme not in ("chdb", "unix") and not parsed.hostname:
         raise ConfigError(f"{name}={value!r}: missing host")
+    return value
+
+
+def _redis_url(name: str, value: str) -> str:
+    """A redis-py URL, or a ``redis+cluster://`` one with at least one good seed."""
+    if not is_cluster_url(value):
+        return _url(name, value, ("redis", "rediss", "unix"))
+    try:
+        parse_cluster_url(value)
+    except RedisUrlError as exc:
+        raise ConfigError(f"{name}={value!r}: {exc}") from None
     return value
 
 
@@ -243,10 +256,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             "METERING_KAFKA_BOOTSTRAP",
             env.get("METERING_KAFKA_BOOTSTRAP", local.get("kafka_bootstrap", "127.0.0.1:9092")),
         ),
-        redis_url=_url(
+        redis_url=_redis_url(
             "METERING_REDIS_URL",
             env.get("METERING_REDIS_URL", local.get("redis_url", "redis://127.0.0.1:6379/0")),
-            ("redis", "rediss", "unix"),
         ),
         clickhouse_url=_url(
             "METERING_CLICKHOUSE_URL",

@@ -11,6 +11,7 @@ connection).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -18,9 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
 from projections.keys import check_prefix
+from projections.redis_connect import SyncRedis
 
 try:  # the sentinel redis-py's hiredis reader returns when a reply is incomplete
     from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
@@ -37,8 +40,28 @@ CHUNK_CALLS = 256
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+REPLICA_WAIT_MS = 1000
+"""On a cluster, how long a batch waits for a replica to confirm it (``WAIT 1``)."""
+
+
 class ProjectionError(RuntimeError):
     """Redis rejected an apply script for a reason other than NOSCRIPT."""
+
+
+class ClusterMoved(redis.ConnectionError):
+    """A cluster redirected a call or a master was unreachable: the slot map is refreshed and
+    the batch is to be re-sent whole (the apply script is idempotent)."""
+
+
+CLUSTER_CHANGES: tuple[type[BaseException], ...] = (
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+"""What a cluster raises while slots move or a replica takes over (single Redis: re-raised)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,15 +209,32 @@ def _plan(entries: Sequence[Mapping[str, Any]]) -> list[_Call]:
 
 
 class Projector:
-    """Writes ledger entries into the projection under ``prefix``."""
+    """Writes ledger entries into the projection under ``prefix``.
 
-    def __init__(self, client: redis.Redis, prefix: str) -> None:
+    On a Redis Cluster the calls go to the master of each account's slot, each master's share
+    streamed on its own connection, and each share ends with ``WAIT`` for one replica: a batch
+    counts as applied (and its offsets may be committed) only once a replica holds it too, so
+    a master that dies after answering loses no entry its replica would not have. A redirect
+    or an unreachable master (a failover under way) refreshes the slot map and raises
+    :class:`ClusterMoved`, a ``ConnectionError``: the caller re-sends the whole batch.
+    """
+
+    def __init__(
+        self,
+        client: SyncRedis,
+        prefix: str,
+        *,
+        replica_wait_ms: int = REPLICA_WAIT_MS,
+    ) -> None:
         self.client = client
         self.prefix = check_prefix(prefix)
         self._prefix = prefix.encode("utf-8")
         self._script = script("apply")
         self._evalsha = b"$7\r\nEVALSHA\r\n" + _bulk(self._script.sha.encode()) + b"$1\r\n4\r\n"
         self._loaded = False
+        self._wait = b"*3\r\n$4\r\nWAIT\r\n$1\r\n1\r\n" + _bulk(b"%d" % replica_wait_ms)
+        self.unreplicated = 0
+        """Cluster batches a master applied that no replica confirmed within the wait."""
 
     def _pack(self, call: _Call, entries: Sequence[Mapping[str, Any]]) -> bytes:
         base = self._prefix + b"{" + call.account.encode("utf-8") + b"}:"
@@ -225,10 +265,10 @@ class Projector:
             self._loaded = True
         calls = _plan(entries)
         try:
-            replies = self._stream(calls, entries)
+            replies = self._send(calls, entries)
         except NoScriptError:
             load_all(self.client)  # Redis restarted or failed over: reload, resend (idempotent)
-            replies = self._stream(calls, entries)
+            replies = self._send(calls, entries)
         result = ApplyResult()
         gapped: set[str] = set()
         for call, reply in zip(calls, replies, strict=True):
@@ -242,23 +282,54 @@ class Projector:
                 result.gaps.append(Gap(call.account, stored, gap, index))
         return result
 
-    def _stream(self, calls: list[_Call], entries: Sequence[Mapping[str, Any]]) -> list[Any]:
-        """Send the calls in chunks on one connection, reading chunk n while n+1 runs."""
-        pool = self.client.connection_pool
+    def _send(self, calls: list[_Call], entries: Sequence[Mapping[str, Any]]) -> list[Any]:
+        client = self.client
+        if not isinstance(client, redis.RedisCluster):
+            return self._stream(client.connection_pool, calls, entries, wait=False)
+        by_node: dict[str, list[int]] = {}
+        pools: dict[str, Any] = {}
+        try:
+            for i, call in enumerate(calls):
+                node = client.nodes_manager.get_node_from_slot(key_slot(call.account.encode()))
+                by_node.setdefault(node.name, []).append(i)
+                if node.name not in pools:
+                    pools[node.name] = client.get_redis_connection(node).connection_pool
+            replies: list[Any] = [None] * len(calls)
+            for name, indexes in by_node.items():
+                share = self._stream(pools[name], [calls[i] for i in indexes], entries, wait=True)
+                for i, reply in zip(indexes, share, strict=True):
+                    replies[i] = reply
+        except CLUSTER_CHANGES as exc:
+            with contextlib.suppress(redis.RedisError):  # no node answers yet: the next try
+                client.nodes_manager.initialize()  # type: ignore[no-untyped-call]
+            raise ClusterMoved(f"cluster topology changed: {exc!r}") from exc
+        return replies
+
+    def _stream(
+        self, pool: Any, calls: list[_Call], entries: Sequence[Mapping[str, Any]], *, wait: bool
+    ) -> list[Any]:
+        """Send the calls in chunks on one connection, reading chunk n while n+1 runs;
+        ``wait``: end with ``WAIT 1`` and count a batch no replica confirmed."""
         conn = pool.get_connection()
         replies: list[Any] = []
         pending: deque[int] = deque()
         try:
             for start in range(0, len(calls), CHUNK_CALLS):
                 chunk = calls[start : start + CHUNK_CALLS]
-                conn.send_packed_command([b"".join(self._pack(c, entries) for c in chunk)])  # type: ignore[no-untyped-call]
+                conn.send_packed_command([b"".join(self._pack(c, entries) for c in chunk)])
                 pending.append(len(chunk))
                 if len(pending) > 1:
                     replies += _read_replies(conn, pending.popleft())
             while pending:
                 replies += _read_replies(conn, pending.popleft())
+            if wait:
+                conn.send_packed_command([self._wait])
+                if int(_read_replies(conn, 1)[0]) < 1:
+                    self.unreplicated += 1
         except BaseException as exc:
-            conn.disconnect()  # type: ignore[no-untyped-call]  # unread replies would poison the next user of the connection
+            conn.disconnect()  # unread replies would poison the next user of the connection
+            if isinstance(exc, CLUSTER_CHANGES):
+                raise
             if isinstance(exc, redis.ResponseError) and not isinstance(exc, NoScriptError):
                 raise ProjectionError(f"apply script failed: {exc!r}") from exc
             raise

@@ -8,10 +8,9 @@ import logging
 import sys
 from dataclasses import asdict
 
-import redis
-
 from metering.topics import TopicNames, add_topic_prefix_argument
 from projections.keys import REBUILD_PREFIX, check_prefix, prefix_from_env
+from projections.redis_connect import SyncRedis, connect
 
 
 def main(argv: list[str]) -> int:
@@ -76,7 +75,7 @@ def main(argv: list[str]) -> int:
     from metering.config import load_settings
 
     settings = load_settings()
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
+    client = connect(settings.redis_url, socket_timeout=30)
     live = prefix_from_env()
     try:
         if args.action == "verify":
@@ -110,7 +109,7 @@ def main(argv: list[str]) -> int:
         client.close()
 
 
-def _verify(client: redis.Redis, live: str, other: str, account: str | None) -> int:
+def _verify(client: SyncRedis, live: str, other: str, account: str | None) -> int:
     from projections.rebuild import compare
 
     diffs = compare(client, live, other, account)

@@ -53,6 +53,7 @@ from metering.logs import kafka_client_logging
 from metering.metrics import Metric, counter, exposition, gauge
 from metering.topics import TopicNames
 from projections.apply import ApplyResult, Gap, Projector
+from projections.redis_connect import SyncRedis
 from projections.self_heal import Repair, SelfHeal, gap_reason, gaps_to_repair
 
 log = logging.getLogger("metering.projection")
@@ -134,7 +135,7 @@ class ProjectionConsumer:
         *,
         bootstrap: str,
         topics: TopicNames,
-        client: redis.Redis,
+        client: SyncRedis,
         prefix: str,
         decode: Decoder,
         group_id: str = "metering-projection",

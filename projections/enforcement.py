@@ -12,9 +12,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import redis
-import redis.asyncio as aioredis
-
 from metering.domain.identifiers import identifier_problem, is_identifier
 from projections.balance import Balance, balance_from_reply, text_of
 from projections.keys import (
@@ -25,6 +22,7 @@ from projections.keys import (
     check_prefix,
     hold_account,
 )
+from projections.redis_connect import AsyncRedis, SyncRedis, aconnect, connect
 from projections.scripts import script
 
 MAX_TTL_S = 86_400.0
@@ -258,7 +256,7 @@ class Enforcer(_Base):
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: SyncRedis,
         prefix: str,
         *,
         settle_ttl_s: float = DEFAULT_SETTLE_TTL_S,
@@ -272,7 +270,7 @@ class Enforcer(_Base):
         """Redis and key prefix from ``METERING_REDIS_URL`` / ``METERING_REDIS_PREFIX``, else
         the running local stack (see ``metering env``)."""
         url, prefix = _redis_from_env()
-        return cls(redis.Redis.from_url(url), prefix)
+        return cls(connect(url), prefix)
 
     def check(self, account: str, feature: str | None, estimated_credits: int) -> Decision:
         """May ``account`` spend ``estimated_credits`` micro-credits on ``feature``?"""
@@ -332,7 +330,7 @@ class AsyncEnforcer(_Base):
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AsyncRedis,
         prefix: str,
         *,
         settle_ttl_s: float = DEFAULT_SETTLE_TTL_S,
@@ -345,7 +343,7 @@ class AsyncEnforcer(_Base):
     def from_env(cls) -> AsyncEnforcer:
         """As :meth:`Enforcer.from_env`, on a ``redis.asyncio`` client."""
         url, prefix = _redis_from_env()
-        return cls(aioredis.Redis.from_url(url), prefix)
+        return cls(aconnect(url), prefix)
 
     async def check(self, account: str, feature: str | None, estimated_credits: int) -> Decision:
         cost = check_amount("estimated_credits", estimated_credits)

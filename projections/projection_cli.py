@@ -7,13 +7,12 @@ import argparse
 import signal
 import threading
 
-import redis
-
 from metering.logs import service_logging
 from metering.metrics import serve
 from metering.topics import TopicNames, add_topic_prefix_argument
 from projections.consumer import ProjectionConsumer, codec_decoder, log
 from projections.keys import prefix_from_env
+from projections.redis_connect import connect
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +46,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = load_settings()
     service_logging(args.log_level, "projection", settings.kafka_bootstrap)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=2)
+    client = connect(settings.redis_url, socket_timeout=10, socket_connect_timeout=2)
     worker = ProjectionConsumer(
         bootstrap=settings.kafka_bootstrap,
         topics=TopicNames(args.topic_prefix),

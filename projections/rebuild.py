@@ -13,8 +13,6 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from metering.topic_reader import TopicReadError, read_to_end
 from metering.topics import TopicNames
 from projections.apply import Projector
@@ -27,6 +25,7 @@ from projections.keys import (
     check_prefix,
     sentinel_pattern,
 )
+from projections.redis_connect import SyncRedis
 
 log = logging.getLogger("metering.projection.rebuild")
 
@@ -51,12 +50,12 @@ class RebuildReport:
     seconds: float = 0.0
 
 
-def _scan(client: redis.Redis, pattern: str) -> Iterator[str]:
+def _scan(client: SyncRedis, pattern: str) -> Iterator[str]:
     for key in client.scan_iter(match=pattern, count=1000):
         yield key.decode() if isinstance(key, bytes) else str(key)
 
 
-def clear(client: redis.Redis, prefix: str, account: str | None, *, keep_holds: bool) -> int:
+def clear(client: SyncRedis, prefix: str, account: str | None, *, keep_holds: bool) -> int:
     """Delete the projection keys under ``prefix`` (one account's, or all, with the
     self-heal sentinels); return count."""
     check_prefix(prefix)
@@ -152,7 +151,7 @@ def rebuild(
     *,
     bootstrap: str,
     topics: TopicNames,
-    client: redis.Redis,
+    client: SyncRedis,
     prefix: str,
     decode: Decoder,
     account: str | None = None,
@@ -185,7 +184,7 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def snapshot(client: redis.Redis, prefix: str, account: str | None = None) -> dict[str, Any]:
+def snapshot(client: SyncRedis, prefix: str, account: str | None = None) -> dict[str, Any]:
     """account -> {"bal": {...} without ``reserved``, "grants": {...}} (holds excluded)."""
     if account is not None:
         accounts = [account]
@@ -206,7 +205,7 @@ def snapshot(client: redis.Redis, prefix: str, account: str | None = None) -> di
 
 
 def compare(
-    client: redis.Redis, live_prefix: str, rebuilt_prefix: str, account: str | None = None
+    client: SyncRedis, live_prefix: str, rebuilt_prefix: str, account: str | None = None
 ) -> list[str]:
     """Every difference between two projections (empty list = identical)."""
     live = snapshot(client, live_prefix, account)

@@ -13,9 +13,9 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
+
+from projections.redis_connect import AsyncRedis, SyncRedis
 
 Arg = str | int | bytes
 
@@ -28,7 +28,7 @@ class LuaScript:
     source: str
     sha: str
 
-    def call(self, client: redis.Redis, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    def call(self, client: SyncRedis, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         """EVALSHA; on NOSCRIPT (restart, failover, SCRIPT FLUSH) load it and retry once."""
         try:
             return client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
@@ -36,16 +36,12 @@ class LuaScript:
             client.script_load(self.source)
             return client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
 
-    async def acall(self, client: aioredis.Redis, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def acall(self, client: AsyncRedis, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         try:
             return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
         except NoScriptError:
             await client.script_load(self.source)
             return await client.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
-
-    def queue(self, pipe: redis.client.Pipeline, keys: Sequence[str], args: Sequence[Arg]) -> None:
-        """Add an EVALSHA to a pipeline; the caller handles NOSCRIPT (see ``load_all``)."""
-        pipe.evalsha(self.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
 
 
 def _read(name: str) -> str:
@@ -65,12 +61,12 @@ def script(name: str) -> LuaScript:
 SCRIPT_NAMES = ("apply", "check", "reserve", "commit", "release", "balance")
 
 
-def load_all(client: redis.Redis) -> None:
+def load_all(client: SyncRedis) -> None:
     """SCRIPT LOAD every script (idempotent); used before pipelined EVALSHA batches."""
     for name in SCRIPT_NAMES:
         client.script_load(script(name).source)
 
 
-async def aload_all(client: aioredis.Redis) -> None:
+async def aload_all(client: AsyncRedis) -> None:
     for name in SCRIPT_NAMES:
         await client.script_load(script(name).source)

@@ -27,11 +27,10 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import redis
-
 from projections.apply import Gap, Projector
 from projections.keys import sentinel_key
 from projections.rebuild import Decoder, RebuildReport, clear, replay
+from projections.redis_connect import SyncRedis
 
 READY = b"ready"
 """Sentinel value: the partition is in Redis up to the consumer's position."""
@@ -117,7 +116,7 @@ class SelfHeal:
         *,
         bootstrap: str,
         topic: str,
-        client: redis.Redis,
+        client: SyncRedis,
         projector: Projector,
         decode: Decoder,
         timeout_s: float = 600.0,

@@ -52,6 +52,7 @@ from projections.features import FeatureCatalog
 from projections.hold_owners import HoldOwners
 from projections.keys import account_from_key, balance_pattern, hold_account
 from projections.openapi import SPEC
+from projections.redis_connect import AsyncRedis, aconnect, is_cluster_url
 from projections.redis_guard import RedisGuard, RedisUnavailable
 from projections.requests import (
     BadRequest,
@@ -135,7 +136,7 @@ class Sidecar:
         self.degraded_answers = 0
         self._keys = [(service, key.encode("utf-8")) for service, key in api_keys.items()]
         self.owners = HoldOwners(self._keys)
-        self.client: aioredis.Redis | None = None
+        self.client: AsyncRedis | None = None
         self.enforcer: AsyncEnforcer | None = None
         self._warmup: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -175,16 +176,31 @@ class Sidecar:
         # socket wait is bounded by the deadline too, not only each call: redis-py also waits
         # on its own (a close after a cut call, a connect handshake), and against a hung Redis
         # such a wait lasted its full timeout. A connect must fit in the deadline.
+        # A cluster client keeps connections per node (up to 256 each; beyond, a call fails
+        # at once and is answered by the fail mode) and follows redirects itself; during a
+        # failover answers follow the fail mode until the slot map is new.
         bound = min(self.redis_timeout_s, self.deadline_s)
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.redis_url,
-            max_connections=64,
-            timeout=bound,
-            socket_timeout=bound,
-            socket_connect_timeout=bound,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self.client = aioredis.Redis(connection_pool=pool)
+        timeouts: dict[str, Any] = {
+            "socket_timeout": bound,
+            "socket_connect_timeout": bound,
+            "retry": Retry(NoBackoff(), 0),
+        }
+        pool = None
+        if is_cluster_url(self.redis_url):
+            cluster = aconnect(self.redis_url, max_connections=256, **timeouts)
+            self.client = cluster
+            # The slot map before the first request (which would otherwise spend its deadline
+            # on discovery); a cluster still unreachable is discovered by a later request.
+            try:
+                async with asyncio.timeout(max(5.0, bound)):
+                    await cluster.initialize()
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("redis cluster not reachable at start (%s)", exc)
+        else:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.redis_url, max_connections=64, timeout=bound, **timeouts
+            )
+            self.client = aioredis.Redis(connection_pool=pool)
         self.enforcer = AsyncEnforcer(self.client, self.prefix, features=self.features)
         if self.fail_mode is FailMode.AUTO:
             self._warmup = asyncio.create_task(self._learn_policies())
@@ -199,7 +215,8 @@ class Sidecar:
             if watcher is not None:
                 watcher.cancel()
             await self.client.aclose()
-            await pool.disconnect()
+            if pool is not None:
+                await pool.disconnect()
 
     @staticmethod
     async def _watch_features(catalog: FeatureCatalog, interval_s: float = 2.0) -> None:

@@ -194,6 +194,27 @@ def redis_url(stack: Stack) -> str:
 
 
 @pytest.fixture(scope="session")
+def redis_cluster_url() -> Iterator[str]:
+    """A Redis Cluster (3 masters, 3 replicas) for the session: ``METERING_TEST_REDIS_CLUSTER_URL``
+    (a ``redis+cluster://`` URL), else six local ``redis-server`` nodes (both with and
+    without Docker: redis-server is installed by ``make deps``), stopped at the end."""
+    env_url = os.environ.get("METERING_TEST_REDIS_CLUSTER_URL")
+    if env_url:
+        yield env_url
+        return
+    from devstack.redis_cluster import LocalRedisCluster
+
+    cluster = LocalRedisCluster().start()
+    watchdog = spawn_watchdog(os.getpid(), cluster.home)
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
+        watchdog.terminate()
+        watchdog.wait(5)
+
+
+@pytest.fixture(scope="session")
 def clickhouse_url(stack: Stack) -> str:
     return stack.clickhouse_url
 

@@ -1,4 +1,8 @@
-"""Fixtures of the projection tests: a unique key prefix, a Redis client, a ledger builder."""
+"""Fixtures of the projection tests: a unique key prefix, a Redis client, a ledger builder.
+
+A module marked ``redis_cluster_too`` runs each of its tests twice: on the session's single
+Redis and on the session's Redis Cluster (``redis_url`` is then the ``redis+cluster://`` URL).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from projections.keys import account_pattern, sentinel_pattern
+from projections.redis_connect import SyncRedis, connect
 
 CREDIT = 1_000_000
 
@@ -114,6 +118,21 @@ class LedgerBuilder:
         return self._entry("GRANT_EXPIRED", -remaining, allocations=allocations)
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "redis_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "redis_cluster_too"
+    ):
+        metafunc.parametrize("redis_url", ["single", "cluster"], indirect=True)
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, stack: Any) -> str:
+    """The session's Redis, or its Redis Cluster for the ``cluster`` parameter."""
+    if getattr(request, "param", "single") == "cluster":
+        return str(request.getfixturevalue("redis_cluster_url"))
+    return stack.redis_url
+
+
 @pytest.fixture
 def ledger() -> type[LedgerBuilder]:
     return LedgerBuilder
@@ -129,7 +148,7 @@ def make_prefix(redis_url: str) -> Iterator[Callable[[], str]]:
         return made[-1]
 
     yield make
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     try:
         for value in made:
             keys = list(client.scan_iter(match=account_pattern(value), count=1000))
@@ -146,7 +165,7 @@ def prefix(make_prefix: Callable[[], str]) -> str:
 
 
 @pytest.fixture
-def rclient(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+def rclient(redis_url: str) -> Iterator[SyncRedis]:
+    client = connect(redis_url)
     yield client
     client.close()

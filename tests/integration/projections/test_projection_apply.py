@@ -6,18 +6,18 @@ import json
 from typing import Any
 
 import pytest
-import redis
 from conftest import CREDIT, LedgerBuilder
 
 from projections.apply import Projector
 from projections.balance import parse_grant
 from projections.enforcement import Enforcer, HoldConflict
 from projections.keys import account_keys
+from projections.redis_connect import SyncRedis
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster_too]
 
 
-def dump(client: redis.Redis, prefix: str, account: str) -> dict[str, Any]:
+def dump(client: SyncRedis, prefix: str, account: str) -> dict[str, Any]:
     keys = account_keys(prefix, account)
     return {
         "bal": client.hgetall(keys.balance),
@@ -28,7 +28,7 @@ def dump(client: redis.Redis, prefix: str, account: str) -> dict[str, Any]:
 
 
 def test_reapplying_entries_changes_nothing(
-    rclient: redis.Redis, prefix: str, ledger: type[LedgerBuilder]
+    rclient: SyncRedis, prefix: str, ledger: type[LedgerBuilder]
 ) -> None:
     a, b = ledger("acct-a"), ledger("acct-b")
     entries = [
@@ -67,7 +67,7 @@ def test_reapplying_entries_changes_nothing(
 
 
 def test_gap_is_reported_and_not_applied(
-    rclient: redis.Redis, prefix: str, ledger: type[LedgerBuilder]
+    rclient: SyncRedis, prefix: str, ledger: type[LedgerBuilder]
 ) -> None:
     a = ledger("acct-gap")
     e1, e2, e3 = a.plan(), a.grant("g1", 5 * CREDIT), a.debit(CREDIT)
@@ -94,7 +94,7 @@ def test_gap_is_reported_and_not_applied(
 
 
 def test_debit_with_reservation_id_settles_the_hold(
-    rclient: redis.Redis, prefix: str, ledger: type[LedgerBuilder]
+    rclient: SyncRedis, prefix: str, ledger: type[LedgerBuilder]
 ) -> None:
     a = ledger("acct-hold")
     projector = Projector(rclient, prefix)
@@ -119,7 +119,7 @@ def test_debit_with_reservation_id_settles_the_hold(
 
 
 def test_script_flush_is_survived(
-    rclient: redis.Redis, prefix: str, ledger: type[LedgerBuilder]
+    rclient: SyncRedis, prefix: str, ledger: type[LedgerBuilder]
 ) -> None:
     a = ledger("acct-noscript")
     projector = Projector(rclient, prefix)

@@ -7,8 +7,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import redis
-import redis.asyncio as aioredis
 from conftest import CREDIT, LedgerBuilder
 
 from projections.apply import Projector
@@ -18,16 +16,17 @@ from projections.enforcement import (
     Enforcer,
     ReservationDenied,
 )
+from projections.redis_connect import SyncRedis, aconnect, connect
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster_too]
 
 
-def seed(client: redis.Redis, prefix: str, builder: LedgerBuilder, *entries: dict) -> None:  # type: ignore[type-arg]
+def seed(client: SyncRedis, prefix: str, builder: LedgerBuilder, *entries: dict) -> None:  # type: ignore[type-arg]
     assert not Projector(client, prefix).apply_batch(list(entries)).gaps
 
 
 def test_check_reasons_and_policies(
-    rclient: redis.Redis, prefix: str, ledger: type[LedgerBuilder]
+    rclient: SyncRedis, prefix: str, ledger: type[LedgerBuilder]
 ) -> None:
     blk, alw, unl = ledger("blk"), ledger("alw"), ledger("unl")
     seed(rclient, prefix, blk, blk.plan("block", features=["text_generation"]), blk.grant("g", 10))
@@ -63,12 +62,12 @@ def test_check_reasons_and_policies(
 
 
 def test_200_concurrent_reserves_exactly_100_succeed(
-    redis_url: str, rclient: redis.Redis, prefix: str, ledger: type[LedgerBuilder]
+    redis_url: str, rclient: SyncRedis, prefix: str, ledger: type[LedgerBuilder]
 ) -> None:
     a = ledger("race")
     seed(rclient, prefix, a, a.plan("block"), a.grant("g", 100 * 7 * CREDIT))
-    pool = redis.ConnectionPool.from_url(redis_url, max_connections=64)
-    enf = Enforcer(redis.Redis(connection_pool=pool), prefix)
+    client = connect(redis_url, max_connections=64)
+    enf = Enforcer(client, prefix)
 
     def attempt(_: int) -> bool:
         try:
@@ -80,21 +79,21 @@ def test_200_concurrent_reserves_exactly_100_succeed(
 
     with ThreadPoolExecutor(max_workers=32) as ex:
         results = list(ex.map(attempt, range(200)))
-    pool.disconnect()
+    client.close()
     assert sum(results) == 100
     balance = Enforcer(rclient, prefix).balance("race")
     assert balance is not None and balance.reserved == 700 * CREDIT
 
 
 def test_200_concurrent_async_reserves_exactly_100_succeed(
-    redis_url: str, rclient: redis.Redis, prefix: str, ledger: type[LedgerBuilder]
+    redis_url: str, rclient: SyncRedis, prefix: str, ledger: type[LedgerBuilder]
 ) -> None:
     a = ledger("arace")
     seed(rclient, prefix, a, a.plan("allow", limit=30), a.grant("g", 70))
 
     async def run() -> list[bool]:
-        pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=50)
-        client = aioredis.Redis(connection_pool=pool)
+        # A cluster client opens up to max_connections per node, then refuses: room for all.
+        client = aconnect(redis_url, max_connections=200)
         enf = AsyncEnforcer(client, prefix)
         try:
             decisions = await asyncio.gather(
@@ -103,14 +102,11 @@ def test_200_concurrent_async_reserves_exactly_100_succeed(
             return [d.allowed for d in decisions]
         finally:
             await client.aclose()
-            await pool.disconnect()
 
     assert sum(asyncio.run(run())) == 100  # 70 available + 30 overage headroom
 
 
-def test_hold_ttl_releases_it(
-    rclient: redis.Redis, prefix: str, ledger: type[LedgerBuilder]
-) -> None:
+def test_hold_ttl_releases_it(rclient: SyncRedis, prefix: str, ledger: type[LedgerBuilder]) -> None:
     a = ledger("ttl")
     seed(rclient, prefix, a, a.plan(), a.grant("g", 10))
     enf = Enforcer(rclient, prefix)
@@ -124,7 +120,7 @@ def test_hold_ttl_releases_it(
 
 
 def test_commit_release_and_validation(
-    rclient: redis.Redis, prefix: str, ledger: type[LedgerBuilder]
+    rclient: SyncRedis, prefix: str, ledger: type[LedgerBuilder]
 ) -> None:
     a = ledger("cr")
     seed(rclient, prefix, a, a.plan(), a.grant("g", 100))

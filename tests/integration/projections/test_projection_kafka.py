@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from conftest import CREDIT, LedgerBuilder
 
@@ -18,8 +17,9 @@ from projections import cli
 from projections.consumer import ProjectionConsumer
 from projections.enforcement import Enforcer
 from projections.rebuild import compare, rebuild
+from projections.redis_connect import SyncRedis
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster_too]
 
 
 def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]]) -> None:
@@ -58,7 +58,8 @@ def read_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
 def test_consume_dead_letter_gap_and_rebuild(
     kafka_bootstrap: str,
     topics: TopicNames,
-    rclient: redis.Redis,
+    redis_url: str,
+    rclient: SyncRedis,
     make_prefix: Callable[[], str],
     ledger: type[LedgerBuilder],
     monkeypatch: pytest.MonkeyPatch,
@@ -134,6 +135,7 @@ def test_consume_dead_letter_gap_and_rebuild(
 
     # The CLI: one account into a third prefix, verified against the live projection.
     monkeypatch.setenv("METERING_REDIS_PREFIX", live)
+    monkeypatch.setenv("METERING_REDIS_URL", redis_url)  # the CLI reads its Redis from settings
     third = make_prefix()
     args = ["rebuild", "--account", "kafka-b", "--redis-prefix", third, "--verify"]
     assert cli.main([*args, "--topic-prefix", topics.prefix]) == 0

@@ -18,16 +18,17 @@ from devstack.redis import LocalRedis
 from metering.net import free_port
 from projections.apply import Projector
 from projections.failmode import FailMode
+from projections.redis_connect import SyncRedis
 from projections.sidecar import Sidecar
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster_too]
 
 KEYS = {"svcA": "key-a-secret", "svcB": "key-b-secret"}
 AUTH = {"X-API-Key": "key-b-secret"}
 
 
 @pytest.fixture
-def seeded(rclient: redis.Redis, prefix: str, ledger: type[LedgerBuilder]) -> str:
+def seeded(rclient: SyncRedis, prefix: str, ledger: type[LedgerBuilder]) -> str:
     a = ledger("acme")
     entries = [
         a.plan("block", features=["text_generation"]),

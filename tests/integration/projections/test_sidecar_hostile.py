@@ -44,7 +44,7 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from starlette.types import Message
 
-from benchmarks.enforce import running_sidecar
+from benchmarks.sidecar_load import running_sidecar
 from devstack.redis import LocalRedis
 from metering.net import free_port
 from projections.apply import Projector

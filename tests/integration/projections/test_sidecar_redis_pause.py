@@ -7,20 +7,23 @@ milliseconds, and a half-open probe finds Redis again once it is back.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 import redis
 
-from benchmarks.enforce import Answer, check_bodies, run_loop, running_sidecar, seed_entries
-from benchmarks.enforce import sidecar_load as _sidecar_load
+from benchmarks.enforce import seed_entries
+from benchmarks.sidecar_load import (
+    check_bodies,
+    load_in_a_fresh_process,
+    run_loop,
+    running_sidecar,
+)
+from benchmarks.sidecar_load import sidecar_load as _sidecar_load
 from devstack.redis import LocalRedis
 from projections.apply import Projector
 
@@ -28,31 +31,6 @@ RATE = 2000.0
 DURATION_S = 30.0
 PAUSE_AT_S, PAUSE_S = 12.0, 5.0
 CREDIT = 1_000_000
-
-_LOAD = """
-import json, sys
-from benchmarks.enforce import run_loop, sidecar_load
-bodies = [b.encode() for b in json.load(sys.stdin)]
-port, rate, duration = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
-answers = run_loop(sidecar_load(port, bodies, rate, duration))
-rows = [[a.due, a.body, a.latency, a.status, a.allowed, a.degraded] for a in answers]
-json.dump(rows, sys.stdout)
-"""
-
-
-def _load_in_a_fresh_process(port: int, bodies: list[bytes]) -> list[Answer]:
-    """The open-loop load from its own small process: this test process's heap (after the
-    rest of the suite) and threads would otherwise add their pauses to every latency.
-    ``time.perf_counter`` is the system-wide monotonic clock, so due times compare."""
-    done = subprocess.run(
-        [sys.executable, "-c", _LOAD, str(port), str(RATE), str(DURATION_S)],
-        input=json.dumps([b.decode() for b in bodies]),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=DURATION_S + 60,
-    )
-    return [Answer(*row) for row in json.loads(done.stdout)]
 
 
 def _p99(values: list[float]) -> float:
@@ -87,7 +65,7 @@ def test_paused_redis_gets_fast_fail_mode_answers_and_recovers() -> None:
             pauser = threading.Thread(target=pause, daemon=True)
             pauser.start()
             try:
-                answers = _load_in_a_fresh_process(port, bodies)
+                answers = load_in_a_fresh_process(port, bodies, RATE, DURATION_S)
             finally:
                 pauser.join()
                 os.kill(pid, signal.SIGCONT)

@@ -63,6 +63,9 @@ def test_a_corrupt_stack_json_is_ignored(tmp_path: Path) -> None:
         ("METERING_KAFKA_BOOTSTRAP", "a:9092,:9093"),
         ("METERING_REDIS_URL", "http://127.0.0.1:6379"),
         ("METERING_REDIS_URL", "redis://"),
+        ("METERING_REDIS_URL", "redis+cluster://"),
+        ("METERING_REDIS_URL", "redis+cluster://a:7000,b"),
+        ("METERING_REDIS_URL", "redis+cluster://a:7000/3"),
         ("METERING_CLICKHOUSE_URL", "postgres://db"),
         ("METERING_CLICKHOUSE_URL", "http://"),
         ("METERING_SCHEMA_REGISTRY_URL", "registry:8081"),
@@ -98,3 +101,17 @@ def test_price_book_and_plans_files_come_from_the_environment(tmp_path: Path) ->
     settings = load_settings(env)
     assert settings.pricebook_path == Path("/etc/metering/pricebook.yaml")
     assert settings.plans_path == Path("~/plans.yaml").expanduser()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+cluster://127.0.0.1:7000",
+        "redis+cluster://u:p@a:7000,b:7001/0",
+        "rediss+cluster://a:7000",
+        "unix:///run/redis.sock",
+    ],
+)
+def test_redis_urls_of_a_cluster_or_a_socket_are_accepted(tmp_path: Path, url: str) -> None:
+    settings = load_settings({"METERING_STATE_DIR": str(tmp_path), "METERING_REDIS_URL": url})
+    assert settings.redis_url == url
