@@ -155,12 +155,15 @@ class CalmLogs(logging.Filter):
 
 
 def _is_connection_error(record: logging.LogRecord) -> bool:
+    """A broker-unreachable line; a Redis one ("Error 111 connecting to ... Connection
+    refused" from the sidecar or the projection) is not, and stays rate-limited as it is."""
     if record.levelno < logging.WARNING and not record.name.startswith("librdkafka"):
         return False
     text = str(record.msg)
-    return any(marker in text for marker in CONNECTION_ERRORS) or (
-        bool(record.args) and any(marker in record.getMessage() for marker in CONNECTION_ERRORS)
+    found = any(marker in text for marker in CONNECTION_ERRORS) or (
+        bool(record.args) and any(marker in _first_line(record) for marker in CONNECTION_ERRORS)
     )
+    return found and "redis" not in f"{text} {_first_line(record)}".lower()
 
 
 def _first_line(record: logging.LogRecord) -> str:

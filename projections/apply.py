@@ -44,6 +44,16 @@ REPLICA_WAIT_MS = 1000
 """On a cluster, how long a batch waits for a replica to confirm it (``WAIT 1``)."""
 
 
+_ROLE = b"*1\r\n$4\r\nROLE\r\n"
+
+
+def _replicas(role: Any) -> int:
+    """Replicas connected to a master, from its ``ROLE`` reply (0 for anything else)."""
+    if isinstance(role, list) and len(role) >= 3 and role[0] in (b"master", "master"):
+        return len(role[2])
+    return 0
+
+
 class ProjectionError(RuntimeError):
     """Redis rejected an apply script for a reason other than NOSCRIPT."""
 
@@ -308,24 +318,33 @@ class Projector:
     def _stream(
         self, pool: Any, calls: list[_Call], entries: Sequence[Mapping[str, Any]], *, wait: bool
     ) -> list[Any]:
-        """Send the calls in chunks on one connection, reading chunk n while n+1 runs;
-        ``wait``: end with ``WAIT 1`` and count a batch no replica confirmed."""
+        """Send the calls in chunks on one connection, reading chunk n while n+1 runs.
+
+        ``wait``: ``ROLE`` goes ahead of the first chunk (no extra round trip), and the batch
+        ends with ``WAIT 1`` when the master has a replica connected. A master without one
+        (its replica was promoted away, or is down) is not waited on for nothing; the batch
+        is counted in ``unreplicated``, as one no replica confirmed in time."""
         conn = pool.get_connection()
         replies: list[Any] = []
         pending: deque[int] = deque()
         try:
             for start in range(0, len(calls), CHUNK_CALLS):
                 chunk = calls[start : start + CHUNK_CALLS]
-                conn.send_packed_command([b"".join(self._pack(c, entries) for c in chunk)])
-                pending.append(len(chunk))
+                packed = b"".join(self._pack(c, entries) for c in chunk)
+                ahead = wait and start == 0
+                conn.send_packed_command([_ROLE + packed if ahead else packed])
+                pending.append(len(chunk) + ahead)
                 if len(pending) > 1:
                     replies += _read_replies(conn, pending.popleft())
             while pending:
                 replies += _read_replies(conn, pending.popleft())
             if wait:
-                conn.send_packed_command([self._wait])
-                if int(_read_replies(conn, 1)[0]) < 1:
-                    self.unreplicated += 1
+                if _replicas(replies.pop(0)) > 0:
+                    conn.send_packed_command([self._wait])
+                    confirmed = int(_read_replies(conn, 1)[0]) >= 1
+                else:
+                    confirmed = False
+                self.unreplicated += not confirmed
         except BaseException as exc:
             conn.disconnect()  # unread replies would poison the next user of the connection
             if isinstance(exc, CLUSTER_CHANGES):

@@ -39,6 +39,18 @@ _OUTAGE_REPLIES = ("READONLY", "OOM", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTER
 fail mode answers, as for a timeout, and they count towards the breaker."""
 
 
+CONNECTION_FAILURES: tuple[type[Exception], ...] = (
+    RedisError,
+    OSError,  # TimeoutError is an OSError
+    RuntimeError,
+    AttributeError,
+)
+"""A call that did not reach Redis or got no answer. ``RuntimeError`` and ``AttributeError``
+are what redis-py's asyncio cluster client raises when a call lands on a connection a failover
+or a cancelled call closed under it (uvloop: "the handler is closed"; a writer already gone:
+``None.writelines``)."""
+
+
 def _unavailable_reply(exc: ResponseError) -> bool:
     return str(exc).startswith(_OUTAGE_REPLIES) or isinstance(
         exc, ReadOnlyError | OutOfMemoryError | BusyLoadingError
@@ -82,7 +94,7 @@ class RedisGuard:
                 raise RedisUnavailable("redis error reply") from exc
             self._failed(was, exc)
             raise RedisUnavailable(type(exc).__name__) from exc
-        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+        except CONNECTION_FAILURES as exc:
             self._failed(was, exc)
             raise RedisUnavailable(type(exc).__name__) from exc
         except BaseException:

@@ -53,7 +53,7 @@ from projections.hold_owners import HoldOwners
 from projections.keys import account_from_key, balance_pattern, hold_account
 from projections.openapi import SPEC
 from projections.redis_connect import AsyncRedis, aconnect, is_cluster_url
-from projections.redis_guard import RedisGuard, RedisUnavailable
+from projections.redis_guard import CONNECTION_FAILURES, RedisGuard, RedisUnavailable
 from projections.requests import (
     BadRequest,
     CheckRequest,
@@ -66,6 +66,9 @@ from projections.requests import (
 )
 
 log = logging.getLogger("metering.sidecar")
+
+_RELEASE_RETRIED: tuple[type[Exception], ...] = (*CONNECTION_FAILURES, EnforcementError)
+"""What a background release retries on."""
 
 DEFAULT_DEADLINE_S = 0.03
 """How long a request waits for Redis before it is answered by the fail mode. A healthy local
@@ -185,17 +188,14 @@ class Sidecar:
             "socket_connect_timeout": bound,
             "retry": Retry(NoBackoff(), 0),
         }
-        pool = None
+        pool = slot_map = None
         if is_cluster_url(self.redis_url):
             cluster = aconnect(self.redis_url, max_connections=256, **timeouts)
             self.client = cluster
-            # The slot map before the first request (which would otherwise spend its deadline
-            # on discovery); a cluster still unreachable is discovered by a later request.
-            try:
-                async with asyncio.timeout(max(5.0, bound)):
-                    await cluster.initialize()
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("redis cluster not reachable at start (%s)", exc)
+            error = await self._refresh_slot_map(cluster)  # before the first request
+            if error is not None:
+                log.warning("redis cluster not reachable at start (%s)", error)
+            slot_map = asyncio.create_task(self._keep_slot_map(cluster))
         else:
             pool = aioredis.BlockingConnectionPool.from_url(
                 self.redis_url, max_connections=64, timeout=bound, **timeouts
@@ -212,11 +212,41 @@ class Sidecar:
         finally:
             if self._warmup is not None:
                 self._warmup.cancel()
-            if watcher is not None:
-                watcher.cancel()
+            for task in (watcher, slot_map):
+                if task is not None:
+                    task.cancel()
             await self.client.aclose()
             if pool is not None:
                 await pool.disconnect()
+
+    @staticmethod
+    async def _refresh_slot_map(cluster: Any) -> BaseException | None:
+        """Rebuild a cluster's slot map if the client marked it stale (a no-op otherwise),
+        with seconds to finish; the error when no node answered."""
+        try:
+            async with asyncio.timeout(5.0):
+                await cluster.initialize()
+        except CONNECTION_FAILURES as exc:
+            return exc
+        return None
+
+    async def _keep_slot_map(self, cluster: Any, interval_s: float = 0.1) -> None:
+        """Keep a cluster's slot map fresh outside the request path.
+
+        After a connection error the client marks its map stale and the next call rebuilds it
+        first; under the request deadline (30 ms) that rebuild can be cut every time, and the
+        sidecar would answer by the fail mode long after the replica took over. Here the
+        rebuild gets seconds, and calls wait for it (by the fail mode) instead of racing it.
+        """
+        failing = False
+        while True:
+            error = await self._refresh_slot_map(cluster)
+            if error is not None and not failing:
+                log.warning("redis cluster slot map refresh failed (%s); retrying", error)
+            elif error is None and failing:
+                log.info("redis cluster slot map refreshed")
+            failing = error is not None
+            await asyncio.sleep(interval_s)
 
     @staticmethod
     async def _watch_features(catalog: FeatureCatalog, interval_s: float = 2.0) -> None:
@@ -315,7 +345,7 @@ class Sidecar:
                     async with asyncio.timeout(self.redis_timeout_s):
                         await enforcer.release(hold_id)
                     return
-                except (RedisError, OSError, EnforcementError):
+                except _RELEASE_RETRIED:
                     await asyncio.sleep(min(2.0**attempt * 0.1, 5.0))
 
         task = asyncio.get_running_loop().create_task(release())

@@ -87,3 +87,20 @@ def test_different_warnings_do_not_hide_each_other(
     logger.warning("second thing")
     logger.error("first thing")
     assert lines == ["first thing", "second thing", "first thing"]
+
+
+def test_a_redis_connection_error_is_not_called_a_kafka_outage(
+    captured: tuple[logging.Logger, list[str]],
+) -> None:
+    logger, lines = captured
+    calm = _calm(logger, Clock())
+    for _ in range(3):
+        logger.warning(
+            "redis cluster slot map refresh failed (%s); retrying",
+            "Error 111 connecting to 127.0.0.1:20014. Connection refused.",
+        )
+    assert lines == [
+        "redis cluster slot map refresh failed (Error 111 connecting to 127.0.0.1:20014. "
+        "Connection refused.); retrying"
+    ]
+    assert calm.connected
