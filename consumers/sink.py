@@ -49,6 +49,7 @@ from consumers.inserts import (
 from consumers.native_avro import NativeAvro
 from metering.logs import kafka_client_logging
 from metering.metrics import Metric, counter, gauge
+from metering.offset_commit import commit_offsets
 from metering.topics import TopicNames
 
 log = logging.getLogger("metering.sink")
@@ -346,7 +347,7 @@ class ClickHouseSink:
         done = [
             TopicPartition(b.topic, b.partition, b.next_offset, metadata="") for b in flight.batches
         ]
-        self.consumer.commit(offsets=done, asynchronous=False)
+        commit_offsets(self.consumer, done)
         self.stats.last_flush_at = time.monotonic()
 
     def _commit_intents(self, batches: list[Batch]) -> list[Future[list[NativePart]]] | None:
@@ -356,7 +357,7 @@ class ClickHouseSink:
             TopicPartition(b.topic, b.partition, b.first_offset, metadata=b.intent) for b in batches
         ]
         try:
-            self.consumer.commit(offsets=intents, asynchronous=False)
+            commit_offsets(self.consumer, intents)
         except KafkaException as exc:
             # Lost the partitions (rebalance): the next owner re-reads them; insert nothing.
             log.warning("intent commit failed, dropping %d batches: %s", len(batches), exc)

@@ -33,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
         help="how long to wait for both to answer (default: 120)",
     )
     up.add_argument(
+        "--kafka-brokers",
+        type=int,
+        choices=(1, 3),
+        default=1,
+        help="1 broker, or a 3-node KRaft cluster (replication factor 3, min ISR 2) (a new "
+        "stack only; default: 1)",
+    )
+    up.add_argument(
         "--redis-cluster",
         action="store_true",
         help="a Redis Cluster of 3 masters and 3 replicas instead of one Redis (a new stack "
@@ -86,7 +94,10 @@ def main(argv: list[str]) -> int:
     if args.action == "up":
         try:
             started = stack.up(
-                timeout=args.timeout, remember=True, redis_cluster=args.redis_cluster
+                timeout=args.timeout,
+                remember=True,
+                redis_cluster=args.redis_cluster,
+                kafka_brokers=args.kafka_brokers,
             )
         except (StackError, KafkaError, RedisError) as exc:
             print(f"metering stack up: {exc}", file=sys.stderr)

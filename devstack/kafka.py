@@ -25,9 +25,11 @@ KAFKA_VERSION = "4.1.2"
 MAIN_CLASS = "kafka.Kafka"
 """Also the marker that identifies our broker's pid in ``/proc/<pid>/cmdline``."""
 
+HEAP_ALONE = ("-Xms256m", "-Xmx512m")
+HEAP_IN_CLUSTER = ("-Xms128m", "-Xmx384m")
+"""Three JVMs share the machine in a 3-broker cluster: smaller heaps each."""
+
 JVM_OPTS = (
-    "-Xms256m",
-    "-Xmx512m",
     # Two cores and a small heap: the serial collector has the least overhead and no
     # concurrent threads competing with the pipeline. Full C2 stays on for throughput.
     "-XX:+UseSerialGC",
@@ -125,11 +127,27 @@ def new_cluster_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class KafkaNode:
-    """One broker+controller process: its ports and where its files live."""
+    """One broker+controller process: its ports and where its files live.
+
+    Alone (``voters`` empty) it is its own KRaft quorum (``--standalone``); in a cluster every
+    node lists the same ``voters`` (node id, controller port) and is formatted with the same
+    ``cluster_id``, a static quorum.
+    """
 
     home: Path
     broker_port: int
     controller_port: int
+    node_id: int = 1
+    voters: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def in_cluster(self) -> bool:
+        return len(self.voters) > 1
+
+    @property
+    def replication(self) -> int:
+        """Replicas of every topic by default: one per node, at most 3."""
+        return min(3, len(self.voters)) if self.in_cluster else 1
 
     @property
     def bootstrap(self) -> str:
@@ -154,10 +172,20 @@ class KafkaNode:
     def write_config(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "logs").mkdir(exist_ok=True)
+        if self.in_cluster:
+            quorum = "controller.quorum.voters=" + ",".join(
+                f"{node}@127.0.0.1:{port}" for node, port in self.voters
+            )
+        else:
+            quorum = f"controller.quorum.bootstrap.servers=127.0.0.1:{self.controller_port}"
         text = _resource_text("server.properties").format(
             broker_port=self.broker_port,
             controller_port=self.controller_port,
             data_dir=self.data_dir,
+            node_id=self.node_id,
+            quorum=quorum,
+            replication=self.replication,
+            min_isr=2 if self.replication >= 3 else 1,
         )
         self.config_file.write_text(text)
         (self.home / "log4j2.xml").write_text(_resource_text("log4j2.xml"))
@@ -165,6 +193,7 @@ class KafkaNode:
     def _java(self, libs: Path, main: str, *args: str) -> list[str]:
         return [
             java_bin(),
+            *(HEAP_IN_CLUSTER if self.in_cluster else HEAP_ALONE),
             *JVM_OPTS,
             f"-Dlog4j2.configurationFile={self.home / 'log4j2.xml'}",
             f"-Dkafka.logs.dir={self.home / 'logs'}",
@@ -177,17 +206,19 @@ class KafkaNode:
     def formatted(self) -> bool:
         return (self.data_dir / "meta.properties").exists()
 
-    def format_storage(self, libs: Path) -> None:
-        """Format the KRaft log dir once (``--standalone``: this node is the whole quorum)."""
+    def format_storage(self, libs: Path, cluster_id: str | None = None) -> None:
+        """Format the KRaft log dir once: alone ``--standalone`` (this node is the whole
+        quorum); in a cluster with the cluster's id (the static quorum is in the config)."""
         if self.formatted():
             return
+        alone = () if self.in_cluster else ("--standalone",)
         cmd = self._java(
             libs,
             "kafka.tools.StorageTool",
             "format",
-            "--standalone",
+            *alone,
             "-t",
-            new_cluster_id(),
+            cluster_id or new_cluster_id(),
             "-c",
             str(self.config_file),
         )
@@ -202,8 +233,8 @@ class KafkaNode:
         )
         return proc.pid
 
-    def wait_ready(self, pid: int, timeout: float = 90.0) -> None:
-        """Block until the broker answers a metadata request with itself in it."""
+    def wait_ready(self, pid: int, timeout: float = 90.0, brokers: int = 1) -> None:
+        """Block until the broker answers a metadata request listing ``brokers`` brokers."""
         from confluent_kafka.admin import AdminClient
 
         deadline = time.monotonic() + timeout
@@ -218,7 +249,7 @@ class KafkaNode:
             except Exception:
                 time.sleep(0.1)
                 continue
-            if metadata.brokers:
+            if len(metadata.brokers) >= brokers:
                 return
             time.sleep(0.1)
 

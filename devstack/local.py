@@ -1,8 +1,9 @@
 """``LocalStack``: start, inspect, stop and restart the local Kafka + Redis by recorded pid.
 
-State lives in the state dir: ``kafka/`` (config, KRaft data, logs), ``redis/`` (AOF, log),
-or ``redis-cluster/`` (six nodes, for ``up --redis-cluster``), and ``stack.json`` with the
-run-time addresses, ports and pids. ``metering.config`` reads
+State lives in the state dir: ``kafka/`` (config, KRaft data, logs) or ``kafka-cluster/``
+(three nodes, for ``up --kafka-brokers 3``), ``redis/`` (AOF, log) or ``redis-cluster/`` (six
+nodes, for ``up --redis-cluster``), and ``stack.json`` with the run-time addresses, ports and
+pids. ``metering.config`` reads
 ``addresses`` from that file, so every command follows the ports chosen at ``up``.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 from devstack import kafka as kafka_mod
 from devstack import process
 from devstack import redis as redis_mod
-from devstack.kafka import KafkaNode
+from devstack.kafka_cluster import KafkaBrokers
 from devstack.redis import RedisNode
 from devstack.redis_cluster import ClusterNodes, free_node_ports
 from metering.config import STACK_FILE, remember_stack
@@ -68,12 +69,14 @@ class LocalStack:
         return data if isinstance(data, dict) else None
 
     def _write_state(
-        self, kafka: KafkaNode, redis: RedisNode | ClusterNodes, pids: dict[str, int]
+        self, kafka: KafkaBrokers, redis: RedisNode | ClusterNodes, pids: dict[str, int]
     ) -> None:
-        ports: dict[str, Any] = {
-            "kafka": kafka.broker_port,
-            "kafka_controller": kafka.controller_port,
-        }
+        ports: dict[str, Any] = {}
+        if len(kafka.nodes) == 1:
+            ((broker, controller),) = kafka.ports
+            ports.update(kafka=broker, kafka_controller=controller)
+        else:
+            ports["kafka_cluster"] = kafka.ports
         if isinstance(redis, ClusterNodes):
             ports["redis_cluster"] = redis.ports
         else:
@@ -87,23 +90,39 @@ class LocalStack:
             "ports": ports,
             "pids": pids,
         }
-        tmp = self.stack_file.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, self.stack_file)
+        for path, content in ((self.stack_file, data), (self.layout_file, {"ports": ports})):
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(content, indent=2) + "\n")
+            os.replace(tmp, path)
+
+    @property
+    def layout_file(self) -> Path:
+        """The ports of every node, kept by ``down`` (not ``--purge``): a stopped stack comes
+        back as it was (a Redis Cluster's ``nodes.conf`` names its ports)."""
+        return self.state_dir / "layout.json"
+
+    def _layout(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.layout_file.read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def _nodes(
-        self, state: dict[str, Any] | None, cluster: bool = False
-    ) -> tuple[KafkaNode, RedisNode | ClusterNodes]:
-        """The nodes recorded in ``state``, or new ones on free ports (``cluster``: a Redis
-        Cluster unless ``state`` records a single Redis)."""
+        self, state: dict[str, Any] | None, brokers: int = 1, redis_cluster: bool = False
+    ) -> tuple[KafkaBrokers, RedisNode | ClusterNodes]:
+        """The nodes recorded in ``state``, or new ones on free ports: ``brokers`` Kafka
+        nodes and a Redis Cluster with ``redis_cluster``, unless ``state`` records others."""
         ports = (state or {}).get("ports", {})
-        kafka = KafkaNode(
-            home=self.state_dir / "kafka",
-            broker_port=int(ports.get("kafka") or free_port()),
-            controller_port=int(ports.get("kafka_controller") or free_port()),
-        )
+        if ports.get("kafka_cluster"):
+            kafka_ports = [(int(b), int(c)) for b, c in ports["kafka_cluster"]]
+        elif ports.get("kafka"):
+            kafka_ports = [(int(ports["kafka"]), int(ports["kafka_controller"]))]
+        else:
+            kafka_ports = KafkaBrokers.free_ports(brokers)
+        kafka = KafkaBrokers(self.state_dir, kafka_ports)
         redis: RedisNode | ClusterNodes
-        if ports.get("redis_cluster") or (cluster and not ports.get("redis")):
+        if ports.get("redis_cluster") or (redis_cluster and not ports.get("redis")):
             recorded = [int(p) for p in ports.get("redis_cluster") or ()]
             redis = ClusterNodes(self.state_dir / "redis-cluster", recorded or free_node_ports())
         else:
@@ -117,7 +136,7 @@ class LocalStack:
         return {k: int(v) for k, v in raw.items() if isinstance(v, int)}
 
     def _alive(self, name: str, pid: int | None) -> bool:
-        marker = kafka_mod.MAIN_CLASS if name == "kafka" else redis_mod.MARKER
+        marker = kafka_mod.MAIN_CLASS if name.startswith("kafka") else redis_mod.MARKER
         return pid is not None and process.owns(pid, marker)
 
     @staticmethod
@@ -148,48 +167,59 @@ class LocalStack:
         if state is None:
             return False
         pids = self._pids()
-        names = ["kafka", *self._redis_names(self._nodes(state)[1])]
+        kafka, redis = self._nodes(state)
+        names = [*kafka.nodes, *self._redis_names(redis)]
         return all(self._alive(name, pids.get(name)) for name in names)
 
     def up(
-        self, timeout: float = 120.0, *, remember: bool = False, redis_cluster: bool = False
+        self,
+        timeout: float = 120.0,
+        *,
+        remember: bool = False,
+        redis_cluster: bool = False,
+        kafka_brokers: int = 1,
     ) -> bool:
         """Start whatever is not running; True if anything was started, False if all was up.
 
         A stopped stack comes back on its recorded ports with its data (Kafka log, Redis AOF).
         ``remember``: the CLI and the SDK find this stack from any directory afterwards
         (``metering.config.remember_stack``; the command line's ``stack up`` and the demo).
-        ``redis_cluster``: a new stack gets a Redis Cluster of six nodes instead of one Redis
-        (``devstack.redis_cluster``); a stack keeps the kind it was first started with.
+        A new stack gets ``kafka_brokers`` Kafka nodes (1 or 3: ``devstack.kafka_cluster``) and,
+        with ``redis_cluster``, a Redis Cluster of six nodes instead of one Redis
+        (``devstack.redis_cluster``); a stack keeps the kinds it was first started with.
         """
         if remember:
             remember_stack(self.state_dir)
-        state = self.read_state()
+        state = self.read_state() or self._layout()
         pids = self._pids()
-        kafka, redis = self._nodes(state, cluster=redis_cluster)
+        kafka, redis = self._nodes(state, kafka_brokers, redis_cluster)
         if redis_cluster and not isinstance(redis, ClusterNodes):
             raise StackError(
                 f"the stack in {self.state_dir} runs a single Redis; "
                 "`metering stack down --purge` first to start it with a Redis Cluster"
             )
-        want_kafka = not self._alive("kafka", pids.get("kafka"))
+        if len(kafka.nodes) != kafka_brokers and kafka_brokers != 1:
+            raise StackError(
+                f"the stack in {self.state_dir} runs {len(kafka.nodes)} Kafka broker(s); "
+                f"`metering stack down --purge` first to start it with {kafka_brokers}"
+            )
+        kafka_down = [n for n in kafka.nodes if not self._alive(n, pids.get(n))]
         redis_down = [n for n in self._redis_names(redis) if not self._alive(n, pids.get(n))]
-        if not (want_kafka or redis_down):
+        if not (kafka_down or redis_down):
             return False
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        taken = [(kafka.broker_port, "kafka"), (kafka.controller_port, "kafka controller")]
-        checks = taken if want_kafka else []
+        checks = []
+        for name in kafka_down:
+            node = kafka.nodes[name]
+            checks += [(node.broker_port, "kafka"), (node.controller_port, "kafka controller")]
         for name in redis_down:
             port = redis.port if isinstance(redis, RedisNode) else int(name.split(":")[1])
             checks.append((port, "redis"))
         for port, what in checks:
             if process.port_open("127.0.0.1", port):
                 raise StackError(f"{what} port {port} is taken; `metering stack down --purge`")
-        if want_kafka:
-            libs = kafka_mod.ensure_jars(self._libs)
-            kafka.write_config()
-            kafka.format_storage(libs)
-            pids["kafka"] = kafka.start(libs)
+        if kafka_down:
+            pids.update(kafka.start(kafka_mod.ensure_jars(self._libs), kafka_down))
         if isinstance(redis, ClusterNodes):
             live = {p: pids[f"redis:{p}"] for p in redis.ports if f"redis:{p}" not in redis_down}
             for port, pid in redis.start(live).items():
@@ -204,23 +234,34 @@ class LocalStack:
             redis.wait_formed(by_port, timeout=max(1.0, deadline - time.monotonic()))
         elif redis_down:
             redis.wait_ready(pids["redis"], timeout=max(1.0, deadline - time.monotonic()))
-        if want_kafka:
-            kafka.wait_ready(pids["kafka"], timeout=max(1.0, deadline - time.monotonic()))
+        kafka.wait_ready(pids, kafka_down, timeout=max(1.0, deadline - time.monotonic()))
         return True
 
     def status(self) -> list[ComponentStatus]:
         state = self.read_state() or {}
         addresses = state.get("addresses", {})
         pids = self._pids()
-        lines = [
-            ComponentStatus(
-                name="kafka",
-                up=self._alive("kafka", pids.get("kafka")),
-                address=str(addresses.get("kafka_bootstrap", "-")),
-                pid=pids.get("kafka"),
+        kafka, redis = self._nodes(state) if state else (None, None)
+        lines = []
+        if kafka is not None and len(kafka.nodes) > 1:
+            alive = sum(self._alive(n, pids.get(n)) for n in kafka.nodes)
+            lines.append(
+                ComponentStatus(
+                    name="kafka",
+                    up=alive == len(kafka.nodes),
+                    address=kafka.bootstrap,
+                    detail=f"cluster: {alive} of {len(kafka.nodes)} brokers running",
+                )
             )
-        ]
-        redis = self._nodes(state)[1] if state else None
+        else:
+            lines.append(
+                ComponentStatus(
+                    name="kafka",
+                    up=self._alive("kafka", pids.get("kafka")),
+                    address=str(addresses.get("kafka_bootstrap", "-")),
+                    pid=pids.get("kafka"),
+                )
+            )
         if isinstance(redis, ClusterNodes):
             names = self._redis_names(redis)
             alive = sum(self._alive(n, pids.get(n)) for n in names)
@@ -261,39 +302,36 @@ class LocalStack:
                 stopped.append(name)
         self.stack_file.unlink(missing_ok=True)
         if purge:
-            for sub in ("kafka", "redis", "redis-cluster"):
+            self.layout_file.unlink(missing_ok=True)
+            for sub in ("kafka", "kafka-cluster", "redis", "redis-cluster"):
                 shutil.rmtree(self.state_dir / sub, ignore_errors=True)
         return stopped
 
     # -- broker restarts (for failure tests) -----------------------------------------------
 
     def stop_kafka(self, kill: bool = False, timeout: float = 30.0) -> None:
-        """Stop only the broker (SIGTERM, or SIGKILL with ``kill``); its ports and data stay."""
-        pid = self._pids().get("kafka")
-        if self._alive("kafka", pid):
-            assert pid is not None
-            process.stop(pid, timeout=timeout, kill=kill)
+        """Stop the broker(s) (SIGTERM, or SIGKILL with ``kill``); ports and data stay."""
+        pids = self._pids()
+        for name, pid in pids.items():
+            if name.startswith("kafka") and self._alive(name, pid):
+                process.stop(pid, timeout=timeout, kill=kill)
 
     def start_kafka(self, timeout: float = 90.0) -> None:
-        """Start the broker again on its recorded ports and data; returns once it answers."""
+        """Start the broker(s) again on the recorded ports and data; returns once they answer."""
         state = self.read_state()
         if state is None:
             raise StackError(f"the local stack in {self.state_dir} is not up")
         pids = self._pids()
-        if self._alive("kafka", pids.get("kafka")):
-            return
         kafka, redis = self._nodes(state)
-        libs = kafka_mod.ensure_jars(self._libs)
-        # The old listener's socket may linger briefly after the process is gone.
-        deadline = time.monotonic() + 10.0
-        while process.port_open("127.0.0.1", kafka.broker_port) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        pids["kafka"] = kafka.start(libs)
+        down = [n for n in kafka.nodes if not self._alive(n, pids.get(n))]
+        if not down:
+            return
+        pids.update(kafka.start(kafka_mod.ensure_jars(self._libs), down))
         self._write_state(kafka, redis, pids)
-        kafka.wait_ready(pids["kafka"], timeout=timeout)
+        kafka.wait_ready(pids, down, timeout=timeout)
 
     def restart_kafka(self, downtime: float = 0.0, kill: bool = False) -> None:
-        """Stop the broker, wait ``downtime`` seconds, start it on the same ports and data."""
+        """Stop the broker(s), wait ``downtime`` seconds, start them on the same ports and data."""
         self.stop_kafka(kill=kill)
         if downtime > 0:
             time.sleep(downtime)

@@ -45,7 +45,8 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar(
         "METERING_REDIS_URL",
         "the local stack's Redis, else `redis://127.0.0.1:6379/0`",
-        "Redis for balance projections and holds",
+        "Redis for balance projections and holds; `redis+cluster://h:p[,h:p...]` for a Redis "
+        "Cluster",
     ),
     EnvVar(
         "METERING_CLICKHOUSE_URL",

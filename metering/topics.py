@@ -97,12 +97,43 @@ included) before the processor read it, and lost without a trace. Bound these to
 ``retention.bytes`` instead when disk matters."""
 
 
-def topic_configs(names: TopicNames) -> dict[str, dict[str, str]]:
+REPLICATED_BROKERS = 3
+"""From this many brokers on, topics get 3 replicas and ``min.insync.replicas`` 2: an acked
+write is on two brokers, and one broker can die without stopping a transaction."""
+
+
+def replication_for(brokers: int) -> tuple[int, dict[str, str]]:
+    """(replication factor, extra topic configs) for a cluster of ``brokers`` brokers; -1 is
+    the broker's default (a single broker, or a cluster of two)."""
+    if brokers >= REPLICATED_BROKERS:
+        return 3, {"min.insync.replicas": "2"}
+    return -1, {}
+
+
+def cluster_replication(bootstrap: str, timeout: float = 10.0) -> int:
+    """The replication factor topics get on the cluster at ``bootstrap`` (3 from three brokers
+    on, else 1), for topics created by others than ``create_topics`` (the processor's
+    changelogs). Raises :class:`TopicError` when no broker answers."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
+    try:
+        brokers = len(admin.list_topics(timeout=timeout).brokers)
+    except Exception as exc:
+        raise TopicError(f"no broker at {bootstrap} answered: {exc}") from exc
+    replicas, _ = replication_for(brokers)
+    return max(1, replicas)
+
+
+def topic_configs(names: TopicNames, brokers: int = 1) -> dict[str, dict[str, str]]:
     """Per-topic configs beyond the broker defaults."""
-    configs = {names.credit_ledger: dict(LEDGER_CONFIG)}
+    _, replicated = replication_for(brokers)
+    configs = {names.credit_ledger: {**LEDGER_CONFIG, **replicated}}
     for name in (names.usage_events, names.credit_commands, *names.dead_letter()):
-        configs[name] = dict(UNPROCESSED_INPUT_CONFIG)
-    return configs
+        configs[name] = {**UNPROCESSED_INPUT_CONFIG, **replicated}
+    for name in names.all():
+        configs.setdefault(name, dict(replicated))
+    return {name: config for name, config in configs.items() if config}
 
 
 def create_topics(
@@ -126,11 +157,16 @@ def create_topics(
     if partitions < 1:
         raise TopicError(f"partitions must be >= 1, got {partitions}")
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
-    configs = topic_configs(names)
-    existing = admin.list_topics(timeout=timeout).topics
+    cluster = admin.list_topics(timeout=timeout)
+    replicas, _ = replication_for(len(cluster.brokers))
+    configs = topic_configs(names, len(cluster.brokers))
+    existing = cluster.topics
     wanted = [
         NewTopic(
-            name, num_partitions=partitions, replication_factor=-1, config=configs.get(name, {})
+            name,
+            num_partitions=partitions,
+            replication_factor=replicas,
+            config=configs.get(name, {}),
         )
         for name in names.all()
         if name not in existing
@@ -143,8 +179,7 @@ def create_topics(
                 if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
                     raise TopicError(f"cannot create topic {name}: {exc}") from exc
 
-    _wait_for_metadata(admin, names.all(), timeout)
-    metadata = admin.list_topics(timeout=timeout).topics
+    metadata = _wait_for_metadata(admin, names.all(), timeout)
     for name in names.keyed():
         count = len(metadata[name].partitions)
         if count != partitions:
@@ -172,8 +207,9 @@ def create_topics(
                 raise TopicError(f"cannot set configs on {resource.name}: {exc}") from exc
 
 
-def _wait_for_metadata(admin: Any, topics: list[str], timeout: float) -> None:
-    """Wait until the broker's metadata lists every topic with leaders for all partitions."""
+def _wait_for_metadata(admin: Any, topics: list[str], timeout: float) -> dict[str, Any]:
+    """Wait until the broker's metadata lists every topic with leaders for all partitions;
+    that metadata (another broker of a cluster, asked next, may not list them yet)."""
     deadline = time.monotonic() + timeout
     while True:
         metadata = admin.list_topics(timeout=timeout).topics
@@ -185,7 +221,7 @@ def _wait_for_metadata(admin: Any, topics: list[str], timeout: float) -> None:
             for name in topics
         )
         if ready:
-            return
+            return dict(metadata)
         if time.monotonic() > deadline:
             missing = [name for name in topics if name not in metadata]
             raise TopicError(f"topics not ready after {timeout}s: {missing or topics}")

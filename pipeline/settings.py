@@ -15,7 +15,9 @@ class ProcessorConfig:
     prefix: str = ""
     app_id: str = "metering-processor"
     partitions: int = 6
-    replication: int = 1
+    replication: int | None = None
+    """Replicas of the changelog topics faust creates; None: 1 (``metering run processor``
+    asks the cluster: 3 from three brokers on)."""
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     batch_max: int = 2000

@@ -17,11 +17,12 @@ import shutil
 import sys
 from argparse import SUPPRESS
 from collections.abc import MutableMapping
+from dataclasses import replace
 from pathlib import Path
 
 from metering.config import load_settings
 from metering.logs import CalmLogs, kafka_probe
-from metering.topics import add_topic_prefix_argument
+from metering.topics import add_topic_prefix_argument, cluster_replication
 from pipeline.engine_adapter import file_source
 from pipeline.logs import logging_config
 from pipeline.settings import ProcessorConfig
@@ -80,6 +81,14 @@ def parse_config(argv: list[str]) -> tuple[ProcessorConfig, str]:
         type=int,
         default=6066,
         help="port of the /metrics page (default: 6066)",
+    )
+    p.add_argument(
+        "--replication",
+        metavar="N",
+        type=int,
+        default=None,
+        help="replicas of the state changelog topics it creates (default: 3 on a cluster of "
+        "three brokers or more, else 1, as `metering topics create`)",
     )
     p.add_argument(
         "--batch-max",
@@ -153,6 +162,7 @@ def parse_config(argv: list[str]) -> tuple[ProcessorConfig, str]:
         prefix=a.topic_prefix,
         app_id=a.app_id,
         partitions=a.partitions,
+        replication=a.replication,
         web_host=a.web_host,
         web_port=a.web_port,
         batch_max=a.batch_max,
@@ -217,6 +227,8 @@ def drop_faust_web_env(
 
 def main(argv: list[str]) -> int:
     config, loglevel = parse_config(argv)
+    if config.replication is None:
+        config = replace(config, replication=cluster_replication(config.bootstrap, timeout=60.0))
     calm = CalmLogs("processor", kafka_probe(config.bootstrap))  # a quiet log in an outage
     logging.config.dictConfig(logging_config(loglevel, calm))
     drop_faust_web_env(config)

@@ -51,6 +51,7 @@ from confluent_kafka import (
 from metering.dlq import dead_letter
 from metering.logs import kafka_client_logging
 from metering.metrics import Metric, counter, exposition, gauge
+from metering.offset_commit import commit_offsets
 from metering.topics import TopicNames
 from projections.apply import ApplyResult, Gap, Projector
 from projections.redis_connect import SyncRedis
@@ -316,7 +317,7 @@ class ProjectionConsumer:
         if ends:
             topic = self.topics.credit_ledger
             offsets = [TopicPartition(topic, p, o) for p, o in sorted(ends.items())]
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            commit_offsets(self.consumer, offsets)
             self.metrics.commits += 1
 
     # -- self-heal (projections.self_heal) ---------------------------------------------------

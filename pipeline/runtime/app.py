@@ -97,7 +97,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
         web_bind=config.web_host,
         broker_commit_interval=config.commit_interval_s,
         topic_partitions=config.partitions,
-        topic_replication_factor=config.replication,
+        topic_replication_factor=config.replication or 1,
         table_standby_replicas=0,
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=max(4096, config.batch_max * 2),
