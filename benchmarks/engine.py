@@ -31,12 +31,13 @@ from metering.domain.dedupe import DedupeWindow, id_hash
 from metering.domain.periods import parse_instant
 from metering.domain.state import AccountState
 
-_START = parse_instant("2025-03-03T00:00:00Z")
+START = parse_instant("2025-03-03T00:00:00Z")
 _MODELS = ["gpt-4o-mini", "claude-3-haiku", "gpt-4o", "claude-3-5-sonnet", "o1", None]
 _PLANS = ["free", "starter", "starter", "growth", "growth", "enterprise"]
 
 
-def _event(rng: random.Random, i: int, account: str, at: int) -> UsageEvent:
+def usage_event(rng: random.Random, i: int, account: str, at: int) -> UsageEvent:
+    """One event of the realistic mix (text, image, document, compute; several models)."""
     roll = rng.random()
     if roll < 0.70:
         feature = "text_generation"
@@ -65,25 +66,36 @@ def _event(rng: random.Random, i: int, account: str, at: int) -> UsageEvent:
     )
 
 
-def _setup(engine: CreditEngine, rng: random.Random, accounts: int) -> dict[str, AccountState]:
-    """Accounts on assorted plans with 1-4 grants (plan + purchases/promotions)."""
+def setup_accounts(
+    engine: CreditEngine,
+    rng: random.Random,
+    accounts: int,
+    entries: list[Any] | None = None,
+) -> dict[str, AccountState]:
+    """Accounts on assorted plans with 1-4 grants (plan + purchases/promotions); their ledger
+    entries are appended to ``entries`` when given."""
     states: dict[str, AccountState] = {}
+    keep = entries.extend if entries is not None else lambda _: None
     for n in range(accounts):
         account = f"acct-{n:06d}"
         state = engine.new_state(account)
-        at = _START + n
+        at = START + n
         plan = rng.choice(_PLANS)
-        engine.apply_command(
-            state,
-            CreditCommand(f"{account}-plan", account, CommandKind.ASSIGN_PLAN, at, plan_id=plan),
-            at,
+        keep(
+            engine.apply_command(
+                state,
+                CreditCommand(
+                    f"{account}-plan", account, CommandKind.ASSIGN_PLAN, at, plan_id=plan
+                ),
+                at,
+            ).entries
         )
         for k in range(rng.randint(0, 3)):
             kind = CommandKind.PROMOTION if k % 2 else CommandKind.PURCHASE
             if kind is CommandKind.PURCHASE and plan == "free":
                 kind = CommandKind.PROMOTION
-            expires = _START + rng.randint(20, 200) * 86_400_000 if rng.random() < 0.6 else None
-            engine.apply_command(
+            expires = START + rng.randint(20, 200) * 86_400_000 if rng.random() < 0.6 else None
+            out = engine.apply_command(
                 state,
                 CreditCommand(
                     f"{account}-g{k}",
@@ -96,6 +108,7 @@ def _setup(engine: CreditEngine, rng: random.Random, accounts: int) -> dict[str,
                 ),
                 at,
             )
+            keep(out.entries)
         states[account] = state
     return states
 
@@ -104,11 +117,11 @@ def _dedupe_bytes(ids: int) -> tuple[float, float]:
     """(in-memory, serialized) bytes per remembered id for a window holding ``ids`` ids."""
     window = DedupeWindow(window_ms=10**12, max_ids=None)
     for i in range(ids):
-        window.add(id_hash(f"evt-{i:012d}"), _START + i)
+        window.add(id_hash(f"evt-{i:012d}"), START + i)
     return window.memory_bytes() / len(window), len(window.to_bytes()) / len(window)
 
 
-def _id_store_bytes(ids: int, accounts: int = 100, batch: int = 20) -> tuple[float, float]:
+def id_store_bytes(ids: int, accounts: int = 100, batch: int = 20) -> tuple[float, float]:
     """(on disk, in the changelog) bytes per id of the processor's event-id store
     (``pipeline.id_store``): ``ids`` ids over ``accounts`` accounts, ``batch`` ids per account
     and batch, RocksDB flushed and compacted as it settles."""
@@ -125,7 +138,7 @@ def _id_store_bytes(ids: int, accounts: int = 100, batch: int = 20) -> tuple[flo
         changelog = 0
         for start in range(0, ids, batch * accounts):
             for n in range(start, min(ids, start + batch * accounts)):
-                store.view(0, f"acct-{n % accounts:06d}").remember(f"evt-{n:012d}", _START + n)
+                store.view(0, f"acct-{n % accounts:06d}").remember(f"evt-{n:012d}", START + n)
             records = store.flush(0)
             changelog += sum(len(k) + len(v or b"") for k, v in records)
             write_chunks(db, records)
@@ -139,11 +152,11 @@ def _id_store_bytes(ids: int, accounts: int = 100, batch: int = 20) -> tuple[flo
 def run(events: int, accounts: int, seed: int) -> dict[str, Any]:
     engine = CreditEngine(load_price_book(), load_plans())
     rng = random.Random(seed)
-    states = _setup(engine, rng, accounts)
+    states = setup_accounts(engine, rng, accounts)
     names = list(states)
     # Time advances about 1 ms per event across one week of the month.
     stream = [
-        _event(rng, i, names[rng.randrange(accounts)], _START + 86_400_000 + i * 7)
+        usage_event(rng, i, names[rng.randrange(accounts)], START + 86_400_000 + i * 7)
         for i in range(events)
     ]
     grants = [len(s.grants) for s in states.values()]
@@ -181,7 +194,7 @@ def run(events: int, accounts: int, seed: int) -> dict[str, Any]:
         AccountState.from_bytes(blob)
     roundtrip_us = (time.perf_counter() - t0) / accounts * 1e6
     mem_per_id, wire_per_id = _dedupe_bytes(100_000)
-    disk_per_id, changelog_per_id = _id_store_bytes(200_000)
+    disk_per_id, changelog_per_id = id_store_bytes(200_000)
 
     events_per_s = events / engine_s
     baseline_per_s = events / baseline_s

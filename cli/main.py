@@ -87,6 +87,11 @@ COMMANDS: dict[tuple[str, ...], Command] = {
     ("bench", "clickhouse"): Command(
         "benchmarks.sink:main", "sink throughput and usage query time in ClickHouse", BENCH
     ),
+    ("bench", "capacity"): Command(
+        "benchmarks.capacity:main",
+        "sizes per account, hold, entry and event (docs/scale.md)",
+        BENCH,
+    ),
 }
 
 
