@@ -238,50 +238,18 @@ class LocalStack:
         return True
 
     def status(self) -> list[ComponentStatus]:
-        state = self.read_state() or {}
-        addresses = state.get("addresses", {})
+        state = self.read_state()
         pids = self._pids()
-        kafka, redis = self._nodes(state) if state else (None, None)
-        lines = []
-        if kafka is not None and len(kafka.nodes) > 1:
-            alive = sum(self._alive(n, pids.get(n)) for n in kafka.nodes)
-            lines.append(
-                ComponentStatus(
-                    name="kafka",
-                    up=alive == len(kafka.nodes),
-                    address=kafka.bootstrap,
-                    detail=f"cluster: {alive} of {len(kafka.nodes)} brokers running",
-                )
-            )
+        if state is None:
+            kafka_names, kafka_at, redis_names, redis_at = ["kafka"], "-", ["redis"], "-"
         else:
-            lines.append(
-                ComponentStatus(
-                    name="kafka",
-                    up=self._alive("kafka", pids.get("kafka")),
-                    address=str(addresses.get("kafka_bootstrap", "-")),
-                    pid=pids.get("kafka"),
-                )
-            )
-        if isinstance(redis, ClusterNodes):
-            names = self._redis_names(redis)
-            alive = sum(self._alive(n, pids.get(n)) for n in names)
-            lines.append(
-                ComponentStatus(
-                    name="redis",
-                    up=alive == len(names),
-                    address=redis.url,
-                    detail=f"cluster: {alive} of {len(names)} nodes running",
-                )
-            )
-        else:
-            lines.append(
-                ComponentStatus(
-                    name="redis",
-                    up=self._alive("redis", pids.get("redis")),
-                    address=str(addresses.get("redis_url", "-")),
-                    pid=pids.get("redis"),
-                )
-            )
+            kafka, redis = self._nodes(state)
+            kafka_names, kafka_at = list(kafka.nodes), kafka.bootstrap
+            redis_names, redis_at = self._redis_names(redis), redis.url
+        lines = [
+            self._component("kafka", kafka_names, kafka_at, "brokers", pids),
+            self._component("redis", redis_names, redis_at, "nodes", pids),
+        ]
         lines.append(
             ComponentStatus(
                 name="clickhouse",
@@ -292,6 +260,16 @@ class LocalStack:
             )
         )
         return lines
+
+    def _component(
+        self, name: str, names: list[str], address: str, unit: str, pids: dict[str, int]
+    ) -> ComponentStatus:
+        """One status line for a process, or for the processes of a cluster."""
+        alive = sum(self._alive(n, pids.get(n)) for n in names)
+        if len(names) == 1:
+            return ComponentStatus(name, alive == 1, address, pids.get(names[0]))
+        detail = f"cluster: {alive} of {len(names)} {unit} running"
+        return ComponentStatus(name, alive == len(names), address, detail=detail)
 
     def down(self, timeout: float = 30.0, purge: bool = False) -> list[str]:
         """Stop the pids this stack started (gone ones are fine); returns the names stopped."""

@@ -11,7 +11,6 @@ connection).
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -19,11 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from redis.crc import key_slot
 from redis.exceptions import NoScriptError
 
 from projections.keys import check_prefix
-from projections.redis_connect import SyncRedis
+from projections.redis_connect import SyncRedis, master_pool, refresh_slot_map
 
 try:  # the sentinel redis-py's hiredis reader returns when a reply is incomplete
     from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
@@ -300,18 +298,16 @@ class Projector:
         pools: dict[str, Any] = {}
         try:
             for i, call in enumerate(calls):
-                node = client.nodes_manager.get_node_from_slot(key_slot(call.account.encode()))
-                by_node.setdefault(node.name, []).append(i)
-                if node.name not in pools:
-                    pools[node.name] = client.get_redis_connection(node).connection_pool
+                name, pool = master_pool(client, call.account)
+                by_node.setdefault(name, []).append(i)
+                pools[name] = pool
             replies: list[Any] = [None] * len(calls)
             for name, indexes in by_node.items():
                 share = self._stream(pools[name], [calls[i] for i in indexes], entries, wait=True)
                 for i, reply in zip(indexes, share, strict=True):
                     replies[i] = reply
         except CLUSTER_CHANGES as exc:
-            with contextlib.suppress(redis.RedisError):  # no node answers yet: the next try
-                client.nodes_manager.initialize()  # type: ignore[no-untyped-call]
+            refresh_slot_map(client)
             raise ClusterMoved(f"cluster topology changed: {exc!r}") from exc
         return replies
 

@@ -19,11 +19,11 @@ from redis.exceptions import (
     BusyLoadingError,
     OutOfMemoryError,
     ReadOnlyError,
-    RedisError,
     ResponseError,
 )
 
 from projections.breaker import BreakerState, CircuitBreaker
+from projections.redis_connect import CONNECTION_FAILURES
 
 log = logging.getLogger("metering.sidecar")
 
@@ -37,18 +37,6 @@ class RedisUnavailable(Exception):
 _OUTAGE_REPLIES = ("READONLY", "OOM", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "LOADING")
 """Error replies that mean Redis cannot serve now (a failover, memory, a long script): the
 fail mode answers, as for a timeout, and they count towards the breaker."""
-
-
-CONNECTION_FAILURES: tuple[type[Exception], ...] = (
-    RedisError,
-    OSError,  # TimeoutError is an OSError
-    RuntimeError,
-    AttributeError,
-)
-"""A call that did not reach Redis or got no answer. ``RuntimeError`` and ``AttributeError``
-are what redis-py's asyncio cluster client raises when a call lands on a connection a failover
-or a cancelled call closed under it (uvloop: "the handler is closed"; a writer already gone:
-``None.writelines``)."""
 
 
 def _unavailable_reply(exc: ResponseError) -> bool:

@@ -52,8 +52,15 @@ from projections.features import FeatureCatalog
 from projections.hold_owners import HoldOwners
 from projections.keys import account_from_key, balance_pattern, hold_account
 from projections.openapi import SPEC
-from projections.redis_connect import AsyncRedis, aconnect, is_cluster_url
-from projections.redis_guard import CONNECTION_FAILURES, RedisGuard, RedisUnavailable
+from projections.redis_connect import (
+    CONNECTION_FAILURES,
+    AsyncRedis,
+    aconnect_cluster,
+    is_cluster_url,
+    keep_slot_map_fresh,
+    refresh_async_slot_map,
+)
+from projections.redis_guard import RedisGuard, RedisUnavailable
 from projections.requests import (
     BadRequest,
     CheckRequest,
@@ -190,12 +197,12 @@ class Sidecar:
         }
         pool = slot_map = None
         if is_cluster_url(self.redis_url):
-            cluster = aconnect(self.redis_url, max_connections=256, **timeouts)
+            cluster = aconnect_cluster(self.redis_url, max_connections=256, **timeouts)
             self.client = cluster
-            error = await self._refresh_slot_map(cluster)  # before the first request
+            error = await refresh_async_slot_map(cluster)  # before the first request
             if error is not None:
                 log.warning("redis cluster not reachable at start (%s)", error)
-            slot_map = asyncio.create_task(self._keep_slot_map(cluster))
+            slot_map = asyncio.create_task(keep_slot_map_fresh(cluster, log))
         else:
             pool = aioredis.BlockingConnectionPool.from_url(
                 self.redis_url, max_connections=64, timeout=bound, **timeouts
@@ -218,35 +225,6 @@ class Sidecar:
             await self.client.aclose()
             if pool is not None:
                 await pool.disconnect()
-
-    @staticmethod
-    async def _refresh_slot_map(cluster: Any) -> BaseException | None:
-        """Rebuild a cluster's slot map if the client marked it stale (a no-op otherwise),
-        with seconds to finish; the error when no node answered."""
-        try:
-            async with asyncio.timeout(5.0):
-                await cluster.initialize()
-        except CONNECTION_FAILURES as exc:
-            return exc
-        return None
-
-    async def _keep_slot_map(self, cluster: Any, interval_s: float = 0.1) -> None:
-        """Keep a cluster's slot map fresh outside the request path.
-
-        After a connection error the client marks its map stale and the next call rebuilds it
-        first; under the request deadline (30 ms) that rebuild can be cut every time, and the
-        sidecar would answer by the fail mode long after the replica took over. Here the
-        rebuild gets seconds, and calls wait for it (by the fail mode) instead of racing it.
-        """
-        failing = False
-        while True:
-            error = await self._refresh_slot_map(cluster)
-            if error is not None and not failing:
-                log.warning("redis cluster slot map refresh failed (%s); retrying", error)
-            elif error is None and failing:
-                log.info("redis cluster slot map refreshed")
-            failing = error is not None
-            await asyncio.sleep(interval_s)
 
     @staticmethod
     async def _watch_features(catalog: FeatureCatalog, interval_s: float = 2.0) -> None:

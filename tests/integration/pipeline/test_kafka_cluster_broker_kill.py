@@ -41,7 +41,7 @@ from projections.redis_connect import connect as redis_connect
 
 pytestmark = pytest.mark.integration
 
-EVENTS = 3000
+EVENTS = 2000
 ACCOUNTS = 50
 
 

@@ -104,12 +104,12 @@ def _kill_after_a_commit(worker: Worker, timeout: float = 10.0) -> None:
 def test_a_restart_storm_never_makes_the_ledger_wrong(
     kafka_bootstrap: str, topics: TopicNames, tmp_path: Path
 ) -> None:
-    """kill -9 the worker 10 times (``METERING_STORM_RESTARTS``: 30 or more for the long run)
+    """kill -9 the worker 6 times (``METERING_STORM_RESTARTS``: 30 or more for the long run)
     at random moments: during its restore, while it processes, right after a commit. After
     every restart the ledger must equal the engine's pure fold entry for entry. The seed is
     printed (``METERING_STORM_SEED`` replays a run)."""
     seed = int(os.environ.get("METERING_STORM_SEED") or random.randrange(1 << 30))
-    restarts = int(os.environ.get("METERING_STORM_RESTARTS", "10"))
+    restarts = int(os.environ.get("METERING_STORM_RESTARTS", "6"))
     print(f"restart storm: seed {seed}, {restarts} restarts")
     rnd = random.Random(seed)
     inp = make_input(topics, accounts=60, events=4000, seed=seed)

@@ -125,9 +125,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("redis_url", ["single", "cluster"], indirect=True)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def redis_url(request: pytest.FixtureRequest, stack: Any) -> str:
-    """The session's Redis, or its Redis Cluster for the ``cluster`` parameter."""
+    """The session's Redis, or its Redis Cluster for the ``cluster`` parameter (session-scoped
+    like the fixture it overrides: module fixtures of this package use it)."""
     if getattr(request, "param", "single") == "cluster":
         return str(request.getfixturevalue("redis_cluster_url"))
     return stack.redis_url
