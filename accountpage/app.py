@@ -165,7 +165,7 @@ class AccountPage:
         enforcer = self.sidecar.enforcer
         if enforcer is None:
             raise RedisError("sidecar used outside its lifespan")
-        return await self.sidecar.redis_call(account, lambda: enforcer.balance(account))
+        return await self.sidecar.guard.call(lambda: enforcer.balance(account))
 
     async def overview(self, request: Request, account: str) -> Response:
         balance = await self._balance(account)

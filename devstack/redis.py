@@ -31,13 +31,9 @@ CLUSTER_OPTIONS = (
     "nodes.conf",
     "--cluster-node-timeout",
     "2000",
-    "--cluster-require-full-coverage",
-    "no",
 )
 """A node declared failed after 2 s, so a replica takes over within a few seconds (the
-default 15 s would be long in tests; a production cluster tunes this to its network). Without
-full coverage required, the masters that are up keep serving their slots while one master's
-slots wait for its replica (the default stops the whole cluster meanwhile)."""
+default 15 s would be long in tests; a production cluster tunes this to its network)."""
 
 
 class RedisError(RuntimeError):

@@ -42,15 +42,6 @@ class CircuitBreaker:
         self.opened_total = 0
         """How many times the breaker opened (a Prometheus counter)."""
 
-    def like(self) -> CircuitBreaker:
-        """A new, closed breaker with the same settings (one per Redis Cluster master)."""
-        return CircuitBreaker(
-            failures=self.failures,
-            window_s=self.window_s,
-            cooldown_s=self.cooldown_s,
-            clock=self._clock,
-        )
-
     @property
     def state(self) -> BreakerState:
         if self._opened_at is None:

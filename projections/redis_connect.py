@@ -46,7 +46,6 @@ __all__ = [
     "connect",
     "is_cluster_url",
     "keep_slot_map_fresh",
-    "master_name",
     "master_pool",
     "refresh_async_slot_map",
     "refresh_slot_map",
@@ -130,12 +129,3 @@ async def keep_slot_map_fresh(
             log.info("redis cluster slot map refreshed")
         failing = error is not None
         await asyncio.sleep(interval_s)
-
-
-def master_name(cluster: aioredis.RedisCluster, tag: str) -> str:
-    """``host:port`` of the master that serves hash tag ``tag``'s slot in an asyncio cluster
-    client's current slot map; ``""`` when the map has no answer yet."""
-    try:
-        return str(cluster.nodes_manager.get_node_from_slot(key_slot(tag.encode("utf-8"))).name)
-    except Exception:  # no slot map yet, or a slot not covered: no shard to name
-        return ""

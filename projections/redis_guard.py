@@ -45,17 +45,8 @@ def _unavailable_reply(exc: ResponseError) -> bool:
     )
 
 
-MAX_SHARDS = 1024
-"""Breakers kept for cluster masters (names change with failovers): bounded, closed ones go."""
-
-
 class RedisGuard:
-    """The deadline, the breakers and the failure count of one process's Redis calls.
-
-    One breaker per Redis *shard*: on a single Redis there is one (``shard=""``, the
-    ``breaker`` attribute); on a Redis Cluster each master has its own, named by the caller, so
-    a master that fails over sends only its own accounts to the fail mode.
-    """
+    """The deadline, the breaker and the failure count of one process's Redis calls."""
 
     def __init__(self, deadline_s: float, breaker: CircuitBreaker, fail_mode: str) -> None:
         self.deadline_s = deadline_s
@@ -63,51 +54,20 @@ class RedisGuard:
         self.fail_mode = fail_mode
         """Named in the outage's log line."""
         self.failures = 0
-        self._shards: dict[str, CircuitBreaker] = {}
-        self._waiting: dict[str, set[asyncio.Timeout]] = {}
-        """Deadlines of the calls in flight per shard: cut short together when its breaker
-        opens."""
+        self._waiting: set[asyncio.Timeout] = set()
+        """Deadlines of the calls in flight: cut short together when the breaker opens."""
 
-    def breaker_for(self, shard: str) -> CircuitBreaker:
-        """The breaker of ``shard`` (made like :attr:`breaker` on first use)."""
-        if not shard:
-            return self.breaker
-        found = self._shards.get(shard)
-        if found is None:
-            if len(self._shards) >= MAX_SHARDS:
-                self._shards = {
-                    name: b
-                    for name, b in self._shards.items()
-                    if b.state is not BreakerState.CLOSED
-                }
-            found = self._shards[shard] = self.breaker.like()
-        return found
-
-    def breakers(self) -> list[CircuitBreaker]:
-        return [self.breaker, *self._shards.values()]
-
-    def state(self) -> BreakerState:
-        """The worst state of any breaker (health and metrics)."""
-        states = {b.state for b in self.breakers()}
-        for worst in (BreakerState.OPEN, BreakerState.HALF_OPEN):
-            if worst in states:
-                return worst
-        return BreakerState.CLOSED
-
-    def opened_total(self) -> int:
-        return sum(b.opened_total for b in self.breakers())
-
-    async def call(self, call: Callable[[], Awaitable[T]], shard: str = "") -> T:
-        """Run one Redis call under its shard's breaker and the deadline.
+    async def call(self, call: Callable[[], Awaitable[T]]) -> T:
+        """Run one Redis call under the breaker and the deadline.
 
         Raises :class:`RedisUnavailable` at once while the breaker is open, or when the call
         times out or cannot connect. Only breaker transitions are logged: an outage at
         thousands of requests a second must not become thousands of log lines a second."""
-        breaker = self.breaker_for(shard)
+        breaker = self.breaker
         if not breaker.allow():
             raise RedisUnavailable("circuit breaker open")
         was = breaker.state
-        waiting = self._waiting.setdefault(shard, set())
+        waiting = self._waiting
         try:
             async with asyncio.timeout(self.deadline_s) as deadline:
                 waiting.add(deadline)
@@ -120,44 +80,33 @@ class RedisGuard:
                 breaker.success()
                 log.error("redis refused a call: %s", exc)
                 raise RedisUnavailable("redis error reply") from exc
-            self._failed(breaker, waiting, was, exc, shard)
+            self._failed(was, exc)
             raise RedisUnavailable(type(exc).__name__) from exc
         except CONNECTION_FAILURES as exc:
-            self._failed(breaker, waiting, was, exc, shard)
+            self._failed(was, exc)
             raise RedisUnavailable(type(exc).__name__) from exc
         except BaseException:
             breaker.abandon()
             raise
         if was is not BreakerState.CLOSED:
-            log.warning("redis%s answers again: circuit breaker closed", _at(shard))
+            log.warning("redis answers again: circuit breaker closed")
         breaker.success()
         return result
 
-    def _failed(
-        self,
-        breaker: CircuitBreaker,
-        waiting: set[asyncio.Timeout],
-        was: BreakerState,
-        exc: BaseException,
-        shard: str,
-    ) -> None:
-        """Count a failed call; when it opens the breaker, answer every call waiting on that
-        shard now (they would time out too) and log the one line of this outage."""
+    def _failed(self, was: BreakerState, exc: BaseException) -> None:
+        """Count a failed call; when it opens the breaker, answer every waiting call now (they
+        would time out too) and log the one line of this outage."""
         self.failures += 1
+        breaker = self.breaker
         breaker.failure()
         if breaker.state is BreakerState.OPEN and was is BreakerState.CLOSED:
             now = asyncio.get_running_loop().time()
-            for other in list(waiting):
+            for other in list(self._waiting):
                 if not other.expired():
                     other.reschedule(now)
             log.warning(
-                "redis%s unreachable (%s): answering by fail mode %s for %.1f s, then probing",
-                _at(shard),
+                "redis unreachable (%s): answering by fail mode %s for %.1f s, then probing",
                 type(exc).__name__,
                 self.fail_mode,
                 breaker.cooldown_s,
             )
-
-
-def _at(shard: str) -> str:
-    return f" master {shard}" if shard else ""

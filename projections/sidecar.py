@@ -58,7 +58,6 @@ from projections.redis_connect import (
     aconnect_cluster,
     is_cluster_url,
     keep_slot_map_fresh,
-    master_name,
     refresh_async_slot_map,
 )
 from projections.redis_guard import RedisGuard, RedisUnavailable
@@ -308,13 +307,6 @@ class Sidecar:
     def breaker(self, breaker: CircuitBreaker) -> None:
         self.guard.breaker = breaker
 
-    async def redis_call(self, account: str, call: Callable[[], Awaitable[T]]) -> T:
-        """One Redis call for ``account`` under the guard: the deadline and the breaker of the
-        master that holds the account (one breaker on a single Redis)."""
-        client = self.client
-        shard = master_name(client, account) if isinstance(client, aioredis.RedisCluster) else ""
-        return await self.guard.call(call, shard)
-
     def _enforcer(self) -> AsyncEnforcer:
         if self.enforcer is None:
             raise RuntimeError("sidecar used outside its lifespan")
@@ -364,9 +356,7 @@ class Sidecar:
         if enforcer.unknown_feature(feature):  # decided without Redis: never a breaker probe
             return UNKNOWN_FEATURE_DECISION
         try:
-            decision = await self.redis_call(
-                account, lambda: enforcer.check(account, feature, cost)
-            )
+            decision = await self.guard.call(lambda: enforcer.check(account, feature, cost))
         except RedisUnavailable:
             return self._degraded(account)
         if decision.policy and self.fail_mode is FailMode.AUTO:
@@ -381,9 +371,8 @@ class Sidecar:
             return JSONResponse(UNKNOWN_FEATURE_DECISION.to_json(), 200)
         hold_id = new_hold_id(account, self.owners.token(service))
         try:
-            decision = await self.redis_call(
-                account,
-                lambda: enforcer.try_reserve(account, amount, ttl_s, feature, hold_id=hold_id),
+            decision = await self.guard.call(
+                lambda: enforcer.try_reserve(account, amount, ttl_s, feature, hold_id=hold_id)
             )
         except RedisUnavailable:
             # The script may have run before the answer was cut: its hold must not stay
@@ -409,9 +398,7 @@ class Sidecar:
         actual = CommitRequest.parse(await self._body(request)).actual
         hold_id = self._owned_hold(request, service)
         enforcer = self._enforcer()
-        settled = await self.redis_call(
-            hold_account(hold_id), lambda: enforcer.commit(hold_id, actual)
-        )
+        settled = await self.guard.call(lambda: enforcer.commit(hold_id, actual))
         if settled is None:
             return error_response(404, "hold_not_found", "hold expired or never existed")
         return JSONResponse(settled.to_json())
@@ -420,14 +407,14 @@ class Sidecar:
         await read_limited(request.stream(), request.headers.get("content-length"))  # unused
         hold_id = self._owned_hold(request, service)
         enforcer = self._enforcer()
-        if not await self.redis_call(hold_account(hold_id), lambda: enforcer.release(hold_id)):
+        if not await self.guard.call(lambda: enforcer.release(hold_id)):
             return error_response(404, "hold_not_found", "hold expired or never existed")
         return JSONResponse({"hold_id": hold_id, "status": "released"})
 
     async def balance(self, request: Request, service: str) -> Response:
         account = identifier("account_id", request.path_params["account_id"])
         enforcer = self._enforcer()
-        balance = await self.redis_call(account, lambda: enforcer.balance(account))
+        balance = await self.guard.call(lambda: enforcer.balance(account))
         if balance is None:
             return error_response(404, "unknown_account", f"no projection for account {account!r}")
         if self.fail_mode is FailMode.AUTO:
@@ -447,7 +434,7 @@ class Sidecar:
             "status": "ok" if ok else "degraded",
             "redis": ok,
             "fail_mode": self.fail_mode.value,
-            "breaker": self.guard.state().value,
+            "breaker": self.breaker.state.value,
         }
         return JSONResponse(body, 200 if ok else 503)
 
@@ -455,19 +442,17 @@ class Sidecar:
         return Response(exposition(self._families), media_type=CONTENT_TYPE)
 
     def _families(self) -> list[Metric]:
-        state = self.guard.state()
+        state = self.breaker.state
         p = "metering_sidecar_"
         return [
             gauge(
                 p + "breaker_state",
-                "1 for the worst state of the circuit breakers (one per Redis Cluster master).",
+                "1 for the circuit breaker's current state.",
                 {(s.value,): int(s is state) for s in BreakerState},
                 ["state"],
             ),
             counter(
-                p + "breaker_opened_total",
-                "Times a breaker opened (one per Redis Cluster master).",
-                self.guard.opened_total(),
+                p + "breaker_opened_total", "Times the breaker opened.", self.breaker.opened_total
             ),
             counter(
                 p + "redis_failures_total",

@@ -7,9 +7,8 @@ and no account spends more than it has. Two loads run at once against ``metering
 
 - an open-loop stream of checks (from a fresh process, as the Redis pause test) over accounts
   under ``allow`` and ``block`` policies: every answer is a 200; an answer given while the
-  master is down follows the fail mode (``auto``: the account's policy); accounts on the other
-  masters keep their real answers (one breaker per master); from two seconds after the replica
-  took over, every answer is the real one;
+  master is down follows the fail mode (``auto``: the account's policy); from two seconds after
+  the replica took over, every answer is the real one;
 - reservations of 1 credit against small ``block`` accounts (10 credits each), until each
   is refused: the holds granted per account never exceed its balance, and once the cluster
   is healthy again, Redis still holds every hold the sidecar granted (none was lost with the
@@ -80,7 +79,6 @@ def test_a_master_killed_under_load_fails_over_without_5xx_or_overspend() -> Non
         entries += [e for a in TIGHT for e in seed_entries(a, TIGHT_CREDITS * CREDIT, "block")]
         assert not Projector(client, PREFIX).apply_batch(entries).gaps
         marks: dict[str, float] = {}
-        on_victim: set[str] = set()
         granted: Counter[str] = Counter()
         statuses: Counter[int] = Counter()
 
@@ -88,11 +86,6 @@ def test_a_master_killed_under_load_fails_over_without_5xx_or_overspend() -> Non
             time.sleep(KILL_AT_S)
             # The master of the first tight account: its holds are the ones at risk.
             victim = client.get_node_from_key(f"{PREFIX}{{{TIGHT[0]}}}:bal")
-            on_victim.update(
-                a
-                for a in accounts
-                if client.get_node_from_key(f"{PREFIX}{{{a}}}:bal").port == victim.port
-            )
             marks["kill"] = time.perf_counter()
             cluster.kill(victim.port)
             marks["promoted"] = _wait_promoted(cluster, victim.port)
@@ -130,8 +123,7 @@ def test_a_master_killed_under_load_fails_over_without_5xx_or_overspend() -> Non
     kill, promoted = marks["kill"], marks["promoted"]
     print(
         f"failover: replica promoted {promoted - kill:.2f} s after the kill; "
-        f"{sum(1 for a in answers if a.degraded)} of {len(answers)} checks degraded "
-        f"({len(on_victim)} of {len(accounts)} accounts on the dead master); "
+        f"{sum(1 for a in answers if a.degraded)} of {len(answers)} checks degraded; "
         f"reservations {dict(statuses)}, granted {sum(granted.values())}"
     )
     assert {a.status for a in answers} == {200}, "no 5xx, no 4xx for good checks"
@@ -148,11 +140,6 @@ def test_a_master_killed_under_load_fails_over_without_5xx_or_overspend() -> Non
     assert not [a for a in before + after if not a.degraded and not a.allowed]
     late = [a for a in before + after if a.degraded]
     assert len(late) <= max(3, len(before + after) // 100), late[:5]
-    # One breaker per master: accounts on the masters that stayed up kept their real answers
-    # (but for the odd missed deadline), while the dead master's accounts were degraded.
-    elsewhere = [a for a in answers if accounts[a.body] not in on_victim]
-    assert on_victim and sum(a.degraded for a in elsewhere) <= max(3, len(elsewhere) // 100)
-    assert any(a.degraded for a in answers if accounts[a.body] in on_victim)
     # No overspend: never more holds than credits, and no granted hold was lost.
     assert all(granted[a] <= TIGHT_CREDITS for a in TIGHT), granted
     assert held == {a: granted[a] * CREDIT for a in TIGHT}, (held, granted)

@@ -149,33 +149,3 @@ def test_each_request_model_declares_its_body_once_for_the_parser_and_the_openap
     assert CheckRequest.parse({"account_id": "a", "estimated_credits": 5}) == CheckRequest(
         "a", None, 5
     )
-
-
-def test_each_cluster_master_has_its_own_breaker() -> None:
-    """A master failing over opens its breaker only: calls for the others still go through."""
-    import asyncio
-
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
-    from projections.redis_guard import RedisGuard, RedisUnavailable
-
-    guard = RedisGuard(0.5, CircuitBreaker(failures=2, window_s=10.0, cooldown_s=60.0), "auto")
-
-    async def down() -> int:
-        raise RedisConnectionError("connection refused")
-
-    async def up() -> int:
-        return 7
-
-    async def run() -> None:
-        for _ in range(2):
-            with pytest.raises(RedisUnavailable):
-                await guard.call(down, "10.0.0.1:7000")
-        assert guard.breaker_for("10.0.0.1:7000").state is BreakerState.OPEN
-        with pytest.raises(RedisUnavailable, match="breaker open"):
-            await guard.call(up, "10.0.0.1:7000")
-        assert await guard.call(up, "10.0.0.2:7000") == 7  # another master: its own breaker
-        assert await guard.call(up) == 7  # and the single-Redis one
-        assert guard.state() is BreakerState.OPEN and guard.opened_total() == 1
-
-    asyncio.run(run())
