@@ -28,8 +28,8 @@ from devstack.redis import LocalRedis
 from projections.apply import Projector
 
 RATE = 2000.0
-DURATION_S = 30.0
-PAUSE_AT_S, PAUSE_S = 12.0, 5.0
+DURATION_S = 20.0
+PAUSE_AT_S, PAUSE_S = 7.0, 5.0
 CREDIT = 1_000_000
 
 
