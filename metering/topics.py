@@ -117,10 +117,15 @@ def cluster_replication(bootstrap: str, timeout: float = 10.0) -> int:
     from confluent_kafka.admin import AdminClient
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
-    try:
-        brokers = len(admin.list_topics(timeout=timeout).brokers)
-    except Exception as exc:
-        raise TopicError(f"no broker at {bootstrap} answered: {exc}") from exc
+    deadline = time.monotonic() + timeout
+    while True:  # a broker restarting refuses connections at once: ask until the deadline
+        try:
+            brokers = len(admin.list_topics(timeout=max(0.5, deadline - time.monotonic())).brokers)
+            break
+        except Exception as exc:
+            if time.monotonic() >= deadline:
+                raise TopicError(f"no broker at {bootstrap} answered: {exc}") from exc
+            time.sleep(0.5)
     replicas, _ = replication_for(brokers)
     return max(1, replicas)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from metering.config import load_settings
 from metering.logs import CalmLogs, kafka_probe
-from metering.topics import add_topic_prefix_argument, cluster_replication
+from metering.topics import TopicError, add_topic_prefix_argument, cluster_replication
 from pipeline.engine_adapter import file_source
 from pipeline.logs import logging_config
 from pipeline.settings import ProcessorConfig
@@ -228,7 +228,17 @@ def drop_faust_web_env(
 def main(argv: list[str]) -> int:
     config, loglevel = parse_config(argv)
     if config.replication is None:
-        config = replace(config, replication=cluster_replication(config.bootstrap, timeout=60.0))
+        try:
+            replication = cluster_replication(config.bootstrap, timeout=60.0)
+        except TopicError as exc:
+            print(
+                f"metering run processor: {exc} (asked to choose the changelogs' replication; "
+                "--replication N skips the question)",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 2
+        config = replace(config, replication=replication)
     calm = CalmLogs("processor", kafka_probe(config.bootstrap))  # a quiet log in an outage
     logging.config.dictConfig(logging_config(loglevel, calm))
     drop_faust_web_env(config)
