@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -14,8 +10,8 @@ import redis
 from conftest import CREDIT, LedgerBuilder
 from starlette.testclient import TestClient
 
+from benchmarks.sidecar_load import running_sidecar
 from devstack.redis import LocalRedis
-from metering.net import free_port
 from projections.apply import Projector
 from projections.failmode import FailMode
 from projections.redis_connect import SyncRedis
@@ -224,37 +220,12 @@ def test_redis_down_answers_per_fail_mode(ledger: type[LedgerBuilder]) -> None:
 
 
 def test_real_uvicorn_server(redis_url: str, seeded: str) -> None:
-    port = free_port()
-    env = {
-        **os.environ,
-        "METERING_REDIS_URL": redis_url,
-        "METERING_REDIS_PREFIX": seeded,
-        "METERING_API_KEYS": "svcA:key-a-secret,svcB:key-b-secret",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "run", "sidecar", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
+    keys = {"METERING_API_KEYS": "svcA:key-a-secret,svcB:key-b-secret"}
+    with running_sidecar(redis_url, seeded, keys) as (_, port):
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "sidecar did not start"
-            time.sleep(0.1)
         with httpx.Client(base_url=base, headers=AUTH, timeout=5) as http:
             r = http.post("/v1/check", json={"account_id": "acme", "estimated_credits": CREDIT})
             assert r.status_code == 200 and r.json()["allowed"] is True
             assert http.get("/v1/accounts/acme/balance").json()["available"] == 10 * CREDIT
             assert http.post("/v1/check", content=b"nope").status_code == 400
             assert httpx.post(f"{base}/v1/check", json={}).status_code == 401
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
