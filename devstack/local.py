@@ -62,11 +62,7 @@ class LocalStack:
         return f"chdb://{self.state_dir / 'clickhouse'}"
 
     def read_state(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.stack_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
+        return _read_json(self.stack_file)
 
     def _write_state(
         self, kafka: KafkaBrokers, redis: RedisNode | ClusterNodes, pids: dict[str, int]
@@ -101,13 +97,6 @@ class LocalStack:
         back as it was (a Redis Cluster's ``nodes.conf`` names its ports)."""
         return self.state_dir / "layout.json"
 
-    def _layout(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self.layout_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
-
     def _nodes(
         self, state: dict[str, Any] | None, brokers: int = 1, redis_cluster: bool = False
     ) -> tuple[KafkaBrokers, RedisNode | ClusterNodes]:
@@ -140,11 +129,12 @@ class LocalStack:
         return pid is not None and process.owns(pid, marker)
 
     @staticmethod
-    def _redis_names(redis: RedisNode | ClusterNodes) -> list[str]:
-        """The pid names of the Redis processes: ``redis``, or ``redis:<port>`` per node."""
+    def _redis_ports(redis: RedisNode | ClusterNodes) -> dict[str, int]:
+        """The pid name of each Redis process (``redis``, or ``redis:<port>`` per cluster
+        node) and its port."""
         if isinstance(redis, ClusterNodes):
-            return [f"redis:{port}" for port in redis.ports]
-        return ["redis"]
+            return {f"redis:{port}": port for port in redis.ports}
+        return {"redis": redis.port}
 
     # -- public API -----------------------------------------------------------------------
 
@@ -168,7 +158,7 @@ class LocalStack:
             return False
         pids = self._pids()
         kafka, redis = self._nodes(state)
-        names = [*kafka.nodes, *self._redis_names(redis)]
+        names = [*kafka.nodes, *self._redis_ports(redis)]
         return all(self._alive(name, pids.get(name)) for name in names)
 
     def up(
@@ -190,7 +180,7 @@ class LocalStack:
         """
         if remember:
             remember_stack(self.state_dir)
-        state = self.read_state() or self._layout()
+        state = self.read_state() or _read_json(self.layout_file)
         pids = self._pids()
         kafka, redis = self._nodes(state, kafka_brokers, redis_cluster)
         if redis_cluster and not isinstance(redis, ClusterNodes):
@@ -204,7 +194,8 @@ class LocalStack:
                 f"`metering stack down --purge` first to start it with {kafka_brokers}"
             )
         kafka_down = [n for n in kafka.nodes if not self._alive(n, pids.get(n))]
-        redis_down = [n for n in self._redis_names(redis) if not self._alive(n, pids.get(n))]
+        redis_ports = self._redis_ports(redis)
+        redis_down = [n for n in redis_ports if not self._alive(n, pids.get(n))]
         if not (kafka_down or redis_down):
             return False
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -212,25 +203,23 @@ class LocalStack:
         for name in kafka_down:
             node = kafka.nodes[name]
             checks += [(node.broker_port, "kafka"), (node.controller_port, "kafka controller")]
-        for name in redis_down:
-            port = redis.port if isinstance(redis, RedisNode) else int(name.split(":")[1])
-            checks.append((port, "redis"))
+        checks += [(redis_ports[name], "redis") for name in redis_down]
         for port, what in checks:
             if process.port_open("127.0.0.1", port):
                 raise StackError(f"{what} port {port} is taken; `metering stack down --purge`")
         if kafka_down:
             pids.update(kafka.start(kafka_mod.ensure_jars(self._libs), kafka_down))
         if isinstance(redis, ClusterNodes):
-            live = {p: pids[f"redis:{p}"] for p in redis.ports if f"redis:{p}" not in redis_down}
-            for port, pid in redis.start(live).items():
-                pids[f"redis:{port}"] = pid
+            live = {port: pids[n] for n, port in redis_ports.items() if n not in redis_down}
+            started = redis.start(live)
+            pids.update({n: started[port] for n, port in redis_ports.items()})
         elif redis_down:
             pids["redis"] = redis.start()
         # Record pids before waiting, so `down` can clean up after a failed start.
         self._write_state(kafka, redis, pids)
         deadline = time.monotonic() + timeout
         if isinstance(redis, ClusterNodes):
-            by_port = {p: pids[f"redis:{p}"] for p in redis.ports}
+            by_port = {port: pids[n] for n, port in redis_ports.items()}
             redis.wait_formed(by_port, timeout=max(1.0, deadline - time.monotonic()))
         elif redis_down:
             redis.wait_ready(pids["redis"], timeout=max(1.0, deadline - time.monotonic()))
@@ -245,7 +234,7 @@ class LocalStack:
         else:
             kafka, redis = self._nodes(state)
             kafka_names, kafka_at = list(kafka.nodes), kafka.bootstrap
-            redis_names, redis_at = self._redis_names(redis), redis.url
+            redis_names, redis_at = list(self._redis_ports(redis)), redis.url
         lines = [
             self._component("kafka", kafka_names, kafka_at, "brokers", pids),
             self._component("redis", redis_names, redis_at, "nodes", pids),
@@ -314,3 +303,12 @@ class LocalStack:
         if downtime > 0:
             time.sleep(downtime)
         self.start_kafka()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``; None when it is missing or not one."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -56,14 +56,9 @@ def connect(url: str, **options: Any) -> SyncRedis:
     """A synchronous client for ``url``; ``options`` go to redis-py (timeouts and the like)."""
     if not is_cluster_url(url):
         return redis.Redis.from_url(url, **options)
-    address = parse_cluster_url(url)
-    return redis.RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in address.seeds],  # type: ignore[no-untyped-call]
-        username=address.username,
-        password=address.password,
-        ssl=address.tls,
-        **options,
-    )
+    seeds, cluster_options = _cluster_options(url, options)
+    nodes = [ClusterNode(host, port) for host, port in seeds]  # type: ignore[no-untyped-call]
+    return redis.RedisCluster(startup_nodes=nodes, **cluster_options)
 
 
 def aconnect(url: str, **options: Any) -> AsyncRedis:
@@ -75,14 +70,19 @@ def aconnect(url: str, **options: Any) -> AsyncRedis:
 
 def aconnect_cluster(url: str, **options: Any) -> aioredis.RedisCluster:
     """An asyncio cluster client for a ``redis+cluster://`` URL."""
+    seeds, cluster_options = _cluster_options(url, options)
+    nodes = [AsyncClusterNode(host, port) for host, port in seeds]
+    return aioredis.RedisCluster(startup_nodes=nodes, **cluster_options)
+
+
+def _cluster_options(
+    url: str, options: dict[str, Any]
+) -> tuple[tuple[tuple[str, int], ...], dict[str, Any]]:
+    """A cluster URL's seeds, and the client options it names (credentials, TLS) with
+    ``options``."""
     address = parse_cluster_url(url)
-    return aioredis.RedisCluster(
-        startup_nodes=[AsyncClusterNode(host, port) for host, port in address.seeds],
-        username=address.username,
-        password=address.password,
-        ssl=address.tls,
-        **options,
-    )
+    named = {"username": address.username, "password": address.password, "ssl": address.tls}
+    return address.seeds, {**named, **options}
 
 
 def master_pool(client: redis.RedisCluster, tag: str) -> tuple[str, Any]:
