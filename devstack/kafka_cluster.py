@@ -9,6 +9,7 @@ same jars with smaller heaps; topics default to replication factor 3 and ``min.i
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 from devstack import kafka as kafka_mod
 from devstack.kafka import KafkaError, KafkaNode, new_cluster_id
 from devstack.process import owns, port_open, stop
+from devstack.watchdog import record_pids, unwatch, watch
 from metering.net import free_port
 
 CLUSTER_SIZES = (1, 3)
@@ -95,12 +97,14 @@ class KafkaBrokers:
 
 class LocalKafkaCluster:
     """``with LocalKafkaCluster() as k: k.bootstrap``: three throwaway brokers (a test's
-    own, to kill one); stopped and deleted on exit."""
+    own, to kill one); stopped and deleted on exit, or by a watchdog if the test run dies
+    first."""
 
     def __init__(self) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="metering-kafka-cluster-"))
         self.brokers = KafkaBrokers(self.home, KafkaBrokers.free_ports(3))
         self.pids: dict[str, int] = {}
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -110,6 +114,7 @@ class LocalKafkaCluster:
         libs = kafka_mod.ensure_jars()
         names = list(self.brokers.nodes)
         self.pids = self.brokers.start(libs, names)
+        self._watchdog = watch(self.home, self.pids)
         try:
             self.brokers.wait_ready(self.pids, names, timeout)
         except BaseException:
@@ -125,6 +130,7 @@ class LocalKafkaCluster:
         """Start a killed broker again on its ports and data."""
         name = KafkaBrokers.name(node_id, 3)
         self.pids.update(self.brokers.start(kafka_mod.ensure_jars(), [name]))
+        record_pids(self.home, self.pids)
         self.brokers.wait_ready(self.pids, [name], timeout)
 
     def stop(self) -> None:
@@ -132,6 +138,8 @@ class LocalKafkaCluster:
             if owns(pid, kafka_mod.MAIN_CLASS):
                 stop(pid, timeout=10.0, kill=True)
         self.pids = {}
+        unwatch(self._watchdog)
+        self._watchdog = None
         shutil.rmtree(self.home, ignore_errors=True)
 
     def __enter__(self) -> LocalKafkaCluster:

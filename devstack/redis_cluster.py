@@ -8,7 +8,6 @@ each node's ``nodes.conf`` and AOF without forming again. The URL is the
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import tempfile
@@ -20,7 +19,7 @@ import redis
 
 from devstack.process import owns, stop
 from devstack.redis import MARKER, RedisError, RedisNode
-from metering.config import STACK_FILE
+from devstack.watchdog import unwatch, watch
 from metering.net import free_port
 
 MASTERS = 3
@@ -160,12 +159,13 @@ class ClusterNodes:
 
 class LocalRedisCluster:
     """``with LocalRedisCluster() as c: c.url``: a throwaway cluster (no persistence), for the
-    tests; stopped and deleted on exit."""
+    tests; stopped and deleted on exit, or by a watchdog if the test run dies first."""
 
     def __init__(self, ports: Sequence[int] | None = None) -> None:
         home = Path(tempfile.mkdtemp(prefix="metering-redis-cluster-"))
         self.cluster = ClusterNodes(home, list(ports or free_node_ports()), persistent=False)
         self.pids: dict[int, int] = {}
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -177,10 +177,7 @@ class LocalRedisCluster:
 
     def start(self, timeout: float = 60.0) -> LocalRedisCluster:
         self.pids = self.cluster.start()
-        # Pids in the local stack's file format: ``devstack.watchdog`` on ``home`` stops them
-        # if the owner dies without calling stop.
-        record = {"pids": {f"redis:{port}": pid for port, pid in self.pids.items()}}
-        (self.cluster.home / STACK_FILE).write_text(json.dumps(record))
+        self._watchdog = watch(self.home, {f"redis:{p}": pid for p, pid in self.pids.items()})
         try:
             self.cluster.wait_formed(self.pids, timeout)
         except BaseException:
@@ -197,6 +194,8 @@ class LocalRedisCluster:
             if owns(pid, MARKER):
                 stop(pid, timeout=10.0, kill=True)
         self.pids = {}
+        unwatch(self._watchdog)
+        self._watchdog = None
         shutil.rmtree(self.cluster.home, ignore_errors=True)
 
     def __enter__(self) -> LocalRedisCluster:

@@ -205,13 +205,10 @@ def redis_cluster_url() -> Iterator[str]:
     from devstack.redis_cluster import LocalRedisCluster
 
     cluster = LocalRedisCluster().start()
-    watchdog = spawn_watchdog(os.getpid(), cluster.home)
     try:
         yield cluster.url
     finally:
         cluster.stop()
-        watchdog.terminate()
-        watchdog.wait(5)
 
 
 @pytest.fixture(scope="session")
