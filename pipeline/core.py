@@ -16,6 +16,7 @@ from metering.avro import AvroCodec, CodecError
 from metering.dlq import dead_letter
 from metering.topics import TopicNames
 from pipeline.fast_avro import make_ledger_entry_encoder, make_usage_event_decoder
+from pipeline.fast_command import make_credit_command_decoder
 from pipeline.id_store import ChunkRecord, IdStore
 from pipeline.metrics import Metrics
 from pipeline.ports import EnginePort, InputError
@@ -102,6 +103,7 @@ class BatchProcessor:
         self.codecs = codecs
         self.metrics = metrics
         self._decode_usage = make_usage_event_decoder(codecs.usage)
+        self._decode_command = make_credit_command_decoder(codecs.command)
         self._encode_ledger = make_ledger_entry_encoder(codecs.ledger)
         self._cache: dict[tuple[int, str], Any] = {}
         """(partition, account) -> the decoded state whose bytes were last written for it.
@@ -145,7 +147,7 @@ class BatchProcessor:
         states: dict[tuple[int, str], Any] = {}
         usage_topic = self.topics.usage_events
         decode_usage = self._decode_usage
-        decode_command = self.codecs.command.decode
+        decode_command = self._decode_command
         encode_ledger = self._encode_ledger
         encode_alert = self.codecs.alert.encode
         ledger_topic = self.topics.credit_ledger

@@ -1,13 +1,15 @@
-"""Hand-written Avro codecs for the processor's hot path: LedgerEntry out, UsageEvent in.
+"""Hand-written Avro codecs for the processor's hot path: LedgerEntry out, UsageEvent in
+(CreditCommand in: :mod:`pipeline.fast_command`, which reads with the helpers here).
 
 fastavro's generic ``schemaless_writer``/``schemaless_reader`` cost ~15 us per LedgerEntry
 and ~9 us per UsageEvent here (BytesIO, per-field schema dispatch): a third of the worker's
-CPU once faust's per-record machinery was gone. These know the v1 shapes and only join or
-slice bytes. Both are byte-for-byte / value-for-value equal to fastavro (hypothesis tests in
-``tests/unit/pipeline/test_pipeline_fast_avro.py``) and are only used when the codec's
-schema has exactly the shape written out here (:data:`LEDGER_ENTRY_SHAPE`, and
-``USAGE_EVENT_SHAPE``); a schema of another shape logs a warning naming the first differing
-field, and tests fail when the committed ``.avsc`` drifts from these shapes. Anything else
+CPU once faust's per-record machinery was gone. These know their record's shape and only join
+or slice bytes. Each is byte-for-byte / value-for-value equal to fastavro (hypothesis tests in
+``tests/unit/pipeline/test_pipeline_fast_avro.py``) and is only used when the codec's
+schema has exactly the shape written out here (:data:`LEDGER_ENTRY_SHAPE`,
+``CREDIT_COMMAND_SHAPE`` and ``USAGE_EVENT_SHAPE``); a schema of another shape logs a
+warning naming the first differing field, and tests fail when the committed ``.avsc`` drifts
+from these shapes. Anything else
 (another writer schema id, malformed bytes) goes to the generic :class:`~metering.avro.AvroCodec`,
 which also raises the errors.
 """
@@ -278,7 +280,7 @@ def _read_usage(b: bytes, cache: dict[bytes, str]) -> tuple[dict[str, Any], int]
     if branch == 0:
         model = None
     elif branch == 1:
-        model, pos = _cached_string(b, pos, cache)
+        model, pos = read_cached_string(b, pos, cache)
     else:
         raise ValueError("bad union branch")
     units: dict[str, int] = {}
@@ -290,10 +292,10 @@ def _read_usage(b: bytes, cache: dict[bytes, str]) -> tuple[dict[str, Any], int]
             count = -count
             _, pos = _long(b, pos)
         for _ in range(count):
-            key, pos = _cached_string(b, pos, cache)
+            key, pos = read_cached_string(b, pos, cache)
             units[key], pos = _long(b, pos)
     occurred_at, pos = _long(b, pos)
-    source, pos = _cached_string(b, pos, cache)
+    source, pos = read_cached_string(b, pos, cache)
     attributes: dict[str, str] = {}
     while True:
         count, pos = _long(b, pos)
@@ -303,13 +305,13 @@ def _read_usage(b: bytes, cache: dict[bytes, str]) -> tuple[dict[str, Any], int]
             count = -count
             _, pos = _long(b, pos)
         for _ in range(count):
-            key, pos = _cached_string(b, pos, cache)
-            attributes[key], pos = _cached_string(b, pos, cache)
+            key, pos = read_cached_string(b, pos, cache)
+            attributes[key], pos = read_cached_string(b, pos, cache)
     branch, pos = _long(b, pos)
     if branch == 0:
         reservation = None
     elif branch == 1:
-        reservation, pos = _cached_string(b, pos, {})
+        reservation, pos = read_string(b, pos)
     else:
         raise ValueError("bad union branch")
     return {
@@ -326,7 +328,9 @@ def _read_usage(b: bytes, cache: dict[bytes, str]) -> tuple[dict[str, Any], int]
     }, pos
 
 
-def _cached_string(b: bytes, pos: int, cache: dict[bytes, str]) -> tuple[str, int]:
+def read_cached_string(b: bytes, pos: int, cache: dict[bytes, str]) -> tuple[str, int]:
+    """The Avro string at ``b[pos:]`` and the position after it, for a value that repeats
+    (an account, a unit name): decoded once per distinct bytes, up to 100,000 of them."""
     n, pos = _long(b, pos)
     if n < 0:
         raise ValueError("negative length")
@@ -339,6 +343,18 @@ def _cached_string(b: bytes, pos: int, cache: dict[bytes, str]) -> tuple[str, in
         if len(cache) < 100_000:
             cache[raw] = s
     return s, pos + n
+
+
+def read_string(b: bytes, pos: int) -> tuple[str, int]:
+    """The Avro string at ``b[pos:]`` and the position after it (a value that is new in every
+    record, an id: caching it would only crowd out the ones that repeat)."""
+    n, pos = _long(b, pos)
+    if n < 0:
+        raise ValueError("negative length")
+    raw = b[pos : pos + n]
+    if len(raw) != n:
+        raise IndexError("truncated")
+    return raw.decode(), pos + n
 
 
 LEDGER_ENTRY_HEAD: tuple[Field, ...] = LEDGER_ENTRY_SHAPE[:3]

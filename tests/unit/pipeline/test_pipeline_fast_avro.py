@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metering.avro import (
+    CREDIT_COMMAND,
     LEDGER_ENTRY,
     USAGE_EVENT,
     AvroCodec,
@@ -27,12 +28,18 @@ from pipeline.fast_avro import (
     make_ledger_entry_encoder,
     make_usage_event_decoder,
 )
+from pipeline.fast_command import CREDIT_COMMAND_SHAPE, make_credit_command_decoder
 
 REGISTRY = load_registry()
 LEDGER = AvroCodec(REGISTRY, LEDGER_ENTRY)
 USAGE = AvroCodec(REGISTRY, USAGE_EVENT)
 FAST_ENCODE = make_ledger_entry_encoder(LEDGER)
 FAST_DECODE = make_usage_event_decoder(USAGE)
+COMMAND = AvroCodec(REGISTRY, CREDIT_COMMAND)
+FAST_COMMAND = make_credit_command_decoder(COMMAND)
+COMMAND_KINDS = [
+    s for f in COMMAND.writer.schema["fields"] if f["name"] == "kind" for s in f["type"]["symbols"]
+]
 TYPES = [
     "GRANT_CREATED",
     "USAGE_DEBIT",
@@ -115,11 +122,57 @@ usage_events = st.fixed_dictionaries(
         "reservation_id": opt_text,
     }
 )
+ints = st.integers(min_value=-(1 << 31), max_value=(1 << 31) - 1)
+commands = st.fixed_dictionaries(
+    {
+        "command_id": text,
+        "account_id": text,
+        "kind": st.sampled_from(COMMAND_KINDS),
+        "amount": opt_long,
+        "grant_id": opt_text,
+        "grant_source": opt_text,
+        "priority": st.one_of(st.none(), ints),
+        "effective_at": opt_long,
+        "expires_at": opt_long,
+        "plan_id": opt_text,
+        "reason": opt_text,
+        "cost_basis_micros": opt_long,
+        "currency": opt_text,
+        "override": st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {
+                    "monthly_credits": opt_long,
+                    "overage_policy": opt_text,
+                    "overage_limit": opt_long,
+                    "trial_features": st.lists(text, max_size=3),
+                    "trial_until": opt_long,
+                }
+            ),
+        ),
+        "auto_topup": st.one_of(
+            st.none(),
+            st.fixed_dictionaries(
+                {
+                    "enabled": st.booleans(),
+                    "threshold": nums,
+                    "amount": nums,
+                    "max_requests": ints,
+                    "window_ms": nums,
+                }
+            ),
+        ),
+        "event_id": opt_text,
+        "units": st.one_of(st.none(), st.dictionaries(text, nums, max_size=5)),
+        "issued_at": nums,
+    }
+)
 
 
 def test_the_fast_paths_are_in_use() -> None:
     assert LEDGER.encode != FAST_ENCODE
     assert USAGE.decode != FAST_DECODE
+    assert COMMAND.decode != FAST_COMMAND
 
 
 def test_the_committed_schemas_take_the_fast_paths_without_a_warning(
@@ -128,7 +181,32 @@ def test_the_committed_schemas_take_the_fast_paths_without_a_warning(
     with caplog.at_level(logging.WARNING, logger="metering.avro.fields"):
         assert make_ledger_entry_encoder(LEDGER) != LEDGER.encode
         assert make_usage_event_decoder(USAGE) != USAGE.decode
+        assert make_credit_command_decoder(COMMAND) != COMMAND.decode
     assert caplog.records == []
+
+
+def test_credit_command_shape_is_the_committed_schema() -> None:
+    """If this fails, the .avsc changed: update the unrolled command decoder and its shape."""
+    committed = record_fields(CREDIT_COMMAND)
+    assert first_difference(CREDIT_COMMAND_SHAPE, committed) is None
+    assert committed == CREDIT_COMMAND_SHAPE
+
+
+def test_credit_command_decoder_reads_a_correction_and_an_older_writer() -> None:
+    void = {
+        "command_id": "fix-1",
+        "account_id": "acme",
+        "kind": "void_usage",
+        "event_id": "evt-9",
+        "reason": "model call failed",
+        "issued_at": 1_767_225_600_000,
+    }
+    record = FAST_COMMAND(COMMAND.encode(void))
+    assert tuple(record) == field_names(CREDIT_COMMAND)
+    assert {k: v for k, v in record.items() if v is not None} == void
+    older = AvroCodec(REGISTRY, CREDIT_COMMAND, version=1)  # another writer id: fastavro reads
+    grant = {"command_id": "g", "account_id": "acme", "kind": "grant", "amount": 5, "issued_at": 1}
+    assert FAST_COMMAND(older.encode(grant)) == COMMAND.decode(older.encode(grant))
 
 
 def test_ledger_entry_shape_is_the_committed_schema() -> None:
@@ -220,6 +298,13 @@ def test_usage_event_decoder_reads_what_fastavro_reads(event: dict[str, Any]) ->
     assert FAST_DECODE(data) == USAGE.decode(data) == event
 
 
+@settings(max_examples=400, deadline=None)
+@given(commands)
+def test_credit_command_decoder_reads_what_fastavro_reads(command: dict[str, Any]) -> None:
+    data = COMMAND.encode(command)
+    assert FAST_COMMAND(data) == COMMAND.decode(data) == command
+
+
 def _outcome(decode: Any, data: bytes) -> Any:
     try:
         return ("ok", decode(data))
@@ -235,3 +320,15 @@ def test_usage_event_decoder_agrees_on_damaged_payloads(event: dict[str, Any], d
     junk = data.draw(st.binary(max_size=8))
     for damaged in (good[:cut], good + junk, good[:cut] + junk):
         assert _outcome(FAST_DECODE, damaged) == _outcome(USAGE.decode, damaged)
+
+
+@settings(max_examples=400, deadline=None)
+@given(commands, st.data())
+def test_credit_command_decoder_agrees_on_damaged_payloads(
+    command: dict[str, Any], data: Any
+) -> None:
+    good = COMMAND.encode(command)
+    cut = data.draw(st.integers(min_value=0, max_value=len(good)))
+    junk = data.draw(st.binary(max_size=8))
+    for damaged in (good[:cut], good + junk, good[:cut] + junk):
+        assert _outcome(FAST_COMMAND, damaged) == _outcome(COMMAND.decode, damaged)
