@@ -33,7 +33,6 @@ restore and the restore's completion turn changelog records into local keys.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from hashlib import blake2b
 from typing import Any
 
@@ -194,11 +193,18 @@ class IdStore:
         return data, versions
 
     def set_charge(
-        self, partition: int, prefix: bytes, event_id: str, at: int, charge: bytes
+        self,
+        partition: int,
+        prefix: bytes,
+        event_id: str,
+        at: int,
+        charge: bytes,
+        current: tuple[bytes, int] | None = None,
     ) -> None:
         """Make ``charge`` the event's charge from now on: kept with its id while the id holds
-        none (remembered in this batch), else as a new version, unless it is the one held."""
-        held, versions = self.current_charge(partition, prefix, event_id)
+        none (remembered in this batch), else as a new version, unless it is the one held.
+        ``current``: what :meth:`current_charge` just answered, when the caller has it."""
+        held, versions = current or self.current_charge(partition, prefix, event_id)
         if held == charge:
             return
         if not held:
@@ -272,7 +278,16 @@ class StoreIds:
     ``legacy`` is the window the account's state carried before this store existed: its ids
     are still honoured, so an upgrade never charges a redelivered event twice."""
 
-    __slots__ = ("_last", "_next_expire", "_partition", "_prefix", "_store", "legacy", "watermark")
+    __slots__ = (
+        "_last",
+        "_looked_up",
+        "_next_expire",
+        "_partition",
+        "_prefix",
+        "_store",
+        "legacy",
+        "watermark",
+    )
 
     def __init__(self, store: IdStore, partition: int, prefix: bytes) -> None:
         self._store = store
@@ -282,6 +297,9 @@ class StoreIds:
         self.legacy: Any = None
         self.watermark = _NEVER
         self._next_expire = _NEVER
+        self._looked_up: tuple[str, bytes, int] | None = None
+        """(event id, charge, versions) of the last :meth:`get`: an amend gets the charge,
+        then puts the new one, and :meth:`put` need not read the versions again."""
 
     def _hash(self, event_id: str) -> bytes:
         last = self._last
@@ -302,22 +320,25 @@ class StoreIds:
 
     def get(self, event_id: str) -> ChargeRecord | None:
         store, partition, prefix = self._store, self._partition, self._prefix
-        data, _ = store.current_charge(partition, prefix, event_id)
+        data, versions = store.current_charge(partition, prefix, event_id)
+        self._looked_up = (event_id, data, versions)
         if not data:
             return None
-        record = decode_charge(data, event_id)
-        if store.contains(partition, prefix, void_marker(event_id)):
-            record = replace(record, voided=True)
-        return record
+        voided = store.contains(partition, prefix, void_marker(event_id))
+        return decode_charge(data, event_id, voided)
 
     def put(self, record: ChargeRecord) -> None:
         """The event's charge from now on: its first, or an amended one (a new version)."""
+        event_id = record.charge.event_id
+        looked_up, self._looked_up = self._looked_up, None
+        current = looked_up[1:] if looked_up is not None and looked_up[0] == event_id else None
         self._store.set_charge(
             self._partition,
             self._prefix,
-            record.charge.event_id,
+            event_id,
             record.remembered_at,
             encode_charge(record),
+            current,
         )
 
     def charged(self, parts: ChargeParts) -> None:

@@ -20,7 +20,7 @@ commands and events that wrote no entry. docs/processor.md lists what that means
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from metering.domain.charges import ChargeRecord
 from metering.domain.config import EngineConfig
@@ -214,10 +214,10 @@ def remember_charge(state: AccountState, e: LedgerEntry) -> None:
     if record is not None and not record.voided:
         charge = record.charge
         if e.type is EntryType.USAGE_DEBIT:
-            charge = replace(charge, allocations=charge.allocations + e.allocations)
+            charge = charge._replace(allocations=charge.allocations + e.allocations)
         else:
-            charge = replace(charge, overage=charge.overage - e.amount)
-        state.charges.put(replace(record, charge=charge))
+            charge = charge._replace(overage=charge.overage - e.amount)
+        state.charges.put(record._replace(charge=charge))
         return
     debit = e.type is EntryType.USAGE_DEBIT
     charge = Charge(

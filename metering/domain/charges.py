@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 from typing import NamedTuple, Protocol
 
 from metering.domain.records import Allocation
@@ -35,9 +34,9 @@ class ChargeParts(NamedTuple):
     """Account time when it was charged."""
 
 
-@dataclass(frozen=True, slots=True)
-class ChargeRecord:
-    """A remembered charge, with what an amend needs to price the event again."""
+class ChargeRecord(NamedTuple):
+    """A remembered charge, with what an amend needs to price the event again (a tuple, as
+    :class:`~metering.domain.reversal.Charge`)."""
 
     charge: Charge
     period_end: int
@@ -76,6 +75,9 @@ class ChargeMemory(Protocol):
 
 _HEAD = struct.Struct("<BqqqqqH")  # voided, occurred, period start/end, overage, at, draws
 _DRAW = struct.Struct("<qH")  # amount, grant id length
+_HEAD_UNPACK = _HEAD.unpack_from
+_DRAW_UNPACK = _DRAW.unpack_from
+_new = tuple.__new__  # skips NamedTuple's Python-level __new__ (decoding is on the hot path)
 _NONE = 0xFFFF
 
 
@@ -113,27 +115,32 @@ def pack_charge(p: ChargeParts, voided: bool = False) -> bytes:
     return b"".join(out)
 
 
-def decode_charge(data: bytes, event_id: str) -> ChargeRecord:
-    """Inverse of :func:`encode_charge` (the event id is the store's key, not in the bytes)."""
-    voided, occurred, start, end, overage, at, draws = _HEAD.unpack_from(data)
+def decode_charge(data: bytes, event_id: str, voided: bool = False) -> ChargeRecord:
+    """Inverse of :func:`encode_charge` (the event id is the store's key, not in the bytes);
+    ``voided`` marks it voided whatever the bytes say (a store that keeps voids apart)."""
+    void_byte, occurred, start, end, overage, at, draws = _HEAD_UNPACK(data)
     i = _HEAD.size
     allocations = []
     for _ in range(draws):
-        amount, size = _DRAW.unpack_from(data, i)
+        amount, size = _DRAW_UNPACK(data, i)
         i += _DRAW.size
-        allocations.append(Allocation(data[i : i + size].decode(), amount))
+        allocations.append(_new(Allocation, (data[i : i + size].decode(), amount)))
         i += size
     texts: list[str | None] = []
     for _ in range(3):
-        size = int.from_bytes(data[i : i + 2], "little")
+        size = data[i] | data[i + 1] << 8
         i += 2
         if size == _NONE:
             texts.append(None)
         else:
             texts.append(data[i : i + size].decode())
             i += size
-    charge = Charge(event_id, occurred, start, tuple(allocations), overage)
-    return ChargeRecord(charge, end, texts[0] or "", texts[1], texts[2], at, bool(voided))
+    charge = _new(Charge, (event_id, occurred, start, tuple(allocations), overage))
+    feature, subject, model = texts
+    return _new(
+        ChargeRecord,
+        (charge, end, feature or "", subject, model, at, voided or bool(void_byte)),
+    )
 
 
 class ChargeWindow:
@@ -156,7 +163,7 @@ class ChargeWindow:
     def void(self, event_id: str, at: int) -> None:
         record = self._records.get(event_id)
         if record is not None:
-            self._records[event_id] = replace(record, voided=True)
+            self._records[event_id] = record._replace(voided=True)
 
     def expire(self, horizon: int) -> None:
         records = self._records

@@ -8,7 +8,7 @@ engine's (``CreditEngine.apply_command``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from metering.domain.config import EngineConfig
 from metering.domain.corrections import amend_usage, void_usage
@@ -37,9 +37,9 @@ _GRANT_KINDS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class CommandStep:
-    """One command being applied: the rules, the account, the command and where entries go."""
+class CommandStep(NamedTuple):
+    """One command being applied: the rules, the account, the command and where entries go.
+    (A tuple: one is built per command, and corrections come at a share of the usage rate.)"""
 
     config: EngineConfig
     plans: PlanCatalog

@@ -23,11 +23,10 @@ charge, it is rejected (``insufficient_balance``) and nothing changes.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from metering.domain.charges import ChargeRecord
-from metering.domain.entries import emit, refresh_grants
+from metering.domain.entries import refresh_grants
 from metering.domain.errors import (
     AlreadyVoided,
     InsufficientBalance,
@@ -38,8 +37,8 @@ from metering.domain.errors import (
 )
 from metering.domain.grants import burn, drawable
 from metering.domain.plans import ALLOW, UNLIMITED
-from metering.domain.records import Allocation, EntryType, LedgerEntry
-from metering.domain.reversal import CORRECTION_SOURCE, reverse
+from metering.domain.records import Allocation, EntryType, GrantInfo, LedgerEntry
+from metering.domain.reversal import CORRECTION_SOURCE, Charge, reverse
 
 if TYPE_CHECKING:
     from metering.domain.commands import CommandStep
@@ -50,6 +49,8 @@ CORRECTION_PRIORITY = 25
 
 AMENDED = "amended"
 """The ``reason`` of an amend's new usage entries."""
+
+_new = tuple.__new__
 
 
 def void_usage(step: CommandStep) -> Rejection | None:
@@ -81,20 +82,27 @@ def amend_usage(step: CommandStep) -> Rejection | None:
         return InsufficientBalance(
             f"amending {charge.event_id!r} costs {micros} micro-credits; {payable} can be paid"
         )
+    grants = len(state.grants)
     _reverse(step, record)
-    refresh_grants(step.config, state)  # refilled grants and the correction grant in burn order
+    if len(state.grants) != grants:  # a used-up grant refilled, or the correction grant: sort
+        refresh_grants(step.config, state)
     allocations, need = burn(state.grants, micros, state.clock) if micros else ([], 0)
+    drawn = tuple(allocations)
     covered = micros - need
     over = need
     state.period_used += micros
     if covered or not micros:
         state.balance -= covered
-        _charge_entry(step, record, EntryType.USAGE_DEBIT, -covered, tuple(allocations), version)
+        _event_entry(step, record, EntryType.USAGE_DEBIT, -covered, drawn, AMENDED, version)
     if over:  # counted now, as late usage is, whatever the event's period
         state.overage += over
-        _charge_entry(step, record, EntryType.OVERAGE, -over, (), version)
-    amended = replace(charge, allocations=tuple(allocations), overage=over)
-    state.charges.put(replace(record, charge=amended, remembered_at=state.clock))
+        _event_entry(step, record, EntryType.OVERAGE, -over, (), AMENDED, version)
+    amended = Charge(charge.event_id, charge.occurred_at, charge.period_start, drawn, over)
+    state.charges.put(
+        ChargeRecord(
+            amended, record.period_end, record.feature, record.subject, record.model, state.clock
+        )
+    )
     return None
 
 
@@ -123,9 +131,8 @@ def _charge_of(step: CommandStep) -> ChargeRecord | Rejection:
 def _reverse(step: CommandStep, record: ChargeRecord) -> None:
     """Give ``record``'s charge back and write its ``USAGE_REVERSED`` entry (the caller says
     what the charge memory keeps: the void, or the amended charge)."""
-    state, cmd, _, recorded_at, entries = step.unpack()
+    state = step.state
     charge = record.charge
-    event_id = charge.event_id
     reversal = reverse(
         charge,
         state.grants,
@@ -135,58 +142,73 @@ def _reverse(step: CommandStep, record: ChargeRecord) -> None:
         priority=step.config.priorities.get(CORRECTION_SOURCE, CORRECTION_PRIORITY),
         spent=state.spent,
     )
-    allocations = list(reversal.returned)
+    allocations = reversal.returned
     correction = reversal.correction
     if correction is not None:
         state.grants.append(correction)
-        allocations.append(Allocation(correction.grant_id, correction.amount))
-    given_back = reversal.total + reversal.overage_reversed
-    state.balance += reversal.total
+        allocations += (Allocation(correction.grant_id, correction.amount),)
+    total = reversal.total
+    given_back = total + reversal.overage_reversed
+    state.balance += total
     state.overage -= reversal.overage_now
     if charge.period_start == state.period_start:
         state.period_used = max(state.period_used - given_back, 0)
-    emit(
-        state,
-        entries,
+    _event_entry(
+        step,
+        record,
         EntryType.USAGE_REVERSED,
         given_back,
-        tuple(allocations),
-        cmd.command_id,
-        charge.occurred_at,
-        recorded_at,
-        suffix=event_id,
-        reason=cmd.reason,
+        allocations,
+        step.cmd.reason,
         grant=None if correction is None else correction.info(),
     )
-    _in_event_row(entries, record)
 
 
-def _charge_entry(
+def _event_entry(
     step: CommandStep,
     record: ChargeRecord,
     entry_type: EntryType,
     amount: int,
     allocations: tuple[Allocation, ...],
-    version: str,
+    reason: str | None,
+    price_version: str | None = None,
+    grant: GrantInfo | None = None,
 ) -> None:
-    """An amend's new USAGE_DEBIT or OVERAGE: ``{command}:{type}:{event}``, caused by the
-    event, priced at ``version``."""
-    event_id = record.charge.event_id
-    cmd = step.cmd
-    emit(
-        step.state, step.entries, entry_type, amount, allocations, cmd.command_id,
-        record.charge.occurred_at, step.recorded_at, suffix=event_id, reason=AMENDED,
-    )  # fmt: skip
-    step.entries[-1] = step.entries[-1]._replace(cause_id=event_id, price_version=version)
-    _in_event_row(step.entries, record)
-
-
-def _in_event_row(entries: list[LedgerEntry], record: ChargeRecord) -> None:
-    """The last entry belongs to the event's own period and usage row, not the current ones."""
-    entries[-1] = entries[-1]._replace(
-        period_start=record.charge.period_start,
-        period_end=record.period_end,
-        subject=record.subject,
-        feature=record.feature,
-        model=record.model,
+    """The account's next entry, ``{command}:{type}:{event}``, in the event's own period and
+    usage row (its time, period, subject, feature and model), with the balances as they are
+    now. An amend's new charge (``price_version`` given) is caused by the event; the reversal
+    by the command."""
+    state = step.state
+    charge = record.charge
+    event_id = charge.event_id
+    command_id = step.cmd.command_id
+    state.seq += 1
+    # tuple.__new__ skips NamedTuple's Python-level __new__ (corrections are a hot path too).
+    step.entries.append(
+        _new(
+            LedgerEntry,
+            (
+                f"{command_id}:{entry_type.value}:{event_id}",
+                state.account_id,
+                state.seq,
+                entry_type,
+                amount,
+                allocations,
+                state.balance,
+                state.overage,
+                command_id if price_version is None else event_id,
+                charge.occurred_at,
+                step.recorded_at,
+                charge.period_start,
+                record.period_end,
+                record.subject,
+                record.feature,
+                record.model,
+                price_version,
+                reason,
+                None,
+                grant,
+                None,
+            ),
+        )
     )

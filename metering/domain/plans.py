@@ -90,6 +90,13 @@ class Terms:
         m = self.monthly_credits
         return tuple(-(-m * pct // 100) for pct in self.alert_thresholds) if m > 0 else ()
 
+    def threshold_amount(self, index: int) -> int | None:
+        """``threshold_amounts()[index]``, or None past the last (without building them all:
+        every command asks for the next one)."""
+        m = self.monthly_credits
+        thresholds = self.alert_thresholds
+        return -(-m * thresholds[index] // 100) if m > 0 and index < len(thresholds) else None
+
     def published(self) -> AccountTerms:
         """The ``AccountTerms`` record for PLAN_ASSIGNED / OVERRIDE_SET / PERIOD_RESET."""
         features = None

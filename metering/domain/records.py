@@ -17,6 +17,8 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
+_new = tuple.__new__
+"""Builds a NamedTuple from a tuple without its Python-level ``__new__`` (hot paths)."""
 
 
 class EntryType(StrEnum):
@@ -213,27 +215,32 @@ class CreditCommand(NamedTuple):
 
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> CreditCommand:
-        override = r.get("override")
-        auto_topup = r.get("auto_topup")
-        return cls(
-            command_id=r["command_id"],
-            account_id=r["account_id"],
-            kind=CommandKind(r["kind"]),
-            issued_at=int(r["issued_at"]),
-            amount=r.get("amount"),
-            grant_id=r.get("grant_id"),
-            grant_source=r.get("grant_source"),
-            priority=r.get("priority"),
-            effective_at=r.get("effective_at"),
-            expires_at=r.get("expires_at"),
-            plan_id=r.get("plan_id"),
-            reason=r.get("reason"),
-            cost_basis_micros=r.get("cost_basis_micros"),
-            currency=r.get("currency"),
-            override=None if override is None else AccountOverride.from_record(override),
-            auto_topup=None if auto_topup is None else AutoTopupConfig.from_record(auto_topup),
-            event_id=r.get("event_id"),
-            units=r.get("units"),
+        get = r.get
+        override = get("override")
+        auto_topup = get("auto_topup")
+        # Positional, through tuple.__new__: corrections come at a share of the usage rate.
+        return _new(
+            cls,
+            (
+                r["command_id"],
+                r["account_id"],
+                CommandKind(r["kind"]),
+                int(r["issued_at"]),
+                get("amount"),
+                get("grant_id"),
+                get("grant_source"),
+                get("priority"),
+                get("effective_at"),
+                get("expires_at"),
+                get("plan_id"),
+                get("reason"),
+                get("cost_basis_micros"),
+                get("currency"),
+                None if override is None else AccountOverride.from_record(override),
+                None if auto_topup is None else AutoTopupConfig.from_record(auto_topup),
+                get("event_id"),
+                get("units"),
+            ),
         )
 
 

@@ -165,8 +165,8 @@ class AccountState:
                 if not g.warned and g.remaining and g.source in notice_sources:
                     wake = min(wake, g.expires_at - notice_ms)
         self.next_wakeup = wake
-        amounts = self.terms.threshold_amounts()
-        self.next_threshold = amounts[self.alerted] if self.alerted < len(amounts) else NEVER
+        amount = self.terms.threshold_amount(self.alerted)
+        self.next_threshold = NEVER if amount is None else amount
 
     # -- persistence -----------------------------------------------------------------------------
 

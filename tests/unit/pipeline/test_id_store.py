@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -154,11 +153,11 @@ def test_amended_charges_are_versions_that_survive_a_restore_and_expire_with_the
     view = store.view(0, "a")
     view.remember("e1", 1000)
     view.put(_charge("e1", 7))
-    view.put(replace(_charge("e1", 8), remembered_at=1000))  # amended in the same batch
+    view.put(_charge("e1", 8)._replace(remembered_at=1000))  # amended in the same batch
     first = store.flush(0)
     parts.write(0, first)
     view = store.view(0, "a")
-    view.put(replace(_charge("e1", 9), remembered_at=5000))  # amended again, a later batch
+    view.put(_charge("e1", 9)._replace(remembered_at=5000))  # amended again, a later batch
     second = store.flush(0)
     parts.write(0, second)
     restored = Partitions(tmp_path / "restored")
