@@ -106,6 +106,7 @@ class DomainEngine:
             record = charges.get(event_id)
             if record is not None:
                 remember.append(ToRemember(event_id, at, encode_charge(record), amended=True))
+        remember += [ToRemember(cid, at, correction=True) for cid, at in done.corrections]
         return state.to_bytes(), remember
 
     def apply_usage(self, state: Any, record: Mapping[str, Any], recorded_at: int) -> Step:

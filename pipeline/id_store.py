@@ -19,10 +19,13 @@ Layout (``P`` = 2-byte length + account id, ``h`` = 12-byte BLAKE2b of the event
   was not. The lookup key's value is that charge, so ``void_usage`` can give it back.
 
 A voided event is remembered as one more id, its *void marker*: the event id hashed with
-another personalization, so no event id can collide with it. An amended event's new charge is
-one more id too, a *version* (``correction_key(event_id, n)``, n = 1, 2, ...): the event's
-charge is that of its last version, else its own. Each key is written once, so a chunk's expiry
-deletes exactly the keys it wrote.
+another personalization, so no event id can collide with it. A correction command
+(``void_usage``, ``amend_usage``) is remembered the same way, its *correction marker* (the
+command id, personalized ``cmd``), so a re-sent correction is a duplicate for as long as the
+charges it corrects are remembered, and account states do not grow with corrections. An
+amended event's new charge is one more id too, a *version* (``correction_key(event_id, n)``,
+n = 1, 2, ...): the event's charge is that of its last version, else its own. Each key is
+written once, so a chunk's expiry deletes exactly the keys it wrote.
 
 Expiry: when an account's window horizon passes a chunk's ``newest``, the chunk and its ids are
 deleted and the chunk's key is tombstoned in the changelog. Chunks sort by ``newest`` within an
@@ -70,6 +73,11 @@ def id_hash(event_id: str) -> bytes:
 def void_marker(event_id: str) -> bytes:
     """The id that says ``event_id`` was voided (a hash no event id can have)."""
     return blake2b(event_id.encode(), digest_size=HASH_BYTES, person=b"void").digest()
+
+
+def correction_marker(command_id: str) -> bytes:
+    """The id that says the correction command ``command_id`` was applied (or refused)."""
+    return blake2b(command_id.encode(), digest_size=HASH_BYTES, person=b"cmd").digest()
 
 
 def correction_key(event_id: str, version: int) -> bytes:
@@ -347,6 +355,12 @@ class StoreIds:
 
     def void(self, event_id: str, at: int) -> None:
         self._store.add(self._partition, self._prefix, void_marker(event_id), at)
+
+    def corrected(self, command_id: str) -> bool:
+        return self._store.contains(self._partition, self._prefix, correction_marker(command_id))
+
+    def remember_correction(self, command_id: str, at: int) -> None:
+        self._store.add(self._partition, self._prefix, correction_marker(command_id), at)
 
     def expire(self, horizon: int) -> None:
         if horizon >= self._next_expire:

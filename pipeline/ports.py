@@ -56,6 +56,8 @@ class ToRemember(NamedTuple):
     amended: bool = False
     """``charge`` is the event's amended charge: the store keeps it as a new version unless
     that is already the charge it holds."""
+    correction: bool = False
+    """The id is a correction command's (``event_id`` holds the command id): its marker."""
 
 
 class EnginePort(Protocol):

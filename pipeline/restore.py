@@ -26,6 +26,7 @@ from pipeline.id_store import (
     ChunkRecord,
     IdStore,
     account_prefix,
+    correction_marker,
     id_hash,
     void_marker,
     write_chunks,
@@ -177,8 +178,8 @@ class RestoreVerifier:
     def _ids_to_remember(
         self, partition: int, remember: dict[str, list[ToRemember]]
     ) -> list[ChunkRecord]:
-        """Id-store chunks for the ids (event ids with their charges, void markers) of rebuilt
-        accounts that the store lacks."""
+        """Id-store chunks for the ids (event ids with their charges, void and correction
+        markers) of rebuilt accounts that the store lacks."""
         db = self.ids_table.db(partition)
         store = IdStore(lambda _: db)
         for account_id, items in remember.items():
@@ -187,7 +188,12 @@ class RestoreVerifier:
                 if item.amended and item.charge is not None:
                     store.set_charge(partition, prefix, item.event_id, item.at, item.charge)
                     continue
-                h = void_marker(item.event_id) if item.void else id_hash(item.event_id)
+                if item.void:
+                    h = void_marker(item.event_id)
+                elif item.correction:
+                    h = correction_marker(item.event_id)
+                else:
+                    h = id_hash(item.event_id)
                 if not store.contains(partition, prefix, h):
                     store.add(partition, prefix, h, item.at, item.charge)
         chunks = store.flush(partition)

@@ -8,8 +8,8 @@ What the ledger carries is restored exactly: ``seq``, balance, overage, every li
 full description comes with the entry that opened it, its remaining with every allocation), the
 period, the plan and its published terms (monthly credits, overage policy and limit), the plan
 grant, this period's usage (so thresholds already crossed stay announced), the ids of the
-commands that wrote entries, and the usage event ids to remember again (returned, the caller
-owns the id store).
+commands that wrote entries, and the usage event ids and correction command ids to remember
+again (returned, the caller owns the id store).
 
 What the ledger does not carry keeps the snapshot's value (a new state's default when there is
 no snapshot): the auto top-up configuration and its pending request, an override's trial
@@ -51,6 +51,9 @@ class CaughtUp:
     amended: list[tuple[str, int]] = field(default_factory=list)
     """(event id, account time) of the usage events the entries amended (their charge now is
     the amend's)."""
+    corrections: list[tuple[str, int]] = field(default_factory=list)
+    """(command id, account time) of the corrections that reversed a charge: remembered with
+    the charges (``ChargeMemory.remember_correction``), not in ``state.commands``."""
 
 
 def catch_up(
@@ -74,6 +77,7 @@ def catch_up(
     remembered: list[tuple[str, int]] = []
     voided: dict[str, int] = {}
     amended: dict[str, int] = {}
+    corrections: dict[str, int] = {}
     for e in entries:
         _apply(state, e, plans)
         if e.type in _USAGE and e.reason != "outside_dedupe_window":
@@ -81,6 +85,8 @@ def catch_up(
             if e.reason == AMENDED:
                 voided.pop(e.cause_id, None)  # reversed, then charged again
                 amended[e.cause_id] = state.clock
+        elif e.type is EntryType.USAGE_REVERSED:  # a correction's command: see CaughtUp
+            corrections[e.cause_id] = state.clock
         elif not is_time_cause(state.account_id, e.cause_id) and e.type not in _USAGE:
             state.commands.add(command_key(e.cause_id))
         if e.type is EntryType.USAGE_REVERSED:
@@ -93,7 +99,13 @@ def catch_up(
         ):
             grant.warned = True  # its notice was due: assume it went out, never send it twice
     refresh_grants(config, state)
-    return CaughtUp(len(entries), remembered, list(voided.items()), list(amended.items()))
+    return CaughtUp(
+        len(entries),
+        remembered,
+        list(voided.items()),
+        list(amended.items()),
+        list(corrections.items()),
+    )
 
 
 def _apply(state: AccountState, e: LedgerEntry, plans: PlanCatalog) -> None:

@@ -72,6 +72,16 @@ class ChargeMemory(Protocol):
         """Charges remembered before ``horizon`` may be forgotten from now on."""
         ...
 
+    def corrected(self, command_id: str) -> bool:
+        """True when a correction command with this id was applied (or refused) and is not
+        forgotten yet: a re-sent correction is a duplicate."""
+        ...
+
+    def remember_correction(self, command_id: str, at: int) -> None:
+        """Remember a correction's command id at account time ``at``, as long as a charge
+        remembered then (the charges it corrects are forgotten no later)."""
+        ...
+
 
 _HEAD = struct.Struct("<BqqqqqH")  # voided, occurred, period start/end, overage, at, draws
 _DRAW = struct.Struct("<qH")  # amount, grant id length
@@ -148,6 +158,8 @@ class ChargeWindow:
 
     def __init__(self) -> None:
         self._records: dict[str, ChargeRecord] = {}
+        self.commands: dict[str, int] = {}
+        """Correction command id -> remembered-at account time, oldest first."""
 
     def get(self, event_id: str) -> ChargeRecord | None:
         return self._records.get(event_id)
@@ -170,8 +182,20 @@ class ChargeWindow:
         while records:
             first = next(iter(records))
             if records[first].remembered_at >= horizon:
-                return
+                break
             del records[first]
+        commands = self.commands
+        while commands:
+            first = next(iter(commands))
+            if commands[first] >= horizon:
+                break
+            del commands[first]
+
+    def corrected(self, command_id: str) -> bool:
+        return command_id in self.commands
+
+    def remember_correction(self, command_id: str, at: int) -> None:
+        self.commands[command_id] = at
 
     def __len__(self) -> int:
         return len(self._records)
@@ -204,6 +228,12 @@ class _NoCharges:
         return None
 
     def expire(self, horizon: int) -> None:
+        return None
+
+    def corrected(self, command_id: str) -> bool:
+        return False
+
+    def remember_correction(self, command_id: str, at: int) -> None:
         return None
 
 

@@ -285,10 +285,13 @@ class CreditEngine:
         key = command_key(cmd.command_id)
         if key in state.commands or key in state.window:  # window: states written before
             return Outcome(duplicate=True)
+        correction = cmd.kind in _CORRECTIONS
+        if correction and state.charges.corrected(cmd.command_id):
+            return Outcome(duplicate=True)
         if cmd.account_id != state.account_id:
             raise ValidationError(f"command {cmd.command_id} is for another account")
         validate_command(cmd)
-        if cmd.kind in _CORRECTIONS and state.charges is NO_CHARGES:
+        if correction and state.charges is NO_CHARGES:
             raise ValidationError(
                 f"{cmd.kind.value} needs the charges of recent usage, which this engine does not "
                 "keep (EngineConfig.charge_window, or a charge store attached to the state)"
@@ -297,7 +300,10 @@ class CreditEngine:
         entries: list[LedgerEntry] = []
         alerts: list[CreditAlert] = []
         arrive(self.config, self.plans, state, at, recorded_at, entries, alerts)
-        state.commands.add(key)
+        if correction:  # remembered with the charges it corrects, not for ever in the state
+            state.charges.remember_correction(cmd.command_id, state.clock)
+        else:
+            state.commands.add(key)
 
         rejection = apply_rule(
             CommandStep(self.config, self.plans, self.price_book, state, cmd, recorded_at, entries)

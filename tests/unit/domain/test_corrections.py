@@ -27,6 +27,7 @@ from metering.domain import (
     fold,
     price_book_from_text,
 )
+from metering.domain.state import AccountState
 
 _PRICES = """versions:
   - version: "v1"
@@ -108,6 +109,41 @@ def test_the_voided_event_stays_a_duplicate_and_a_second_void_is_refused() -> No
     assert _void(acct, "never-sent", T0 + 5) == ["COMMAND_REJECTED"]
     assert "unknown_event" in (acct.entries[-1].reason or "")
     assert _void(acct, "i1", T0 + 6) == []  # the same void command again: idempotent
+
+
+def test_corrections_are_remembered_with_the_charges_not_in_the_state_for_ever() -> None:
+    """A busy account may send a correction per failed model call: the ids of those commands
+    are remembered as long as the charges they correct, so the state does not grow with them,
+    and a re-sent correction is a duplicate in that window, before and after a state reload."""
+    acct = _account()
+    commands = set(acct.state.commands)
+    for i in range(40):
+        acct.usage(image(f"i{i}", T0 + 1 + i))
+    for i in range(40):
+        kind = "void_usage" if i % 2 else "amend_usage"
+        fields = {"units": {"images": 2}} if kind == "amend_usage" else {}
+        acct.command(command(kind, f"fix-{i}", T0 + 100 + i, event_id=f"i{i}", **fields))
+    assert acct.state.commands == commands
+    assert _void(acct, "i1", T0 + 200, "fix-1") == []  # the same command id again
+    acct.state = AccountState.from_bytes(acct.state.to_bytes(), acct.engine.config)
+    assert _void(acct, "i2", T0 + 201, "fix-2") == []  # still remembered after a reload
+    assert _void(acct, "i1", T0 + 202, "fix-1b") == ["COMMAND_REJECTED"]  # voided before
+
+
+def test_a_correction_sent_again_after_the_window_is_refused_as_unknown() -> None:
+    """Past the idempotency window the correction's id is forgotten, and so is the charge it
+    corrected (remembered no later): a re-send is recorded as refused, nothing is given back."""
+    window = 2 * DAY
+    acct = Ledger(make_engine(dedupe_window_ms=window))
+    acct.command(command("purchase", "b", T0, amount=300 * CREDIT))
+    acct.usage(image("i1", T0 + 1))
+    assert _void(acct, "i1", T0 + 2, "fix") == ["USAGE_REVERSED"]
+    balance = acct.balance
+    acct.usage(image("later", T0 + 3 * window))  # the clock moves past the window
+    acct.command(command("void_usage", "fix", T0 + 3 * window + 1, event_id="i1"))
+    assert acct.entries[-1].type is EntryType.COMMAND_REJECTED
+    assert "unknown_event" in (acct.entries[-1].reason or "")
+    assert acct.balance == balance - 25 * CREDIT  # only the later image was charged
 
 
 def test_a_used_up_purchase_is_refilled_not_turned_into_a_correction() -> None:

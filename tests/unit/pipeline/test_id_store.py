@@ -175,3 +175,66 @@ def test_amended_charges_are_versions_that_survive_a_restore_and_expire_with_the
     view.expire(2000)
     parts.write(0, store.flush(0))
     assert store.view(0, "a").get("e1") is None and not store.view(0, "a").seen("e1")
+
+
+def test_a_correction_command_is_remembered_through_the_changelog_until_its_chunk_expires(
+    tmp_path: Path,
+) -> None:
+    parts = Partitions(tmp_path / "live")
+    store = IdStore(parts.db)
+    view = store.view(0, "a")
+    view.remember("e1", 1000)
+    view.put(_charge("e1", 7))
+    parts.write(0, store.flush(0))
+    view = store.view(0, "a")
+    view.void("e1", 5000)
+    view.remember_correction("fix-1", 5000)
+    assert view.corrected("fix-1")  # the same batch
+    changelog = store.flush(0)
+    parts.write(0, changelog)
+    restored = Partitions(tmp_path / "restored")
+    restored.write(0, changelog)
+    for db in (parts.db, restored.db):
+        view = IdStore(db).view(0, "a")
+        assert view.corrected("fix-1") and not view.corrected("fix-2")
+        assert not view.seen("fix-1")  # the marker is no event id
+    assert not store.view(0, "b").corrected("fix-1")  # per account
+    view = store.view(0, "a")
+    view.expire(6000)  # past the chunk that holds the marker (and the void)
+    parts.write(0, store.flush(0))
+    assert not store.view(0, "a").corrected("fix-1")
+
+
+def test_a_rebuilt_account_remembers_its_corrections_in_the_store() -> None:
+    """The ledger of an account with corrections gives back their command ids for the id store
+    (``ToRemember(correction=True)``), not in the state: so a re-send stays a duplicate."""
+    from metering.domain import CommandKind, CreditCommand, UsageEvent
+    from metering.domain.charges import ChargeWindow
+    from pipeline.engine_adapter import DomainEngine
+
+    adapter = DomainEngine.from_files()
+    engine = adapter.engine
+    state = engine.new_state("a")
+    state.attach_charges(ChargeWindow())
+    t0 = 1_767_225_600_000
+    entries = []
+    steps = [
+        CreditCommand("plan", "a", CommandKind.ASSIGN_PLAN, t0, plan_id="growth"),
+        UsageEvent("e1", "a", "image_generation", {"images": 1}, t0 + 1),
+        CreditCommand("fix", "a", CommandKind.VOID_USAGE, t0 + 2, event_id="e1"),
+    ]
+    for step in steps:
+        if isinstance(step, UsageEvent):
+            out = engine.apply_usage(state, step, step.occurred_at)
+        else:
+            out = engine.apply_command(state, step, step.issued_at)
+        entries += [e.to_record() for e in out.entries]
+    data, remember = adapter.catch_up("a", None, entries)
+    corrections = [r for r in remember if r.correction]
+    # Remembered at the account time the ledger knows then (the reversal carries the event's
+    # time): with the void marker, and never before the charge it corrected.
+    assert [(r.event_id, r.at) for r in corrections] == [("fix", t0 + 1)]
+    assert [(r.event_id, r.at) for r in remember if r.void] == [("e1", t0 + 1)]
+    rebuilt = adapter.load_state(data)
+    assert not any(r.correction for r in remember if r.event_id != "fix")
+    assert len(rebuilt.commands) == 1  # the plan's; the correction is the store's
