@@ -17,12 +17,15 @@ Layout (``P`` = 2-byte length + account id, ``h`` = 12-byte BLAKE2b of the event
   is ``h h h ...``; one whose key ends in ``\x02`` is ``(h, 2-byte length, charge) ...``,
   where the charge (``metering.domain.charges``) is what the event was charged, empty when it
   was not. The lookup key's value is that charge, so ``void_usage`` can give it back.
+* ``P + b"k" + at + h0 + b"\x02"`` -> a *kept* chunk: ids that never leave (correction markers,
+  below), laid out as a chunk with empty charges; never expired, never tombstoned.
 
 A voided event is remembered as one more id, its *void marker*: the event id hashed with
 another personalization, so no event id can collide with it. A correction command
 (``void_usage``, ``amend_usage``) is remembered the same way, its *correction marker* (the
-command id, personalized ``cmd``), so a re-sent correction is a duplicate for as long as the
-charges it corrects are remembered, and account states do not grow with corrections. An
+command id, personalized ``cmd``), but in a kept chunk: a command id applies at most once for
+as long as the ledger is kept (design invariant 2), and account states, which hold the other
+commands' ids, do not grow with corrections (~15 bytes per correction here instead). An
 amended event's new charge is one more id too, a *version* (``correction_key(event_id, n)``,
 n = 1, 2, ...): the event's charge is that of its last version, else its own. Each key is
 written once, so a chunk's expiry deletes exactly the keys it wrote.
@@ -35,7 +38,7 @@ restore and the restore's completion turn changelog records into local keys.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from hashlib import blake2b
 from typing import Any
 
@@ -48,6 +51,7 @@ from metering.domain.charges import (
     encode_charge,
     pack_charge,
 )
+from pipeline.ports import ToRemember
 
 HASH_BYTES = 12
 """96 bits: a false duplicate inside one account's window needs a 96-bit collision."""
@@ -90,6 +94,11 @@ _WITH_CHARGES = b"\x02"
 
 def chunk_key(prefix: bytes, newest: int, first: bytes) -> bytes:
     return prefix + b"c" + (newest + _OFFSET).to_bytes(8, "big") + first + _WITH_CHARGES
+
+
+def kept_chunk_key(prefix: bytes, at: int, first: bytes) -> bytes:
+    """A chunk of ids that never expire: outside the ``c`` range that expiry walks."""
+    return prefix + b"k" + (at + _OFFSET).to_bytes(8, "big") + first + _WITH_CHARGES
 
 
 def chunk_entries(key: bytes, value: bytes) -> list[tuple[bytes, bytes]]:
@@ -159,6 +168,8 @@ class IdStore:
         self._horizon: dict[int, dict[bytes, int]] = {}
         self._oldest: dict[tuple[int, bytes], int] = {}
         """(partition, prefix) -> the oldest chunk's ``newest`` still stored (purge skips)"""
+        self._kept: dict[int, dict[bytes, dict[bytes, int]]] = {}
+        """partition -> account prefix -> hash -> at, of the ids kept in the current batch"""
 
     def view(self, partition: int, account_id: str) -> StoreIds:
         return StoreIds(self, partition, account_prefix(account_id))
@@ -169,12 +180,17 @@ class IdStore:
         self._newest.clear()
         self._horizon.clear()
         self._oldest.clear()
+        self._kept.clear()
 
     def contains(self, partition: int, prefix: bytes, h: bytes) -> bool:
         new = self._new.get(partition)
         if new is not None:
             pending = new.get(prefix)
             if pending is not None and h in pending:
+                return True
+        if self._kept:
+            kept = self._kept.get(partition, {}).get(prefix)
+            if kept is not None and h in kept:
                 return True
         return self._db_for(partition).get(prefix + b"i" + h) is not None
 
@@ -228,6 +244,10 @@ class IdStore:
         if newest.get(prefix, _NEVER) < at:
             newest[prefix] = at
 
+    def keep(self, partition: int, prefix: bytes, h: bytes, at: int) -> None:
+        """Remember ``h`` for good (a kept chunk: no window lets it go)."""
+        self._kept.setdefault(partition, {}).setdefault(prefix, {})[h] = at
+
     def attach(self, partition: int, prefix: bytes, h: bytes, charge: bytes) -> None:
         """Keep ``charge`` with an id remembered in the current batch."""
         pending = self._new.get(partition, {}).get(prefix)
@@ -241,7 +261,8 @@ class IdStore:
 
     def flush(self, partition: int) -> list[ChunkRecord]:
         """The changelog records of the batch just processed in ``partition``: a chunk per
-        account that remembered ids, and a tombstone per chunk that left its window."""
+        account that remembered ids (and one that kept ids), and a tombstone per chunk that
+        left its window."""
         records: list[ChunkRecord] = []
         horizons = self._horizon.pop(partition, None)
         if horizons:
@@ -258,6 +279,14 @@ class IdStore:
                 slot = (partition, prefix)
                 if at < self._oldest.get(slot, at + 1):
                     self._oldest[slot] = at
+        kept = self._kept.pop(partition, None)
+        if kept:
+            for prefix, times in kept.items():
+                first = next(iter(times))
+                chunk = dict.fromkeys(times, None)
+                records.append(
+                    (kept_chunk_key(prefix, max(times.values()), first), pack_chunk(chunk))
+                )
         return records
 
     def _expired(self, db: Any, partition: int, prefix: bytes, horizon: int) -> list[ChunkRecord]:
@@ -277,6 +306,33 @@ class IdStore:
                 break
             out.append((key, None))
         return out
+
+
+def remember_again(
+    db: Any, partition: int, remember: Mapping[str, Iterable[ToRemember]]
+) -> list[ChunkRecord]:
+    """Write to ``db`` the ids of accounts rebuilt from the ledger (``account -> items``) that it
+    lacks: event ids with their charges, void and correction markers, amended charges. Returns
+    the chunks written, for the changelog."""
+    store = IdStore(lambda _: db)
+    for account_id, items in remember.items():
+        prefix = account_prefix(account_id)
+        for item in items:
+            if item.amended and item.charge is not None:
+                store.set_charge(partition, prefix, item.event_id, item.at, item.charge)
+                continue
+            if item.correction:
+                h = correction_marker(item.event_id)
+                if not store.contains(partition, prefix, h):
+                    store.keep(partition, prefix, h, item.at)
+                continue
+            h = void_marker(item.event_id) if item.void else id_hash(item.event_id)
+            if not store.contains(partition, prefix, h):
+                store.add(partition, prefix, h, item.at, item.charge)
+    chunks = store.flush(partition)
+    if chunks:
+        write_chunks(db, chunks)
+    return chunks
 
 
 class StoreIds:
@@ -360,7 +416,7 @@ class StoreIds:
         return self._store.contains(self._partition, self._prefix, correction_marker(command_id))
 
     def remember_correction(self, command_id: str, at: int) -> None:
-        self._store.add(self._partition, self._prefix, correction_marker(command_id), at)
+        self._store.keep(self._partition, self._prefix, correction_marker(command_id), at)
 
     def expire(self, horizon: int) -> None:
         if horizon >= self._next_expire:

@@ -22,17 +22,9 @@ from metering.topic_reader import read_to_end
 from metering.topics import TopicNames
 from pipeline.core import BatchProcessor, PartitionOutput
 from pipeline.fast_avro import ledger_entry_head
-from pipeline.id_store import (
-    ChunkRecord,
-    IdStore,
-    account_prefix,
-    correction_marker,
-    id_hash,
-    void_marker,
-    write_chunks,
-)
+from pipeline.id_store import remember_again, write_chunks
 from pipeline.metrics import Metrics
-from pipeline.ports import StateTable, ToRemember
+from pipeline.ports import StateTable
 from pipeline.restore_check import (
     Repair,
     SeqMismatch,
@@ -172,34 +164,8 @@ class RestoreVerifier:
                 batch.put(account_id.encode(), state)
                 out.states[account_id] = state
         self.table.db(partition).write(batch)
-        out.id_chunks = self._ids_to_remember(partition, repair.remember)
+        out.id_chunks = remember_again(self.ids_table.db(partition), partition, repair.remember)
         return out
-
-    def _ids_to_remember(
-        self, partition: int, remember: dict[str, list[ToRemember]]
-    ) -> list[ChunkRecord]:
-        """Id-store chunks for the ids (event ids with their charges, void and correction
-        markers) of rebuilt accounts that the store lacks."""
-        db = self.ids_table.db(partition)
-        store = IdStore(lambda _: db)
-        for account_id, items in remember.items():
-            prefix = account_prefix(account_id)
-            for item in items:
-                if item.amended and item.charge is not None:
-                    store.set_charge(partition, prefix, item.event_id, item.at, item.charge)
-                    continue
-                if item.void:
-                    h = void_marker(item.event_id)
-                elif item.correction:
-                    h = correction_marker(item.event_id)
-                else:
-                    h = id_hash(item.event_id)
-                if not store.contains(partition, prefix, h):
-                    store.add(partition, prefix, h, item.at, item.charge)
-        chunks = store.flush(partition)
-        if chunks:
-            write_chunks(db, chunks)
-        return chunks
 
     def _ledger_entries(self, partition: int, accounts: set[str]) -> dict[str, list[Any]]:
         """The committed ledger entries (records, ``seq`` order) of ``accounts`` in

@@ -52,8 +52,8 @@ class CaughtUp:
     """(event id, account time) of the usage events the entries amended (their charge now is
     the amend's)."""
     corrections: list[tuple[str, int]] = field(default_factory=list)
-    """(command id, account time) of the corrections that reversed a charge: remembered with
-    the charges (``ChargeMemory.remember_correction``), not in ``state.commands``."""
+    """(command id, account time) of the corrections that reversed a charge: remembered by the
+    charge memory (``ChargeMemory.remember_correction``), not in ``state.commands``."""
 
 
 def catch_up(

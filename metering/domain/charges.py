@@ -73,13 +73,14 @@ class ChargeMemory(Protocol):
         ...
 
     def corrected(self, command_id: str) -> bool:
-        """True when a correction command with this id was applied (or refused) and is not
-        forgotten yet: a re-sent correction is a duplicate."""
+        """True when a correction command with this id was applied (or refused): a re-sent
+        correction is a duplicate."""
         ...
 
     def remember_correction(self, command_id: str, at: int) -> None:
-        """Remember a correction's command id at account time ``at``, as long as a charge
-        remembered then (the charges it corrects are forgotten no later)."""
+        """Remember a correction's command id (at account time ``at``) for as long as the
+        ledger is kept, outside the account state: corrections come at a share of the usage
+        rate, and the state is rewritten with every batch."""
         ...
 
 
@@ -158,8 +159,8 @@ class ChargeWindow:
 
     def __init__(self) -> None:
         self._records: dict[str, ChargeRecord] = {}
-        self.commands: dict[str, int] = {}
-        """Correction command id -> remembered-at account time, oldest first."""
+        self.commands: set[str] = set()
+        """Correction command ids (kept for good, as ``AccountState.commands``)."""
 
     def get(self, event_id: str) -> ChargeRecord | None:
         return self._records.get(event_id)
@@ -182,20 +183,14 @@ class ChargeWindow:
         while records:
             first = next(iter(records))
             if records[first].remembered_at >= horizon:
-                break
+                return
             del records[first]
-        commands = self.commands
-        while commands:
-            first = next(iter(commands))
-            if commands[first] >= horizon:
-                break
-            del commands[first]
 
     def corrected(self, command_id: str) -> bool:
         return command_id in self.commands
 
     def remember_correction(self, command_id: str, at: int) -> None:
-        self.commands[command_id] = at
+        self.commands.add(command_id)
 
     def __len__(self) -> int:
         return len(self._records)

@@ -300,7 +300,7 @@ class CreditEngine:
         entries: list[LedgerEntry] = []
         alerts: list[CreditAlert] = []
         arrive(self.config, self.plans, state, at, recorded_at, entries, alerts)
-        if correction:  # remembered with the charges it corrects, not for ever in the state
+        if correction:  # remembered by the charge memory, outside the state (as long)
             state.charges.remember_correction(cmd.command_id, state.clock)
         else:
             state.commands.add(key)

@@ -117,8 +117,8 @@ class AccountState:
         """Hashes of every command id applied to the account, kept for as long as the ledger
         (a re-sent command must never apply twice, however late). Commands are few per
         account (plans, purchases, grants), so this stays small. Corrections are not: they
-        come at a share of the usage rate, so their ids are remembered in ``charges``, as long
-        as the charges they correct (older states may hold some here: still honoured)."""
+        come at a share of the usage rate, so their ids are remembered by ``charges`` (the
+        processor's id store), for as long too (older states may hold some here: honoured)."""
         # Derived, recomputed by refresh(): never serialized.
         self.next_wakeup = NEVER
         self.next_threshold = NEVER
@@ -196,7 +196,7 @@ class AccountState:
         if len(self.charge_window):
             doc["ch"] = self.charge_window.to_json()
         if self.charge_window.commands:
-            doc["cc"] = list(self.charge_window.commands.items())
+            doc["cc"] = sorted(self.charge_window.commands)
         if self.spent:
             doc["sp"] = [g.to_json() for g in self.spent.values()]
         body = json.dumps(doc, separators=(",", ":")).encode()
@@ -241,7 +241,7 @@ class AccountState:
         state.period_used, state.alerted, state.plan_carry, state.plan_grant_id = doc["u"]
         state.commands = set(doc.get("cm", ()))
         state.charge_window = ChargeWindow.from_json(doc.get("ch", []))
-        state.charge_window.commands = dict(doc.get("cc", ()))
+        state.charge_window.commands = set(doc.get("cc", ()))
         if config.charge_window:
             state.charges = state.charge_window
         state.spent = {g.grant_id: g for g in map(Grant.from_json, doc.get("sp", []))}

@@ -111,10 +111,10 @@ def test_the_voided_event_stays_a_duplicate_and_a_second_void_is_refused() -> No
     assert _void(acct, "i1", T0 + 6) == []  # the same void command again: idempotent
 
 
-def test_corrections_are_remembered_with_the_charges_not_in_the_state_for_ever() -> None:
+def test_corrections_are_remembered_by_the_charge_memory_not_the_state() -> None:
     """A busy account may send a correction per failed model call: the ids of those commands
-    are remembered as long as the charges they correct, so the state does not grow with them,
-    and a re-sent correction is a duplicate in that window, before and after a state reload."""
+    are remembered by the charge memory (the processor's id store), not among the state's
+    command ids, and a re-sent correction is a duplicate, before and after a state reload."""
     acct = _account()
     commands = set(acct.state.commands)
     for i in range(40):
@@ -130,20 +130,23 @@ def test_corrections_are_remembered_with_the_charges_not_in_the_state_for_ever()
     assert _void(acct, "i1", T0 + 202, "fix-1b") == ["COMMAND_REJECTED"]  # voided before
 
 
-def test_a_correction_sent_again_after_the_window_is_refused_as_unknown() -> None:
-    """Past the idempotency window the correction's id is forgotten, and so is the charge it
-    corrected (remembered no later): a re-send is recorded as refused, nothing is given back."""
+def test_a_correction_sent_again_after_the_window_is_still_a_duplicate() -> None:
+    """Past the idempotency window the charge is forgotten, the correction's id is not: a
+    command id applies at most once for as long as the ledger is kept (no entry repeats)."""
     window = 2 * DAY
     acct = Ledger(make_engine(dedupe_window_ms=window))
     acct.command(command("purchase", "b", T0, amount=300 * CREDIT))
     acct.usage(image("i1", T0 + 1))
     assert _void(acct, "i1", T0 + 2, "fix") == ["USAGE_REVERSED"]
-    balance = acct.balance
+    assert _void(acct, "i1", T0 + 3, "refused") == ["COMMAND_REJECTED"]
     acct.usage(image("later", T0 + 3 * window))  # the clock moves past the window
-    acct.command(command("void_usage", "fix", T0 + 3 * window + 1, event_id="i1"))
-    assert acct.entries[-1].type is EntryType.COMMAND_REJECTED
+    entries = len(acct.entries)
+    for cid in ("fix", "refused"):
+        again = acct.command(command("void_usage", cid, T0 + 3 * window + 1, event_id="i1"))
+        assert again.duplicate and not again.entries
+    assert len(acct.entries) == entries
+    assert _void(acct, "i1", T0 + 3 * window + 2, "new") == ["COMMAND_REJECTED"]  # forgotten
     assert "unknown_event" in (acct.entries[-1].reason or "")
-    assert acct.balance == balance - 25 * CREDIT  # only the later image was charged
 
 
 def test_a_used_up_purchase_is_refilled_not_turned_into_a_correction() -> None:

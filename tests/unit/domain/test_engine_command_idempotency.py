@@ -28,6 +28,10 @@ KINDS: list[CreditCommand] = [
     command("configure_auto_topup", "c-topup", T0 + 10,
             auto_topup=AutoTopupConfig(enabled=True, threshold=CREDIT, amount=10 * CREDIT)),
     command("topup_declined", "c-declined", T0 + 10),
+    command("void_usage", "c-void-usage", T0 + 10, event_id="seed-usage"),
+    command("amend_usage", "c-amend-usage", T0 + 10, event_id="seed-usage",
+            units={"requests": 3}),
+    command("void_usage", "c-void-unknown", T0 + 10, event_id="never-sent"),  # refused
 ]  # fmt: skip
 
 
@@ -37,6 +41,7 @@ def test_a_command_re_sent_weeks_later_changes_nothing(original: CreditCommand) 
     acct.command(command("assign_plan", "seed-plan", T0, plan_id="growth"))
     acct.command(command("grant", "seed-grant", T0 + 1, amount=100 * CREDIT,
                          grant_source="promotion", grant_id="seed-grant"))  # fmt: skip
+    acct.usage(text("seed-usage", T0 + 2))
     acct.command(original)
     for days in (WEEK, 5 * WEEK):
         acct.usage(text(f"u-{days}", T0 + days))  # the account's clock moves on

@@ -177,7 +177,7 @@ def test_amended_charges_are_versions_that_survive_a_restore_and_expire_with_the
     assert store.view(0, "a").get("e1") is None and not store.view(0, "a").seen("e1")
 
 
-def test_a_correction_command_is_remembered_through_the_changelog_until_its_chunk_expires(
+def test_a_correction_command_is_kept_through_the_changelog_and_past_every_expiry(
     tmp_path: Path,
 ) -> None:
     parts = Partitions(tmp_path / "live")
@@ -200,9 +200,13 @@ def test_a_correction_command_is_remembered_through_the_changelog_until_its_chun
         assert not view.seen("fix-1")  # the marker is no event id
     assert not store.view(0, "b").corrected("fix-1")  # per account
     view = store.view(0, "a")
-    view.expire(6000)  # past the chunk that holds the marker (and the void)
-    parts.write(0, store.flush(0))
-    assert not store.view(0, "a").corrected("fix-1")
+    view.expire(10_000)  # past every chunk: the event, its charge and its void leave
+    expired = store.flush(0)
+    assert expired and all(value is None for _, value in expired)
+    parts.write(0, expired)
+    view = store.view(0, "a")
+    assert not view.seen("e1") and view.get("e1") is None
+    assert view.corrected("fix-1")  # a command id applies at most once, for good
 
 
 def test_a_rebuilt_account_remembers_its_corrections_in_the_store() -> None:
@@ -238,3 +242,29 @@ def test_a_rebuilt_account_remembers_its_corrections_in_the_store() -> None:
     rebuilt = adapter.load_state(data)
     assert not any(r.correction for r in remember if r.event_id != "fix")
     assert len(rebuilt.commands) == 1  # the plan's; the correction is the store's
+
+
+def test_a_rebuild_remembers_again_what_the_store_lacks_correction_markers_kept(
+    tmp_path: Path,
+) -> None:
+    from pipeline.id_store import remember_again
+    from pipeline.ports import ToRemember
+
+    parts = Partitions(tmp_path / "live")
+    items = [
+        ToRemember("e1", 1000, b""),
+        ToRemember("e1", 2000, void=True),
+        ToRemember("fix-1", 2000, correction=True),
+    ]
+    chunks = remember_again(parts.db(0), 0, {"a": items})
+    assert remember_again(parts.db(0), 0, {"a": items}) == []  # nothing lacking any more
+    view = IdStore(parts.db).view(0, "a")
+    assert view.seen("e1") and view.corrected("fix-1")
+    restored = Partitions(tmp_path / "restored")
+    restored.write(0, chunks)
+    assert IdStore(restored.db).view(0, "a").corrected("fix-1")
+    store = IdStore(parts.db)
+    store.view(0, "a").expire(10_000)
+    parts.write(0, store.flush(0))
+    view = IdStore(parts.db).view(0, "a")
+    assert not view.seen("e1") and view.corrected("fix-1")
