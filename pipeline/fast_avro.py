@@ -254,28 +254,11 @@ def make_usage_event_decoder(codec: AvroCodec) -> Callable[[bytes], dict[str, An
 
 
 def _read_usage(b: bytes, cache: dict[bytes, str]) -> tuple[dict[str, Any], int]:
-    pos = 5
-    fields: list[Any] = []
-    append = fields.append
-    # event_id, account_id, subject, feature: strings (account/subject/feature repeat: cache)
-    for i in range(4):
-        n, pos = _long(b, pos)
-        if n < 0:
-            raise ValueError("negative length")
-        raw = b[pos : pos + n]
-        if len(raw) != n:
-            raise IndexError("truncated")
-        pos += n
-        if i:
-            s = cache.get(raw)
-            if s is None:
-                s = raw.decode()
-                if len(cache) >= 100_000:
-                    cache.clear()
-                cache[raw] = s
-            append(s)
-        else:
-            append(raw.decode())
+    event_id, pos = read_string(b, 5)
+    # account_id, subject, feature repeat: cached
+    account_id, pos = read_cached_string(b, pos, cache)
+    subject, pos = read_cached_string(b, pos, cache)
+    feature, pos = read_cached_string(b, pos, cache)
     branch, pos = _long(b, pos)
     if branch == 0:
         model = None
@@ -283,17 +266,7 @@ def _read_usage(b: bytes, cache: dict[bytes, str]) -> tuple[dict[str, Any], int]
         model, pos = read_cached_string(b, pos, cache)
     else:
         raise ValueError("bad union branch")
-    units: dict[str, int] = {}
-    while True:
-        count, pos = _long(b, pos)
-        if count == 0:
-            break
-        if count < 0:
-            count = -count
-            _, pos = _long(b, pos)
-        for _ in range(count):
-            key, pos = read_cached_string(b, pos, cache)
-            units[key], pos = _long(b, pos)
+    units, pos = read_long_map(b, pos, cache)
     occurred_at, pos = _long(b, pos)
     source, pos = read_cached_string(b, pos, cache)
     attributes: dict[str, str] = {}
@@ -315,10 +288,10 @@ def _read_usage(b: bytes, cache: dict[bytes, str]) -> tuple[dict[str, Any], int]
     else:
         raise ValueError("bad union branch")
     return {
-        "event_id": fields[0],
-        "account_id": fields[1],
-        "subject": fields[2],
-        "feature": fields[3],
+        "event_id": event_id,
+        "account_id": account_id,
+        "subject": subject,
+        "feature": feature,
         "model": model,
         "units": units,
         "occurred_at": occurred_at,
@@ -343,6 +316,22 @@ def read_cached_string(b: bytes, pos: int, cache: dict[bytes, str]) -> tuple[str
         if len(cache) < 100_000:
             cache[raw] = s
     return s, pos + n
+
+
+def read_long_map(b: bytes, pos: int, cache: dict[bytes, str]) -> tuple[dict[str, int], int]:
+    """The Avro ``map<long>`` at ``b[pos:]`` (units: keys repeat, cached) and the position
+    after it."""
+    out: dict[str, int] = {}
+    while True:
+        count, pos = _long(b, pos)
+        if count == 0:
+            return out, pos
+        if count < 0:  # a block with its byte size
+            count = -count
+            _, pos = _long(b, pos)
+        for _ in range(count):
+            key, pos = read_cached_string(b, pos, cache)
+            out[key], pos = _long(b, pos)
 
 
 def read_string(b: bytes, pos: int) -> tuple[str, int]:

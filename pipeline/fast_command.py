@@ -16,7 +16,7 @@ from typing import Any
 from metering.avro import AvroCodec
 from metering.avro.fields import Field, enum_type, fits_shape, record_type
 from metering.avro.varint import decode_long as _long
-from pipeline.fast_avro import read_cached_string, read_string
+from pipeline.fast_avro import read_cached_string, read_long_map, read_string
 
 _OPT_STRING = ["null", "string"]
 _OPT_LONG = ["null", "long"]
@@ -163,17 +163,7 @@ def _read_command(
             if not _INT_MIN <= value <= _INT_MAX:
                 raise ValueError("int out of range")
         elif how == _READ_UNITS:
-            value = {}
-            while True:
-                count, pos = _long(b, pos)
-                if count == 0:
-                    break
-                if count < 0:
-                    count = -count
-                    _, pos = _long(b, pos)
-                for _ in range(count):
-                    key, pos = read_cached_string(b, pos, cache)
-                    value[key], pos = _long(b, pos)
+            value, pos = read_long_map(b, pos, cache)
         else:
             raise _Nested(name)
         record[name] = value
