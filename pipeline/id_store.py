@@ -1,4 +1,5 @@
-"""The processor's memory of usage event ids: per partition, outside the account states.
+"""The processor's memory of usage event ids (and correction command ids): per partition,
+outside the account states.
 
 Design invariant 2: an event id is charged exactly once while it is inside the idempotency
 window (35 days of account event time by default), however busy its account. Keeping the ids in
