@@ -4,7 +4,9 @@ gives it back and charges the event again for its corrected units.
 The charge comes from the account's charge memory (:mod:`metering.domain.charges`), so an event
 can be corrected for as long as its id is remembered (the idempotency window). The reversal rule
 is :mod:`metering.domain.reversal`. The event's id stays remembered: a re-send of the original
-event is still a duplicate, and a voided event stays voided.
+event is still a duplicate, and a voided event stays voided. The correction's own command id is
+remembered for good by the charge memory (the processor's id store), not in the account state,
+which would grow with every correction (``CreditEngine.apply_command``).
 
 The ledger gets one ``USAGE_REVERSED`` entry: ``amount`` is the credits given back (debit and
 overage), ``allocations`` the debit's parts per grant (with the correction grant's, which the
