@@ -3,8 +3,8 @@ the changelog.
 
 The charge of each usage event is kept with its id in the id store (``pipeline/id_store.py``),
 so a worker that starts on empty local stores and restores from the changelog can still give
-it back. A second void is refused, the voided event and the void command stay duplicates, and
-the ledger is the engine's pure fold of the same input.
+it back. A second void is refused, the voided event stays a duplicate, an amend re-sent after a
+restart too, and the ledger is the engine's pure fold of the same input.
 """
 
 from __future__ import annotations
@@ -58,20 +58,9 @@ def test_void_usage_gives_the_charge_back_after_a_restore(
         )
         read_topic(kafka_bootstrap, topics.credit_ledger, 5, settle=0)
         produce(kafka_bootstrap, [resend])  # the voided event, sent again: still a duplicate
-        read_topic(kafka_bootstrap, topics.credit_ledger, 5, settle=0)
-    finally:
-        second.stop()
-    # The void command itself, sent again to a third worker on empty stores: its id was
-    # remembered in the id store (a correction marker), restored from the changelog.
-    third = Worker(kafka_bootstrap, topics, "void", tmp_path).start()
-    try:
-        produce(
-            kafka_bootstrap,
-            [command("void-1", T0 + 20, kind="void_usage", event_id="ev-1", reason="refund")],
-        )
         records = decode_ledger(read_topic(kafka_bootstrap, topics.credit_ledger, 5, settle=3))
     finally:
-        third.stop()
+        second.stop()
 
     ledger = [LedgerEntry.from_record(r) for r in records[ACCOUNT]]
     assert [e.type.value for e in ledger] == [
@@ -111,7 +100,9 @@ def test_amend_usage_charges_the_new_units_across_restores(
             ((topics.usage_events, account, ucodec.encode(usage), T0 + 10), 3),
             (fix_1, 5),
         ],
-        [(fix_2, 7), (undo, 8)],
+        # fix_1 again, after the restart: its command id was kept in the id store (a correction
+        # marker), restored from the changelog: a duplicate, nothing written.
+        [(fix_1, 5), (fix_2, 7), (undo, 8)],
     ]
     total = 0
     for n, group in enumerate(steps):

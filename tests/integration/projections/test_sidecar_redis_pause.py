@@ -92,4 +92,10 @@ def test_paused_redis_gets_fast_fail_mode_answers_and_recovers() -> None:
         if a.degraded:
             assert a.allowed == (policy[accounts[a.body]] == "allow")
     # Before the pause and from 2 s after it, every answer is the real one.
-    assert not [a for a in before + after if a.degraded or not a.allowed]
+    wrong = [a for a in before + after if a.degraded or not a.allowed]
+    assert not wrong, (
+        f"{len(wrong)} answers not real outside the pause (of {len(before)} before it, "
+        f"{len(after)} from 2 s after it); seconds from SIGSTOP of the first and last: "
+        f"{wrong[0].due - stop:.2f}, {wrong[-1].due - stop:.2f} (SIGCONT at {cont - stop:.2f}); "
+        f"slowest latency {max(a.latency for a in wrong) * 1000:.1f} ms"
+    )
