@@ -85,14 +85,13 @@ def catch_up(
             if e.reason == AMENDED:
                 voided.pop(e.cause_id, None)  # reversed, then charged again
                 amended[e.cause_id] = state.clock
-        elif e.type is EntryType.USAGE_REVERSED:  # a correction's command: see CaughtUp
+        elif e.type is EntryType.USAGE_REVERSED:  # its cause is a correction: see CaughtUp
             corrections[e.cause_id] = state.clock
-        elif not is_time_cause(state.account_id, e.cause_id) and e.type not in _USAGE:
-            state.commands.add(command_key(e.cause_id))
-        if e.type is EntryType.USAGE_REVERSED:
             event_id = entry_suffix(e)
             voided[event_id] = state.clock
             amended.pop(event_id, None)
+        elif not is_time_cause(state.account_id, e.cause_id) and e.type not in _USAGE:
+            state.commands.add(command_key(e.cause_id))
     for grant in state.grants:
         if grant.expires_at is not None and state.clock >= grant.expires_at - (
             config.expiring_notice_ms
