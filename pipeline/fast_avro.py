@@ -17,6 +17,7 @@ which also raises the errors.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 from metering.avro import AvroCodec
@@ -235,16 +236,27 @@ def make_usage_event_decoder(codec: AvroCodec) -> Callable[[bytes], dict[str, An
     """
     if not fits_shape(USAGE_EVENT_SHAPE, codec.writer, "UsageEvent decoder"):
         return codec.decode
+    str_cache: dict[bytes, str] = {}
+    return framed_decoder(codec, partial(_read_usage, cache=str_cache))
+
+
+Reader = Callable[[bytes], tuple[dict[str, Any], int]]
+"""framed bytes -> (record, position after it); raises on anything it cannot read exactly."""
+
+
+def framed_decoder(codec: AvroCodec, read: Reader) -> Callable[[bytes], dict[str, Any]]:
+    """``decode(framed bytes) -> record``: ``read`` for the codec's own writer id, and
+    ``codec.decode`` for other ids and for whatever ``read`` cannot read exactly (it raises, or
+    bytes trail), so the generic codec resolves or raises its precise ``CodecError``."""
     header = codec.header
     slow = codec.decode
-    str_cache: dict[bytes, str] = {}
 
     def decode(data: bytes) -> dict[str, Any]:
         if data[:5] != header:
             return slow(data)
         try:
-            record, end = _read_usage(data, str_cache)
-        except Exception:  # malformed: let the generic codec raise its precise error
+            record, end = read(data)
+        except Exception:  # malformed (or a shape the reader leaves to the generic codec)
             return slow(data)
         if end != len(data):
             return slow(data)

@@ -11,12 +11,13 @@ anything else goes to the generic codec.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from metering.avro import AvroCodec
 from metering.avro.fields import Field, enum_type, fits_shape, record_type
 from metering.avro.varint import decode_long as _long
-from pipeline.fast_avro import read_cached_string, read_long_map, read_string
+from pipeline.fast_avro import framed_decoder, read_cached_string, read_long_map, read_string
 
 _OPT_STRING = ["null", "string"]
 _OPT_LONG = ["null", "long"]
@@ -112,22 +113,9 @@ def make_credit_command_decoder(codec: AvroCodec) -> Callable[[bytes], dict[str,
         return codec.decode
     (kind,) = (f["type"] for f in codec.writer.schema["fields"] if f["name"] == "kind")
     symbols: tuple[str, ...] = tuple(kind["symbols"])
-    header = codec.header
-    slow = codec.decode
     str_cache: dict[bytes, str] = {}
-
-    def decode(data: bytes) -> dict[str, Any]:
-        if data[:5] != header:
-            return slow(data)
-        try:
-            record, end = _read_command(data, symbols, str_cache)
-        except Exception:  # nested records, or malformed: the generic codec reads or raises
-            return slow(data)
-        if end != len(data):
-            return slow(data)
-        return record
-
-    return decode
+    # Nested records raise in _read_command: the generic codec reads those (framed_decoder).
+    return framed_decoder(codec, partial(_read_command, symbols=symbols, cache=str_cache))
 
 
 def _read_command(
