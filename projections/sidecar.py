@@ -71,11 +71,16 @@ from projections.requests import (
     parse_object,
     read_limited,
 )
+from projections.scripts import aload_all
 
 log = logging.getLogger("metering.sidecar")
 
 _RELEASE_RETRIED: tuple[type[Exception], ...] = (*CONNECTION_FAILURES, EnforcementError)
 """What a background release retries on."""
+
+WARM_CONNECTIONS = 32
+"""Connections opened at start: a burst of new callers finds them ready (the pool holds 64)."""
+WARM_TIMEOUT_S = 2.0
 
 DEFAULT_DEADLINE_S = 0.03
 """How long a request waits for Redis before it is answered by the fail mode. A healthy local
@@ -208,6 +213,7 @@ class Sidecar:
                 self.redis_url, max_connections=64, timeout=bound, **timeouts
             )
             self.client = aioredis.Redis(connection_pool=pool)
+        await self._warm(pool)
         self.enforcer = AsyncEnforcer(self.client, self.prefix, features=self.features)
         if self.fail_mode is FailMode.AUTO:
             self._warmup = asyncio.create_task(self._learn_policies())
@@ -225,6 +231,25 @@ class Sidecar:
             await self.client.aclose()
             if pool is not None:
                 await pool.disconnect()
+
+    async def _warm(self, pool: aioredis.BlockingConnectionPool | None) -> None:
+        """Load the scripts and open the pool's connections before the first request.
+
+        Why: a cold sidecar meets its first burst with no connection and no script in Redis;
+        each call then connects, says hello and loads its script, and under the short deadline
+        a burst of those timed out against a healthy Redis, opened the breaker and answered
+        by the fail mode. Best effort and bounded: a Redis that is down at start is the fail
+        mode's business, not a reason not to start."""
+        assert self.client is not None
+        try:
+            async with asyncio.timeout(WARM_TIMEOUT_S):
+                await aload_all(self.client)
+                if pool is not None:
+                    taken = [await pool.get_connection() for _ in range(WARM_CONNECTIONS)]  # type: ignore[no-untyped-call]
+                    for connection in taken:
+                        await pool.release(connection)
+        except CONNECTION_FAILURES as exc:  # a TimeoutError too
+            log.warning("redis not warmed at start (%s); the fail mode answers until it is", exc)
 
     @staticmethod
     async def _watch_features(catalog: FeatureCatalog, interval_s: float = 2.0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -12,10 +13,12 @@ from starlette.testclient import TestClient
 
 from benchmarks.sidecar_load import running_sidecar
 from devstack.redis import LocalRedis
+from metering.net import free_port
 from projections.apply import Projector
 from projections.failmode import FailMode
 from projections.redis_connect import SyncRedis
-from projections.sidecar import Sidecar
+from projections.scripts import SCRIPT_NAMES, script
+from projections.sidecar import WARM_CONNECTIONS, WARM_TIMEOUT_S, Sidecar
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster_too]
 
@@ -217,6 +220,26 @@ def test_redis_down_answers_per_fail_mode(ledger: type[LedgerBuilder]) -> None:
         finally:
             for c in clients.values():
                 c.__exit__(None, None, None)
+
+
+def test_the_sidecar_starts_warm_and_starts_without_redis() -> None:
+    """Scripts loaded and connections open before the first request (a cold burst timed out
+    against a healthy Redis and opened the breaker); a Redis that is down delays nothing."""
+    with LocalRedis() as server:
+        seen = redis.Redis.from_url(server.url)
+        with TestClient(Sidecar(server.url, "warm:", KEYS).app):
+            shas = [script(name).sha for name in SCRIPT_NAMES]
+            assert all(seen.script_exists(*shas))
+            assert len(seen.client_list()) >= WARM_CONNECTIONS + 1  # and this client
+        seen.close()
+    started = time.monotonic()
+    with TestClient(Sidecar(f"redis://127.0.0.1:{free_port()}", "warm:", KEYS).app) as cold:
+        assert time.monotonic() - started < WARM_TIMEOUT_S
+        assert cold.get("/healthz").status_code == 503
+        r = cold.post(
+            "/v1/check", json={"account_id": "acme", "estimated_credits": 1}, headers=AUTH
+        )
+        assert r.status_code == 200 and r.json()["degraded"] is True
 
 
 def test_real_uvicorn_server(redis_url: str, seeded: str) -> None:
