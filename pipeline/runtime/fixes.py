@@ -1,4 +1,5 @@
-"""Corrections to faust-streaming 0.15.3 that the processor's exactly-once depends on.
+"""Corrections to faust-streaming 0.15.3: two that the processor's exactly-once depends on, one
+that saves a second at every worker start.
 
 Each fix is a narrow patch of one faust function, applied once by :func:`apply` when the app is
 built (never on import); the reasons are in docs/processor.md, "Exactly once: what faust does,
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from importlib.metadata import version
 from typing import Any
 
+from faust.tables import manager as faust_tables_manager
 from faust.tables import recovery as faust_recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
@@ -70,6 +72,17 @@ async def _committed_highwaters(self: Any, partitions: list[Any]) -> Mapping[Any
     return offsets
 
 
+async def _start_tables_now(self: Any) -> None:
+    """``TableManager.on_start`` without its first second of sleep.
+
+    faust waits 1 s before it finalizes the tables, for tables an app defines after its worker
+    started; the processor defines both when the app is built. That second was paid at every
+    worker start, so at every crash recovery and rebalance-driven restart."""
+    if not self.should_stop:
+        await self._update_channels()
+        await self.recovery.start()
+
+
 _applied = False
 
 
@@ -81,4 +94,5 @@ def apply() -> None:
     require_supported_version()
     faust_recovery.asyncio = _FastRecoveryAsyncio()  # type: ignore[assignment]
     faust_aiokafka.AIOKafkaConsumerThread._highwaters = _committed_highwaters  # type: ignore[method-assign]
+    faust_tables_manager.TableManager.on_start = _start_tables_now  # type: ignore[method-assign]
     _applied = True
