@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import faust
 from aiokafka.errors import IllegalStateError
@@ -70,6 +71,19 @@ def make_codecs(config: ProcessorConfig) -> Codecs:
     )
 
 
+def canonical_url(config: ProcessorConfig) -> str:
+    """The worker's name in the group's assignment: its web address, or with static membership
+    its instance id.
+
+    Why: the broker gives a static member that rejoins the assignment of its previous
+    generation, which names the address it had then. faust asserts that it names the current
+    one, and when a worker came back on another port (a redeploy) that assertion killed the
+    consumer's coordinator: the worker ran on and processed nothing."""
+    if config.instance_id:
+        return f"http://static-member.invalid/{quote(config.instance_id, safe='')}"
+    return f"http://{config.web_host}:{config.web_port}"
+
+
 def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
     """Create the faust app for ``config``; ``source`` builds (and rebuilds) the engine.
 
@@ -95,6 +109,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
         web_host=config.web_host,
         web_port=config.web_port,
         web_bind=config.web_host,
+        canonical_url=canonical_url(config),
         broker_commit_interval=config.commit_interval_s,
         topic_partitions=config.partitions,
         topic_replication_factor=config.replication or 1,

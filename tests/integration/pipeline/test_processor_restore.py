@@ -145,3 +145,30 @@ def test_a_restart_storm_never_makes_the_ledger_wrong(
         worker.stop()
     print(f"restart storm: seed {seed}, kills {kills}")
     assert sum(kills.values()) == restarts, kills
+
+
+def test_a_static_member_back_on_another_address_takes_its_partitions_again(
+    kafka_bootstrap: str, topics: TopicNames, tmp_path: Path
+) -> None:
+    """A worker restarted with the same ``--instance-id`` but another web port (a redeploy).
+
+    The broker hands a static member that rejoins the assignment of its previous generation,
+    whose metadata names the old address; faust asserted that it names the new one, the
+    consumer's coordinator died on that, and the worker sat there processing nothing."""
+    inp = make_input(topics, accounts=20, events=1000, seed=3)
+    half = len(inp.usage) // 2
+    before = Worker(kafka_bootstrap, topics, "moved", tmp_path, "--instance-id", "m1").start()
+    try:
+        _setup(kafka_bootstrap, topics, inp)
+        produce(kafka_bootstrap, inp.usage[:half])
+        before.wait_processing()
+    finally:
+        before.kill()
+    after = Worker(kafka_bootstrap, topics, "moved", tmp_path, "--instance-id", "m1")
+    assert after.port != before.port
+    after.start()
+    try:
+        produce(kafka_bootstrap, inp.usage[half:])
+        _wait_ledger(kafka_bootstrap, topics, inp, after)  # every entry, each once
+    finally:
+        after.stop()
