@@ -81,6 +81,7 @@ _RELEASE_RETRIED: tuple[type[Exception], ...] = (*CONNECTION_FAILURES, Enforceme
 WARM_CONNECTIONS = 32
 """Connections opened at start: a burst of new callers finds them ready (the pool holds 64)."""
 WARM_TIMEOUT_S = 2.0
+"""The longest a start waits to warm up (a hung Redis must not hold the sidecar's start)."""
 
 DEFAULT_DEADLINE_S = 0.03
 """How long a request waits for Redis before it is answered by the fail mode. A healthy local
@@ -119,6 +120,18 @@ def parse_api_keys(value: str) -> dict[str, str]:
             raise ValueError("METERING_API_KEYS: expected service:key[,service:key...]")
         keys[service.strip()] = key.strip()
     return keys
+
+
+async def _open_connections(pool: aioredis.BlockingConnectionPool, count: int) -> None:
+    """Connect ``count`` of the pool's connections and give them back, open (every one taken
+    is given back, also when a connect fails or the warm-up is cut)."""
+    taken = []
+    try:
+        for _ in range(count):
+            taken.append(await pool.get_connection())  # type: ignore[no-untyped-call]
+    finally:
+        for connection in taken:
+            await pool.release(connection)
 
 
 class Sidecar:
@@ -245,9 +258,7 @@ class Sidecar:
             async with asyncio.timeout(WARM_TIMEOUT_S):
                 await aload_all(self.client)
                 if pool is not None:
-                    taken = [await pool.get_connection() for _ in range(WARM_CONNECTIONS)]  # type: ignore[no-untyped-call]
-                    for connection in taken:
-                        await pool.release(connection)
+                    await _open_connections(pool, WARM_CONNECTIONS)
         except CONNECTION_FAILURES as exc:  # a TimeoutError too
             log.warning("redis not warmed at start (%s); the fail mode answers until it is", exc)
 
