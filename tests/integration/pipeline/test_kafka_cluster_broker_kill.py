@@ -151,7 +151,12 @@ def test_a_broker_killed_mid_run_loses_nothing_and_counts_nothing_twice(
 def _assert_replicated(bootstrap: str, topic: str) -> None:
     """3 replicas per partition and min ISR 2, as ``create_topics`` sets on 3 brokers."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    deadline = time.monotonic() + 30
+    while True:  # a broker that has not caught up with the topic yet lists no partitions
+        partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+        if partitions or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert {len(p.replicas) for p in partitions.values()} == {3}
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     config = admin.describe_configs([resource])[resource].result(timeout=10)
