@@ -71,17 +71,12 @@ from projections.requests import (
     parse_object,
     read_limited,
 )
-from projections.scripts import aload_all
+from projections.warm import warm
 
 log = logging.getLogger("metering.sidecar")
 
 _RELEASE_RETRIED: tuple[type[Exception], ...] = (*CONNECTION_FAILURES, EnforcementError)
 """What a background release retries on."""
-
-WARM_CONNECTIONS = 32
-"""Connections opened at start: a burst of new callers finds them ready (the pool holds 64)."""
-WARM_TIMEOUT_S = 2.0
-"""The longest a start waits to warm up (a hung Redis must not hold the sidecar's start)."""
 
 DEFAULT_DEADLINE_S = 0.03
 """How long a request waits for Redis before it is answered by the fail mode. A healthy local
@@ -120,18 +115,6 @@ def parse_api_keys(value: str) -> dict[str, str]:
             raise ValueError("METERING_API_KEYS: expected service:key[,service:key...]")
         keys[service.strip()] = key.strip()
     return keys
-
-
-async def _open_connections(pool: aioredis.BlockingConnectionPool, count: int) -> None:
-    """Connect ``count`` of the pool's connections and give them back, open (every one taken
-    is given back, also when a connect fails or the warm-up is cut)."""
-    taken = []
-    try:
-        for _ in range(count):
-            taken.append(await pool.get_connection())  # type: ignore[no-untyped-call]
-    finally:
-        for connection in taken:
-            await pool.release(connection)
 
 
 class Sidecar:
@@ -226,7 +209,7 @@ class Sidecar:
                 self.redis_url, max_connections=64, timeout=bound, **timeouts
             )
             self.client = aioredis.Redis(connection_pool=pool)
-        await self._warm(pool)
+        await warm(self.client, pool)  # scripts and connections ready for the first burst
         self.enforcer = AsyncEnforcer(self.client, self.prefix, features=self.features)
         if self.fail_mode is FailMode.AUTO:
             self._warmup = asyncio.create_task(self._learn_policies())
@@ -244,23 +227,6 @@ class Sidecar:
             await self.client.aclose()
             if pool is not None:
                 await pool.disconnect()
-
-    async def _warm(self, pool: aioredis.BlockingConnectionPool | None) -> None:
-        """Load the scripts and open the pool's connections before the first request.
-
-        Why: a cold sidecar meets its first burst with no connection and no script in Redis;
-        each call then connects, says hello and loads its script, and under the short deadline
-        a burst of those timed out against a healthy Redis, opened the breaker and answered
-        by the fail mode. Best effort and bounded: a Redis that is down at start is the fail
-        mode's business, not a reason not to start."""
-        assert self.client is not None
-        try:
-            async with asyncio.timeout(WARM_TIMEOUT_S):
-                await aload_all(self.client)
-                if pool is not None:
-                    await _open_connections(pool, WARM_CONNECTIONS)
-        except CONNECTION_FAILURES as exc:  # a TimeoutError too
-            log.warning("redis not warmed at start (%s); the fail mode answers until it is", exc)
 
     @staticmethod
     async def _watch_features(catalog: FeatureCatalog, interval_s: float = 2.0) -> None:

@@ -18,7 +18,8 @@ from projections.apply import Projector
 from projections.failmode import FailMode
 from projections.redis_connect import SyncRedis
 from projections.scripts import SCRIPT_NAMES, script
-from projections.sidecar import WARM_CONNECTIONS, WARM_TIMEOUT_S, Sidecar
+from projections.sidecar import Sidecar
+from projections.warm import WARM_CONNECTIONS, WARM_TIMEOUT_S
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis_cluster_too]
 
