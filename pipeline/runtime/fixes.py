@@ -3,7 +3,7 @@ that saves a second at every worker start.
 
 Each fix is a narrow patch of one faust function, applied once by :func:`apply` when the app is
 built (never on import); the reasons are in docs/processor.md, "Exactly once: what faust does,
-where it falls short" (items 5 and 6). The processor also reads and writes faust internals
+where it falls short" (items 5, 6 and 12). The processor also reads and writes faust internals
 elsewhere in ``pipeline/runtime`` (``app.py``, ``consumer.py``, ``stores.py``): all of it was
 written against exactly :data:`FAUST_VERSION`, so :func:`apply` refuses any other version rather
 than let an upgrade break exactly-once without an error.
