@@ -443,6 +443,17 @@ def _check_error_state(browser: Any, p: Pipeline) -> None:
     page.close()
 
 
+def _box(locator: Any, timeout_s: float = 10.0) -> Any:
+    """The element's bounding box once it is drawn: a refresh that redraws the chart leaves it
+    without one for a moment (``bounding_box`` answered None once, mid-redraw)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        box = locator.bounding_box()
+        if box or time.monotonic() > deadline:
+            return box
+        time.sleep(0.1)
+
+
 def _check_short_history(browser: Any, p: Pipeline) -> None:
     """An account whose whole history sits in its period's last hours (the API's answers
     reshaped through ``page.route``) is drawn across the period, not as a vertical stroke."""
@@ -478,8 +489,8 @@ def _check_short_history(browser: Any, p: Pipeline) -> None:
     expect(line).to_have_count(1, timeout=10_000)
     expect(page.locator("#burndown svg circle.point").first).to_be_visible()
     expect(page.locator("#burndown-note")).to_be_visible()
-    plot = page.locator("#burndown svg rect").bounding_box()
-    drawn = line.bounding_box()
+    plot = _box(page.locator("#burndown svg rect"))
+    drawn = _box(line)
     assert plot and drawn and drawn["width"] >= 0.9 * plot["width"], (drawn, plot)
     _check_layout(page, 390)
     page.close()
