@@ -2,9 +2,15 @@
 
 Why: when Redis hangs, every request would wait for its deadline before the fail mode answers,
 so a hung Redis becomes a slow product. After ``failures`` timeouts or errors within
-``window_s``, the breaker *opens*: requests get the fail-mode answer at once, without touching
-Redis, for ``cooldown_s``. Then it is *half open*: one request at a time probes Redis; a success
-closes the breaker, a failure opens it for another cool-down.
+``window_s`` that span at least ``min_span_s``, the breaker *opens*: requests get the fail-mode
+answer at once, without touching Redis, for ``cooldown_s``. Then it is *half open*: one request
+at a time probes Redis; a success closes the breaker, a failure opens it for another cool-down.
+
+Why the span: a hung Redis keeps failing call after call, while one stall of this process (or
+of the machine) makes every call in flight miss its deadline at the same instant and the next
+ones succeed. Opening on such a burst turned one 150 ms hiccup into ``cooldown_s`` of fail-mode
+answers against a healthy Redis; requiring the failures to span some time tells the two apart,
+at the price of answering the first ``min_span_s`` of a real hang after the deadline.
 """
 
 from __future__ import annotations
@@ -13,6 +19,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from enum import Enum
+
+_BUCKET_S = 0.01
+"""Failures are counted in 10 ms buckets: the window's memory is bounded by its length, not by
+the request rate."""
 
 
 class BreakerState(Enum):
@@ -27,16 +37,22 @@ class CircuitBreaker:
         *,
         failures: int = 3,
         window_s: float = 1.0,
+        min_span_s: float = 0.2,
         cooldown_s: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if failures < 1 or window_s <= 0 or cooldown_s <= 0:
             raise ValueError("breaker needs failures >= 1, window_s > 0 and cooldown_s > 0")
+        if not 0 <= min_span_s < window_s or (failures == 1 and min_span_s > 0):
+            raise ValueError("breaker needs 0 <= min_span_s < window_s (0 for failures == 1)")
         self.failures = failures
         self.window_s = window_s
+        self.min_span_s = min_span_s
         self.cooldown_s = cooldown_s
         self._clock = clock
-        self._recent: deque[float] = deque(maxlen=failures)
+        self._recent: deque[tuple[float, int]] = deque()
+        """(bucket start, failures in it) within the window, oldest first."""
+        self._in_window = 0
         self._opened_at: float | None = None
         self._probing = False
         self.opened_total = 0
@@ -64,7 +80,7 @@ class CircuitBreaker:
         if self._opened_at is not None and self._probing:
             self._opened_at = None
             self._probing = False
-            self._recent.clear()
+            self._forget()
 
     def abandon(self) -> None:
         """The caller allowed through never reached Redis (bad input, or it was cancelled): let
@@ -79,8 +95,20 @@ class CircuitBreaker:
                 self._opened_at = now
                 self._probing = False
             return
-        self._recent.append(now)
-        if len(self._recent) == self.failures and now - self._recent[0] <= self.window_s:
+        recent = self._recent
+        if recent and now - recent[-1][0] < _BUCKET_S:
+            start, count = recent[-1]
+            recent[-1] = (start, count + 1)
+        else:
+            recent.append((now, 1))
+        self._in_window += 1
+        while now - recent[0][0] > self.window_s:
+            self._in_window -= recent.popleft()[1]
+        if self._in_window >= self.failures and now - recent[0][0] >= self.min_span_s:
             self._opened_at = now
             self.opened_total += 1
-            self._recent.clear()
+            self._forget()
+
+    def _forget(self) -> None:
+        self._recent.clear()
+        self._in_window = 0

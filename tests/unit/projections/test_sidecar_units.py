@@ -22,10 +22,11 @@ class Clock:
 
 def test_breaker_opens_after_failures_within_the_window_then_probes_once() -> None:
     clock = Clock()
-    breaker = CircuitBreaker(failures=3, window_s=1.0, cooldown_s=0.5, clock=clock)
+    breaker = CircuitBreaker(failures=3, window_s=1.0, min_span_s=0.2, cooldown_s=0.5, clock=clock)
     for _ in range(2):
         assert breaker.allow()
         breaker.failure()
+        clock.now += 0.15
     assert breaker.state is BreakerState.CLOSED
     breaker.failure()
     assert breaker.state is BreakerState.OPEN and breaker.opened_total == 1
@@ -51,9 +52,33 @@ def test_breaker_ignores_failures_spread_wider_than_its_window() -> None:
     assert breaker.state is BreakerState.CLOSED
 
 
+def test_one_stall_that_fails_every_call_in_flight_at_once_does_not_open_the_breaker() -> None:
+    """A 150 ms stall of the process: every call in flight misses its deadline at the same
+    instant, and the next calls succeed. Redis is healthy; the breaker stays closed."""
+    clock = Clock()
+    breaker = CircuitBreaker(failures=3, window_s=1.0, min_span_s=0.2, clock=clock)
+    for _ in range(300):
+        breaker.failure()
+        clock.now += 0.0001
+    assert breaker.state is BreakerState.CLOSED and breaker.opened_total == 0
+
+
+def test_a_hung_redis_opens_the_breaker_once_its_failures_span_min_span() -> None:
+    """Call after call times out (2,000 a second): open once they span 0.2 s, not before."""
+    clock = Clock()
+    breaker = CircuitBreaker(failures=3, window_s=1.0, min_span_s=0.2, clock=clock)
+    start = clock.now
+    while breaker.state is BreakerState.CLOSED:
+        breaker.failure()
+        clock.now += 0.0005
+        assert clock.now - start < 0.25, "never opened"
+    assert 0.2 <= clock.now - start < 0.21
+    assert len(breaker._recent) <= 1.0 / 0.01 + 1  # bounded by the window, not the rate
+
+
 def test_an_abandoned_probe_lets_another_request_probe() -> None:
     clock = Clock()
-    breaker = CircuitBreaker(failures=1, cooldown_s=0.1, clock=clock)
+    breaker = CircuitBreaker(failures=1, min_span_s=0, cooldown_s=0.1, clock=clock)
     breaker.failure()
     clock.now += 0.2
     assert breaker.allow()
