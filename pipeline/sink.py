@@ -70,6 +70,12 @@ class TransactionalSink:
         """consumer generation of the last batch: the state cache is cleared when it changes"""
         self._verified: set[int] = set()
         """partitions whose restored state agrees with the ledger; only these are processed"""
+        self._assigned: set[TP] | None = None
+        """The current assignment, every topic; None until the first (then every partition
+        the runtime calls active is verified as it is)."""
+        self._handling = asyncio.Lock()
+        """Held while a fetched batch is processed: a revocation waits for it (see
+        :meth:`commit_before_revocation`)."""
         self.verifier = RestoreVerifier(
             bootstrap, topics, table, ids_table, processor, metrics, self.publish
         )
@@ -79,6 +85,10 @@ class TransactionalSink:
 
     async def handle(self, batch: list[InMessage], generation: int) -> None:
         """Process one fetched batch (any partitions, fetch order) of the source topics."""
+        async with self._handling:
+            await self._handle(batch, generation)
+
+    async def _handle(self, batch: list[InMessage], generation: int) -> None:
         by_partition: dict[int, list[InMessage]] = {}
         for msg in batch:
             part = by_partition.get(msg.partition)
@@ -123,16 +133,45 @@ class TransactionalSink:
         if self._dropped:
             await self._rewind()
 
-    def keep_verified(self, partitions: set[int]) -> None:
-        """A new assignment: partitions we keep stay verified, new ones must be checked."""
-        self._verified &= partitions
+    def keep_verified(self, assigned: set[TP]) -> None:
+        """A new assignment (every topic-partition of it): a partition stays verified only
+        while its source partition and both tables' changelog partitions stay ours. One that
+        was newly assigned, the changelogs included, was restored by faust again: it is
+        checked again before it is processed."""
+        previous, self._assigned = self._assigned or set(), set(assigned)
+        self._verified = {
+            p
+            for p in self._verified
+            if all(tp in assigned and tp in previous for tp in self._owned(p))
+        }
         self.metrics.verified_partitions = len(self._verified)
+
+    def _owned(self, partition: int) -> tuple[TP, TP, TP]:
+        """What this worker must own to process ``partition``: its source partition and the
+        partitions of both tables' changelogs."""
+        return (
+            TP(self.topics.usage_events, partition),
+            TP(self.table.changelog, partition),
+            TP(self.ids_table.changelog, partition),
+        )
 
     async def verify_restored(self) -> None:
         """Verify every newly restored partition against the ledger (``pipeline.restore``);
         until it is verified, a partition is not processed. When the ledger itself cannot be
         folded, the worker stops with the accounts named rather than write from wrong state."""
         partitions = [p for p in self.runtime.active_partitions() if p not in self._verified]
+        assigned = self._assigned
+        if assigned is not None:
+            partial = [p for p in partitions if not all(tp in assigned for tp in self._owned(p))]
+            if partial:
+                # faust did not assign a table's changelog with its source partition (a topic
+                # missing from the group leader's metadata): faust does not keep that store.
+                log.warning(
+                    "partitions %s are not processed: their changelog partitions are not "
+                    "assigned with them (waiting for the next rebalance)",
+                    partial,
+                )
+                partitions = [p for p in partitions if p not in partial]
         if not partitions:
             return
         try:
@@ -209,6 +248,18 @@ class TransactionalSink:
             target = self._next_offset(tp)
             if not await runtime.seek(tp, first if target is None else target):
                 log.info("no rewind of %s: it was revoked meanwhile", tp)
+
+    async def commit_before_revocation(self) -> None:
+        """Commit everything processed, once the batch being processed (if any) is done.
+
+        A rebalance stops the flow and then asks us to commit; a batch already past the flow
+        check goes on and notes its offsets afterwards. Committing only what was pending when
+        the revocation came left that batch's transaction open into the rebalance: the
+        partition's next owner fenced it, and its commit then failed and stopped a healthy
+        worker. Batches that start after this are dropped (flow stopped, or a new generation).
+        """
+        async with self._handling:
+            await self.commit()
 
     async def commit(self) -> None:
         """Commit every partition's open transaction that holds processed batches."""

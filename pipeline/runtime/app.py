@@ -60,6 +60,28 @@ class ProcessorApp:
     live: LiveEngine
     processor: BatchProcessor
 
+    def group_topics(self) -> dict[str, tuple[int, dict[str, str]]]:
+        """The topics faust declares lazily, as it would (name -> (partitions, configs)): both
+        tables' changelogs and faust's leader topic.
+
+        The worker creates them before it joins. faust's assignor leaves out every subscribed
+        topic missing from the group leader's metadata, and a leader whose metadata predates
+        a changelog's creation kept assigning without it for seconds (seen: a table's
+        changelog in no assignment for two generations). Its partitions then left and came
+        back without the source partitions (dropped, restored again, never checked), and the
+        transactional ids, numbered by the assignor's topic groups, could change between two
+        generations, so that one owner would not fence the other."""
+        app = self.app
+        topics: dict[str, tuple[int, dict[str, str]]] = {
+            f"{app.conf.id}-__assignor-__leader": (1, {}),
+        }
+        for table in app.tables.values():
+            topics[table.changelog_topic.get_topic_name()] = (
+                self.config.partitions,
+                {"cleanup.policy": "compact"},
+            )
+        return topics
+
 
 def make_codecs(config: ProcessorConfig) -> Codecs:
     registry = load_registry(schema_dir=config.schema_dir)
@@ -188,12 +210,12 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
     app.task(commit_loop)
 
     async def on_revoked(*args: Any, **kwargs: Any) -> None:
-        await sink.commit()
+        await sink.commit_before_revocation()
 
     app.on_partitions_revoked.connect(on_revoked)
 
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        sink.keep_verified({tp.partition for tp in assigned if tp.topic == topics.usage_events})
+        sink.keep_verified(set(assigned))
 
     app.on_partitions_assigned.connect(on_assigned)
 

@@ -239,6 +239,69 @@ def test_a_batch_fetched_before_a_rebalance_is_dropped_and_rewound(
     assert h.runtime.seeks == [(TP(TOPICS.usage_events, 0), 5)], "read again from the drop"
 
 
+def test_a_revocation_commits_the_batch_that_was_being_processed_when_it_came(
+    make_sink: Callable[..., Harness],
+) -> None:
+    """The rebalance stops the flow and asks for a commit while a batch is mid-send. Its
+    offsets must be in that commit: left in an open transaction, the partition's next owner
+    fences it and the late commit stops this worker (seen in the churn test under load)."""
+    h = make_sink()
+    producer = h.producer()
+    release = asyncio.Event()
+    send_batch = producer.send_batch
+
+    async def slow_send_batch(batch: FakeBatch, topic: str, *, partition: int) -> None:
+        await release.wait()
+        await send_batch(batch, topic, partition=partition)
+
+    async def run() -> None:
+        producer.send_batch = slow_send_batch  # type: ignore[method-assign]
+        batch = asyncio.create_task(h.handle([_usage(0, "e1", "a")]))
+        await asyncio.sleep(0.01)  # past its flow check, sending
+        h.runtime.flowing = False  # the rebalance stops the flow...
+        revocation = asyncio.create_task(h.sink.commit_before_revocation())  # ...and commits
+        await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.gather(batch, revocation)
+
+    asyncio.run(run())
+    assert h.runtime.committed == {TP(TOPICS.usage_events, 0): 1}
+    assert [e["cause_id"] for e in h.ledger()] == ["e1"]
+
+
+def _owned(partition: int, *changelogs: str) -> set[TP]:
+    return {TP(TOPICS.usage_events, partition)} | {TP(c, partition) for c in changelogs}
+
+
+def test_a_partition_whose_changelog_comes_back_is_verified_again(
+    make_sink: Callable[..., Harness],
+) -> None:
+    """faust's assignor can leave a table's changelog out of one generation (a topic missing
+    from the leader's metadata) and give it back in the next: that store was restored again
+    behind the source partition's back, so the partition is checked again before it runs."""
+    h = make_sink(verified=False)
+    both = ("accounts-changelog", "ids-changelog")
+
+    async def run() -> None:
+        h.sink.keep_verified(_owned(0, *both))
+        await h.sink.verify_restored()
+        assert h.sink.metrics.verified_partitions == 1
+        h.sink.keep_verified(_owned(0, *both))  # the same again: stays verified
+        assert h.sink.metrics.verified_partitions == 1
+        h.sink.keep_verified(_owned(0, "accounts-changelog"))  # ids changelog left out
+        assert h.sink.metrics.verified_partitions == 0
+        await h.sink.verify_restored()  # not processed while faust does not keep its store
+        assert h.sink.metrics.verified_partitions == 0
+        await h.handle([_usage(0, "e1", "a")])
+        assert h.producer().open == []
+        h.sink.keep_verified(_owned(0, *both))  # back: restored again, so checked again
+        assert h.sink.metrics.verified_partitions == 0
+        await h.sink.verify_restored()
+        assert h.sink.metrics.verified_partitions == 1
+
+    asyncio.run(run())
+
+
 def test_nothing_is_processed_before_the_partition_is_verified(
     make_sink: Callable[..., Harness],
 ) -> None:
