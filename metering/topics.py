@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,6 +211,35 @@ def create_topics(
                 future.result(timeout=timeout)
             except KafkaException as exc:
                 raise TopicError(f"cannot set configs on {resource.name}: {exc}") from exc
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: Mapping[str, tuple[int, Mapping[str, str]]],
+    replicas: int,
+    timeout: float = 30.0,
+) -> None:
+    """Create each of ``topics`` (name -> (partitions, configs)) that does not exist yet, and
+    wait until the broker's metadata lists them all. For topics others would create lazily
+    (the processor's changelogs): see ``ProcessorApp.group_topics``."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
+    existing = admin.list_topics(timeout=timeout).topics
+    wanted = [
+        NewTopic(name, num_partitions=partitions, replication_factor=replicas, config=dict(cfg))
+        for name, (partitions, cfg) in topics.items()
+        if name not in existing
+    ]
+    if wanted:
+        for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
+            try:
+                future.result(timeout=timeout)
+            except KafkaException as exc:
+                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                    raise TopicError(f"cannot create topic {name}: {exc}") from exc
+    _wait_for_metadata(admin, list(topics), timeout)
 
 
 def _wait_for_metadata(admin: Any, topics: list[str], timeout: float) -> dict[str, Any]:

@@ -22,7 +22,12 @@ from pathlib import Path
 
 from metering.config import load_settings
 from metering.logs import CalmLogs, kafka_probe
-from metering.topics import TopicError, add_topic_prefix_argument, cluster_replication
+from metering.topics import (
+    TopicError,
+    add_topic_prefix_argument,
+    cluster_replication,
+    ensure_topics,
+)
 from pipeline.engine_adapter import file_source
 from pipeline.logs import logging_config
 from pipeline.settings import ProcessorConfig
@@ -250,6 +255,11 @@ def main(argv: list[str]) -> int:
     try:
         built = build_app(config, file_source(config))
     except UnsupportedFaustVersion as exc:
+        print(f"metering run processor: {exc}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        ensure_topics(config.bootstrap, built.group_topics(), config.replication or 1, timeout=60.0)
+    except TopicError as exc:
         print(f"metering run processor: {exc}", file=sys.stderr, flush=True)
         return 2
     log.info(

@@ -166,3 +166,5 @@ def test_workers_joining_and_leaving_under_load_give_the_same_ledger_as_one(
             worker.stop()
     _check(ledger, expected)
     assert all(alive), "a worker crashed during the rebalances; see its log in tmp_path"
+    for worker in workers:  # docs/processor.md, item 14: every assignment holds every topic
+        assert "Ignoring missing topic" not in worker.log_path.read_text(), worker.log_path
