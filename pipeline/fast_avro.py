@@ -359,18 +359,19 @@ def read_string(b: bytes, pos: int) -> tuple[str, int]:
 
 
 LEDGER_ENTRY_HEAD: tuple[Field, ...] = LEDGER_ENTRY_SHAPE[:3]
-"""The leading fields :func:`ledger_entry_head` skips (``entry_id``) and reads."""
+"""The leading fields :func:`ledger_entry_head` reads."""
 
 
-def ledger_entry_head(value: bytes) -> tuple[str, int]:
-    """``(account_id, seq)`` of a framed LedgerEntry, without decoding the rest.
+def ledger_entry_head(value: bytes) -> tuple[str, str, int]:
+    """``(entry_id, account_id, seq)`` of a framed LedgerEntry, without decoding the rest.
 
-    The restore check reads a whole ledger partition for these two fields; they are the
-    schema's 2nd and 3rd fields (after ``entry_id``: :data:`LEDGER_ENTRY_HEAD`), in every
-    version, which ``test_ledger_entry_head_fields_lead_every_ledger_schema`` pins.
+    The restore check reads a whole ledger partition for these fields; they are the schema's
+    first three (:data:`LEDGER_ENTRY_HEAD`), in every version, which
+    ``test_ledger_entry_head_fields_lead_every_ledger_schema`` pins.
     """
     n, pos = _long(value, 5)  # after the magic byte and the 4-byte schema id
+    entry_id = value[pos : pos + n].decode()
     n, pos = _long(value, pos + n)
     account_id = value[pos : pos + n].decode()
     seq, _ = _long(value, pos + n)
-    return account_id, seq
+    return entry_id, account_id, seq

@@ -75,6 +75,11 @@ def id_hash(event_id: str) -> bytes:
     return blake2b(event_id.encode(), digest_size=HASH_BYTES).digest()
 
 
+def remembered(db: Any, account_id: str, event_id: str) -> bool:
+    """Does the store ``db`` (one partition's) remember ``event_id`` for ``account_id``?"""
+    return db.get(account_prefix(account_id) + b"i" + id_hash(event_id)) is not None
+
+
 def void_marker(event_id: str) -> bytes:
     """The id that says ``event_id`` was voided (a hash no event id can have)."""
     return blake2b(event_id.encode(), digest_size=HASH_BYTES, person=b"void").digest()

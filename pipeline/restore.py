@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from rocksdict import WriteBatch
@@ -22,13 +23,14 @@ from metering.topic_reader import read_to_end
 from metering.topics import TopicNames
 from pipeline.core import BatchProcessor, PartitionOutput
 from pipeline.fast_avro import ledger_entry_head
-from pipeline.id_store import remember_again, write_chunks
+from pipeline.id_store import remember_again, remembered, write_chunks
 from pipeline.metrics import Metrics
 from pipeline.ports import StateTable
 from pipeline.restore_check import (
+    CHARGE_ENTRY_SUFFIXES,
     Repair,
     SeqMismatch,
-    last_seqs,
+    ids_lost,
     mismatches,
     repair_from_ledger,
     repair_from_snapshots,
@@ -83,53 +85,79 @@ class RestoreVerifier:
             for table, _ in tables
         ]
         ledger_read = asyncio.to_thread(
-            ledger_last_seqs, self.bootstrap, self.topics.credit_ledger, partitions
+            read_ledger_heads, self.bootstrap, self.topics.credit_ledger, partitions
         )
         tails, ledger = await asyncio.gather(asyncio.gather(*reads), ledger_read)
         for (table, write), table_tails in zip(tables, tails, strict=True):
             self._complete(table, write, table_tails)
         engine = self.processor.engine
         for partition in partitions:
+            heads = ledger.get(partition) or LedgerHeads()
             restored = {
                 key.decode(): engine.state_seq(value)
                 for key, value in self.table.accounts(partition)
             }
-            wrong = mismatches(restored, ledger.get(partition, {}))
-            if wrong:
-                await self._repair(partition, wrong)
+            wrong = mismatches(restored, heads.seqs)
+            lost = self._ids_lost(partition, heads, {m.account_id for m in wrong})
+            if wrong or lost:
+                await self._repair(partition, wrong, lost)
         log.info(
             "restored state of partitions %s agrees with the ledger (%d accounts, %.2f s)",
             partitions,
-            sum(len(ledger.get(p, {})) for p in partitions),
+            sum(len(ledger[p].seqs) for p in partitions if p in ledger),
             time.monotonic() - started,
         )
         return partitions
 
-    async def _repair(self, partition: int, wrong: list[SeqMismatch]) -> None:
+    def _ids_lost(self, partition: int, heads: LedgerHeads, skip: set[str]) -> list[SeqMismatch]:
+        """Accounts whose restored id store misses their last charged event (see
+        :func:`~pipeline.restore_check.ids_lost`); ``skip``: accounts rebuilt anyway."""
+        decode = self.processor.codecs.ledger.decode
+        db = self.ids_table.db(partition)
+        charges = {a: decode(v) for a, v in heads.last_charges.items() if a not in skip}
+        return ids_lost(charges, heads.seqs, lambda a, event_id: remembered(db, a, event_id))
+
+    async def _repair(
+        self, partition: int, wrong: list[SeqMismatch], lost: list[SeqMismatch]
+    ) -> None:
         """Rebuild ``wrong`` accounts: from the changelog topic's newest committed record when
-        it is the state the ledger expects, else from a snapshot plus the ledger's entries."""
+        it is the state the ledger expects, else from a snapshot plus the ledger's entries; and
+        ``lost`` ones (state right, ids missing) from their whole ledger, ids included."""
         self.metrics.restore_mismatches += 1
-        shown = "; ".join(str(m) for m in wrong[:10])
-        log.error(
-            "partition %d: the restored state of %d accounts disagrees with the ledger (%s); "
-            "rebuilding them",
-            partition,
-            len(wrong),
-            shown,
-        )
-        accounts = {m.account_id for m in wrong}
-        changelog = self.table.changelog
-        snapshots = await asyncio.to_thread(
-            newest_values, self.bootstrap, changelog, partition, accounts
-        )
+        if wrong:
+            log.error(
+                "partition %d: the restored state of %d accounts disagrees with the ledger (%s); "
+                "rebuilding them",
+                partition,
+                len(wrong),
+                "; ".join(str(m) for m in wrong[:10]),
+            )
+        if lost:
+            log.error(
+                "partition %d: the restored id store does not remember the last charged event "
+                "of %d accounts (%s); rebuilding them from the ledger",
+                partition,
+                len(lost),
+                ", ".join(m.account_id for m in lost[:10]),
+            )
+        snapshots: dict[str, bytes | None] = {}
+        if wrong:
+            snapshots = await asyncio.to_thread(
+                newest_values,
+                self.bootstrap,
+                self.table.changelog,
+                partition,
+                {m.account_id for m in wrong},
+            )
         engine = self.processor.engine
         repair, left = repair_from_snapshots(wrong, snapshots, engine.state_seq)
-        if left:
+        if left or lost:
             entries = await asyncio.to_thread(
-                self._ledger_entries, partition, {m.account_id for m in left}
+                self._ledger_entries, partition, {m.account_id for m in left + lost}
             )
             try:
                 repair_from_ledger(repair, left, snapshots, entries, engine)
+                repair_from_ledger(repair, lost, {}, entries, engine)
             except ValueError as exc:
                 raise RestoreMismatchError(
                     f"partition {partition}: {exc}; nothing was processed"
@@ -251,12 +279,25 @@ def newest_values(
     return newest
 
 
-def ledger_last_seqs(
-    bootstrap: str, topic: str, partitions: list[int]
-) -> dict[int, dict[str, int]]:
-    """partition -> account -> the last ``seq`` the committed ledger holds (blocking I/O)."""
-    heads: dict[int, list[tuple[str, int]]] = {p: [] for p in partitions}
+@dataclass
+class LedgerHeads:
+    """What the restore check takes from a ledger partition, read in offset order."""
+
+    seqs: dict[str, int] = field(default_factory=dict)
+    """account -> the last ``seq`` the committed ledger holds"""
+    last_charges: dict[str, bytes] = field(default_factory=dict)
+    """account -> its last entry that charged (or turned away) a usage event, still framed"""
+
+
+def read_ledger_heads(bootstrap: str, topic: str, partitions: list[int]) -> dict[int, LedgerHeads]:
+    """partition -> :class:`LedgerHeads` of the committed ledger (blocking I/O)."""
+    heads = {p: LedgerHeads() for p in partitions}
     for batch in read_to_end(bootstrap, topic, partitions):
         for msg in batch:
-            heads[msg.partition()].append(ledger_entry_head(msg.value()))
-    return {p: last_seqs(h) for p, h in heads.items()}
+            value = msg.value()
+            entry_id, account_id, seq = ledger_entry_head(value)
+            part = heads[msg.partition()]
+            part.seqs[account_id] = seq
+            if entry_id.endswith(CHARGE_ENTRY_SUFFIXES):
+                part.last_charges[account_id] = value
+    return heads

@@ -33,12 +33,35 @@ class SeqMismatch:
         )
 
 
-def last_seqs(heads: Iterable[tuple[str, int]]) -> dict[str, int]:
-    """The last ``seq`` per account of a ledger partition read in offset order."""
-    last: dict[str, int] = {}
-    for account_id, seq in heads:
-        last[account_id] = seq
-    return last
+CHARGE_ENTRY_SUFFIXES = (":USAGE_DEBIT", ":OVERAGE", ":USAGE_REJECTED")
+"""How the id of a ledger entry that charged (or turned away) a usage event ends: the engine
+writes ``{event_id}:{type}``; corrections and events outside the dedupe window add a suffix."""
+
+USAGE_CHARGES = frozenset({"USAGE_DEBIT", "OVERAGE", "USAGE_REJECTED"})
+
+
+def ids_lost(
+    last_charges: Mapping[str, Mapping[str, Any]],
+    seqs: Mapping[str, int],
+    remembered: Callable[[str, str], bool],
+) -> list[SeqMismatch]:
+    """Accounts whose last charged usage event (``last_charges``: account -> its ledger
+    record) the restored id store does not remember (``remembered(account, event_id)``).
+
+    The account table and the id store are written in one transaction, so a whole restore
+    remembers every charged event still inside its window, the newest first of all. One that
+    does not was restored from another point of the changelogs than its account: processing
+    on, a re-sent (or re-read) event would be charged twice. Such an account agrees with the
+    ledger by ``seq``; it is rebuilt from the ledger all the same, which remembers its ids
+    again (``ledger_seq`` = ``restored_seq``)."""
+    lost = []
+    for account_id, record in last_charges.items():
+        if record["type"] not in USAGE_CHARGES or record.get("reason") == "outside_dedupe_window":
+            continue
+        if not remembered(account_id, record["cause_id"]):
+            seq = seqs[account_id]
+            lost.append(SeqMismatch(account_id, seq, seq))
+    return sorted(lost, key=lambda m: m.account_id)
 
 
 def mismatches(restored: Mapping[str, int], ledger: Mapping[str, int]) -> list[SeqMismatch]:

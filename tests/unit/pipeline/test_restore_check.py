@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
-
 from metering.avro import LEDGER_ENTRY, AvroCodec, load_registry
 from metering.domain import CreditCommand, CreditEngine, EngineConfig, load_plans, load_price_book
 from metering.domain.state import AccountState
 from pipeline.fast_avro import ledger_entry_head
-from pipeline.restore_check import SeqMismatch, last_seqs, mismatches
+from pipeline.restore_check import SeqMismatch, ids_lost, mismatches
 
 
 def test_agreeing_tables_have_no_mismatch() -> None:
@@ -27,15 +24,22 @@ def test_state_ahead_of_or_without_a_ledger_is_a_mismatch() -> None:
     ]
 
 
-@given(st.lists(st.tuples(st.sampled_from("abc"), st.integers(1, 50))))
-def test_last_seqs_keeps_the_last_entry_of_each_account(heads: list[tuple[str, int]]) -> None:
-    expected: dict[str, int] = {}
-    for account, seq in heads:
-        expected[account] = seq
-    assert last_seqs(heads) == expected
+def test_an_account_whose_last_charged_event_is_not_remembered_is_rebuilt() -> None:
+    """State and ledger agree by seq, but the id store lost the newest ids: a re-sent event
+    would be charged twice, so the account is rebuilt from the ledger, ids included."""
+    charges = {
+        "kept": {"type": "USAGE_DEBIT", "cause_id": "e1", "reason": None},
+        "lost": {"type": "OVERAGE", "cause_id": "e2", "reason": None},
+        "rejected": {"type": "USAGE_REJECTED", "cause_id": "e3", "reason": "insufficient"},
+        "late": {"type": "USAGE_DEBIT", "cause_id": "e4", "reason": "outside_dedupe_window"},
+    }
+    seqs = {"kept": 3, "lost": 7, "rejected": 2, "late": 9}
+    remembered = {("kept", "e1")}
+    lost = ids_lost(charges, seqs, lambda a, e: (a, e) in remembered)
+    assert lost == [SeqMismatch("lost", 7, 7), SeqMismatch("rejected", 2, 2)]
 
 
-def test_ledger_entry_head_reads_account_and_seq_of_a_framed_entry() -> None:
+def test_ledger_entry_head_reads_id_account_and_seq_of_a_framed_entry() -> None:
     codec = AvroCodec(load_registry(), LEDGER_ENTRY)
     engine = CreditEngine(load_price_book(None), load_plans(None), EngineConfig())
     state = engine.new_state("acct-é7")
@@ -52,5 +56,5 @@ def test_ledger_entry_head_reads_account_and_seq_of_a_framed_entry() -> None:
     assert entries
     for entry in entries:
         value = codec.encode(entry.to_record())
-        assert ledger_entry_head(value) == (entry.account_id, entry.seq)
+        assert ledger_entry_head(value) == (entry.entry_id, entry.account_id, entry.seq)
     assert AccountState.seq_of(state.to_bytes()) == state.seq
