@@ -177,14 +177,7 @@ def create_topics(
         for name in names.all()
         if name not in existing
     ]
-    if wanted:
-        for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
-            try:
-                future.result(timeout=timeout)
-            except KafkaException as exc:
-                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                    raise TopicError(f"cannot create topic {name}: {exc}") from exc
-
+    _create(admin, wanted, timeout)
     metadata = _wait_for_metadata(admin, names.all(), timeout)
     for name in names.keyed():
         count = len(metadata[name].partitions)
@@ -222,7 +215,6 @@ def ensure_topics(
     """Create each of ``topics`` (name -> (partitions, configs)) that does not exist yet, and
     wait until the broker's metadata lists them all. For topics others would create lazily
     (the processor's changelogs): see ``ProcessorApp.group_topics``."""
-    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 2})
@@ -232,14 +224,22 @@ def ensure_topics(
         for name, (partitions, cfg) in topics.items()
         if name not in existing
     ]
-    if wanted:
-        for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
-            try:
-                future.result(timeout=timeout)
-            except KafkaException as exc:
-                if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
-                    raise TopicError(f"cannot create topic {name}: {exc}") from exc
+    _create(admin, wanted, timeout)
     _wait_for_metadata(admin, list(topics), timeout)
+
+
+def _create(admin: Any, wanted: list[Any], timeout: float) -> None:
+    """Create the ``NewTopic``s ``wanted``; one that another process created meanwhile is fine."""
+    from confluent_kafka import KafkaException
+
+    if not wanted:
+        return
+    for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            if exc.args[0].name() != "TOPIC_ALREADY_EXISTS":
+                raise TopicError(f"cannot create topic {name}: {exc}") from exc
 
 
 def _wait_for_metadata(admin: Any, topics: list[str], timeout: float) -> dict[str, Any]:
