@@ -1,4 +1,4 @@
-"""The restored account table must agree with the ledger before a partition is processed.
+"""The restored tables must agree with the ledger before a partition is processed.
 
 The ledger topic is the source of truth; the processor's table (RocksDB restored from its
 changelog) is only a cache of it. Both are written in one Kafka transaction, so after a correct
@@ -6,7 +6,8 @@ restore every account's ``seq`` equals the last ``seq`` the ledger holds for it.
 lost state (docs/processor.md, "Exactly once", item 10) would start accounts again at seq 1; this
 check finds that before anything is written, and the repair puts each such account right: from
 its newest committed changelog record when that agrees with the ledger, else by catching a
-snapshot up with the ledger. Pure: the I/O is the caller's.
+snapshot up with the ledger. The id store, written in the same transactions, must remember
+each account's last charged event (:func:`ids_lost`). Pure: the I/O is the caller's.
 """
 
 from __future__ import annotations
