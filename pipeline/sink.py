@@ -73,9 +73,6 @@ class TransactionalSink:
         self._assigned: set[TP] | None = None
         """The current assignment, every topic; None until the first (then every partition
         the runtime calls active is verified as it is)."""
-        self._handling = asyncio.Lock()
-        """Held while a fetched batch is processed: a revocation waits for it (see
-        :meth:`commit_before_revocation`)."""
         self.verifier = RestoreVerifier(
             bootstrap, topics, table, ids_table, processor, metrics, self.publish
         )
@@ -85,10 +82,6 @@ class TransactionalSink:
 
     async def handle(self, batch: list[InMessage], generation: int) -> None:
         """Process one fetched batch (any partitions, fetch order) of the source topics."""
-        async with self._handling:
-            await self._handle(batch, generation)
-
-    async def _handle(self, batch: list[InMessage], generation: int) -> None:
         by_partition: dict[int, list[InMessage]] = {}
         for msg in batch:
             part = by_partition.get(msg.partition)
@@ -248,18 +241,6 @@ class TransactionalSink:
             target = self._next_offset(tp)
             if not await runtime.seek(tp, first if target is None else target):
                 log.info("no rewind of %s: it was revoked meanwhile", tp)
-
-    async def commit_before_revocation(self) -> None:
-        """Commit everything processed, once the batch being processed (if any) is done.
-
-        A rebalance stops the flow and then asks us to commit; a batch already past the flow
-        check goes on and notes its offsets afterwards. Committing only what was pending when
-        the revocation came left that batch's transaction open into the rebalance: the
-        partition's next owner fenced it, and its commit then failed and stopped a healthy
-        worker. Batches that start after this are dropped (flow stopped, or a new generation).
-        """
-        async with self._handling:
-            await self.commit()
 
     async def commit(self) -> None:
         """Commit every partition's open transaction that holds processed batches."""

@@ -210,7 +210,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
     app.task(commit_loop)
 
     async def on_revoked(*args: Any, **kwargs: Any) -> None:
-        await sink.commit_before_revocation()
+        await sink.commit()
 
     app.on_partitions_revoked.connect(on_revoked)
 
