@@ -242,7 +242,7 @@ def test_a_batch_fetched_before_a_rebalance_is_dropped_and_rewound(
 @pytest.mark.xfail(
     strict=True,
     reason="open (docs/processor.md, item 13): waiting for the batch in flight made the "
-    "broker-kill test's projection stall in 4 of 8 runs",
+    "broker-kill test's projection stall in 4 of 7 runs",
 )
 def test_a_revocation_commits_the_batch_that_was_being_processed_when_it_came(
     make_sink: Callable[..., Harness],
