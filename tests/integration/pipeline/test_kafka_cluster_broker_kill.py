@@ -17,6 +17,7 @@ import time
 import traceback
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
@@ -51,6 +52,18 @@ ACCOUNTS = 50
 def ledger_audited_after_each_test() -> None:
     """Replaces the package's audit of the session broker's topics: this test's ledger lives
     on its own cluster, and the test runs the full ``metering reconcile`` on it."""
+
+
+def _positions(consumer: Any) -> str:
+    """Each assigned partition's fetch position against its (read_committed) end."""
+    out = []
+    try:
+        for tp in consumer.position(consumer.assignment()):
+            low, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            out.append(f"[{tp.partition}] at {tp.offset} of {low}..{high}")
+    except Exception as exc:  # a diagnostic: never hide the stall behind its own error
+        out.append(f"unknown ({exc!r})")
+    return ", ".join(out)
 
 
 def _offsets_topic(bootstrap: str) -> str:
@@ -145,7 +158,7 @@ def test_a_broker_killed_mid_run_loses_nothing_and_counts_nothing_twice(
                     )
                     raise AssertionError(
                         f"the projection stalled: {projection.metrics}\n"
-                        f"assignment: {projection.consumer.assignment()}\n"
+                        f"positions: {_positions(projection.consumer)}\n"
                         f"{_offsets_topic(bootstrap)}\n{stacks}"
                     )
                 time.sleep(0.1)
