@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from metering.domain.catch_up import USAGE_ENTRY_TYPES, remembers_event
 from pipeline.ports import EnginePort, ToRemember
 
 
@@ -34,11 +35,9 @@ class SeqMismatch:
         )
 
 
-CHARGE_ENTRY_SUFFIXES = (":USAGE_DEBIT", ":OVERAGE", ":USAGE_REJECTED")
+CHARGE_ENTRY_SUFFIXES = tuple(f":{t.value}" for t in USAGE_ENTRY_TYPES)
 """How the id of a ledger entry that charged (or turned away) a usage event ends: the engine
 writes ``{event_id}:{type}``; corrections and events outside the dedupe window add a suffix."""
-
-USAGE_CHARGES = frozenset({"USAGE_DEBIT", "OVERAGE", "USAGE_REJECTED"})
 
 
 def ids_lost(
@@ -57,7 +56,7 @@ def ids_lost(
     again (``ledger_seq`` = ``restored_seq``)."""
     lost = []
     for account_id, record in last_charges.items():
-        if record["type"] not in USAGE_CHARGES or record.get("reason") == "outside_dedupe_window":
+        if not remembers_event(record["type"], record.get("reason")):
             continue
         if not remembered(account_id, record["cause_id"]):
             seq = seqs[account_id]

@@ -26,7 +26,7 @@ from metering.domain.charges import ChargeRecord
 from metering.domain.config import EngineConfig
 from metering.domain.corrections import AMENDED
 from metering.domain.entries import entry_suffix, is_time_cause, refresh_grants
-from metering.domain.errors import LedgerError
+from metering.domain.errors import LedgerError, OutsideDedupeWindow
 from metering.domain.fold import fold
 from metering.domain.grants import Grant
 from metering.domain.periods import period_bounds
@@ -35,7 +35,17 @@ from metering.domain.records import AccountOverride, AccountTerms, EntryType, Le
 from metering.domain.reversal import Charge
 from metering.domain.state import AccountState, command_key
 
-_USAGE = frozenset({EntryType.USAGE_DEBIT, EntryType.OVERAGE, EntryType.USAGE_REJECTED})
+USAGE_ENTRY_TYPES = frozenset({EntryType.USAGE_DEBIT, EntryType.OVERAGE, EntryType.USAGE_REJECTED})
+"""Entries that charged (or turned away) a usage event: their event id is remembered, unless
+the event was outside the dedupe window (:func:`remembers_event`)."""
+
+
+def remembers_event(entry_type: str, reason: str | None) -> bool:
+    """Does an entry of ``entry_type`` with ``reason`` leave its cause (a usage event) in the
+    id store? The one rule the rebuild (``catch_up``) and the restore check both apply."""
+    return entry_type in USAGE_ENTRY_TYPES and reason != OutsideDedupeWindow.code
+
+
 _CLOSING = frozenset({EntryType.GRANT_EXPIRED, EntryType.GRANT_VOIDED})
 
 
@@ -80,7 +90,7 @@ def catch_up(
     corrections: dict[str, int] = {}
     for e in entries:
         _apply(state, e, plans)
-        if e.type in _USAGE and e.reason != "outside_dedupe_window":
+        if remembers_event(e.type, e.reason):
             remembered.append((e.cause_id, state.clock))
             if e.reason == AMENDED:
                 voided.pop(e.cause_id, None)  # reversed, then charged again
@@ -90,7 +100,7 @@ def catch_up(
             event_id = entry_suffix(e)
             voided[event_id] = state.clock
             amended.pop(event_id, None)
-        elif not is_time_cause(state.account_id, e.cause_id) and e.type not in _USAGE:
+        elif not is_time_cause(state.account_id, e.cause_id) and e.type not in USAGE_ENTRY_TYPES:
             state.commands.add(command_key(e.cause_id))
     for grant in state.grants:
         if grant.expires_at is not None and state.clock >= grant.expires_at - (
