@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource
 from processor_harness import (
     Input,
@@ -192,13 +193,21 @@ def test_a_broker_killed_mid_run_loses_nothing_and_counts_nothing_twice(
 def _assert_replicated(bootstrap: str, topic: str) -> None:
     """3 replicas per partition and min ISR 2, as ``create_topics`` sets on 3 brokers."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     deadline = time.monotonic() + 30
-    while True:  # a broker that has not caught up with the topic yet lists no partitions
-        partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
-        if partitions or time.monotonic() > deadline:
+    while True:
+        # A broker that has not caught up with the new topic yet lists no partitions, or
+        # answers the config request with UNKNOWN_TOPIC_OR_PART: ask again.
+        try:
+            partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+            config = admin.describe_configs([resource])[resource].result(timeout=10)
+            if partitions:
+                break
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert {len(p.replicas) for p in partitions.values()} == {3}
-    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
-    config = admin.describe_configs([resource])[resource].result(timeout=10)
     assert config["min.insync.replicas"].value == "2"
