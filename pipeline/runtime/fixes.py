@@ -1,12 +1,13 @@
-"""Corrections to faust-streaming 0.15.3: two that the processor's exactly-once depends on, one
-that saves a second at every worker start.
+"""Corrections to faust-streaming 0.15.3 and to aiokafka 0.14.0 (faust's Kafka client): three
+that the processor's exactly-once and liveness depend on, one that saves a second at every
+worker start.
 
-Each fix is a narrow patch of one faust function, applied once by :func:`apply` when the app is
+Each fix is a narrow patch of one function, applied once by :func:`apply` when the app is
 built (never on import); the reasons are in docs/processor.md, "Exactly once: what faust does,
-where it falls short" (items 5, 6 and 12). The processor also reads and writes faust internals
+where it falls short" (items 5, 6, 12 and 15). The processor also reads and writes faust internals
 elsewhere in ``pipeline/runtime`` (``app.py``, ``consumer.py``, ``stores.py``): all of it was
-written against exactly :data:`FAUST_VERSION`, so :func:`apply` refuses any other version rather
-than let an upgrade break exactly-once without an error.
+written against exactly :data:`FAUST_VERSION` and :data:`AIOKAFKA_VERSION`, so :func:`apply`
+refuses any other version rather than let an upgrade break exactly-once without an error.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from importlib.metadata import version
 from typing import Any
 
+from aiokafka import client as aiokafka_client
 from faust.tables import manager as faust_tables_manager
 from faust.tables import recovery as faust_recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -25,18 +27,25 @@ FAUST_VERSION = "0.15.3"
 dependency is pinned to it in pyproject.toml)."""
 
 
+AIOKAFKA_VERSION = "0.14.0"
+"""The one aiokafka release (faust's Kafka client) the processor patches, pinned likewise."""
+
+
 class UnsupportedFaustVersion(RuntimeError):
-    """The installed faust-streaming is not :data:`FAUST_VERSION`."""
+    """The installed faust-streaming or aiokafka is not the release the patches target."""
 
 
-def require_supported_version(installed: str | None = None) -> None:
-    """Raise :class:`UnsupportedFaustVersion` unless faust-streaming is :data:`FAUST_VERSION`."""
-    installed = installed or version("faust-streaming")
-    if installed != FAUST_VERSION:
+def require_supported_version(
+    installed: str | None = None, *, package: str = "faust-streaming"
+) -> None:
+    """Raise :class:`UnsupportedFaustVersion` unless ``package`` (faust-streaming or aiokafka)
+    is the release pinned for it."""
+    pinned = {"faust-streaming": FAUST_VERSION, "aiokafka": AIOKAFKA_VERSION}[package]
+    installed = installed or version(package)
+    if installed != pinned:
         raise UnsupportedFaustVersion(
-            f"faust-streaming {installed} is installed, but the processor's exactly-once patches "
-            f"target {FAUST_VERSION} only; install faust-streaming=={FAUST_VERSION} "
-            "(pip install -e . does)"
+            f"{package} {installed} is installed, but the processor's exactly-once patches "
+            f"target {pinned} only; install {package}=={pinned} (pip install -e . does)"
         )
 
 
@@ -83,6 +92,24 @@ async def _start_tables_now(self: Any) -> None:
         await self.recovery.start()
 
 
+_wait_on_metadata = aiokafka_client.AIOKafkaClient._wait_on_metadata
+
+
+async def _wait_on_metadata_tracked(self: Any, topic: str) -> Any:
+    """``AIOKafkaClient._wait_on_metadata`` that also keeps ``topic`` in the client's topic list.
+
+    An aiokafka client asks for every topic's metadata until it first sends to a topic its
+    metadata lacks (a full fetch leaves out a topic it got an error for, as right after a
+    broker died); from then on it asks for the topics added that way only. A transactional
+    producer that had already written other topics (the changelogs) loses their metadata at
+    its next refresh: their batches wait for a leader forever, the transaction's commit waits
+    for them, and the partition stops for good (docs/processor.md item 15). Keeping every
+    topic a client writes in its list keeps their metadata for as long as the client lives.
+    """
+    self._topics.add(topic)
+    return await _wait_on_metadata(self, topic)
+
+
 _applied = False
 
 
@@ -92,6 +119,8 @@ def apply() -> None:
     if _applied:
         return
     require_supported_version()
+    require_supported_version(package="aiokafka")
+    aiokafka_client.AIOKafkaClient._wait_on_metadata = _wait_on_metadata_tracked  # type: ignore[method-assign]
     faust_recovery.asyncio = _FastRecoveryAsyncio()  # type: ignore[assignment]
     faust_aiokafka.AIOKafkaConsumerThread._highwaters = _committed_highwaters  # type: ignore[method-assign]
     faust_tables_manager.TableManager.on_start = _start_tables_now  # type: ignore[method-assign]

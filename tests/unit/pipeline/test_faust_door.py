@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.runtime.fixes import FAUST_VERSION, UnsupportedFaustVersion, require_supported_version
+from pipeline.runtime.fixes import (
+    AIOKAFKA_VERSION,
+    FAUST_VERSION,
+    UnsupportedFaustVersion,
+    require_supported_version,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 PRODUCT = ("metering", "pipeline", "consumers", "projections", "schemas")
@@ -73,14 +78,19 @@ def test_no_module_outside_the_runtime_touches_a_private_faust_part() -> None:
     assert touched == set(), f"faust internals used outside pipeline/runtime: {sorted(touched)}"
 
 
-def test_the_dependency_is_pinned_to_the_patched_release() -> None:
-    assert f'"faust-streaming=={FAUST_VERSION}"' in (ROOT / "pyproject.toml").read_text()
-    require_supported_version()  # the installed one
+def test_the_dependencies_are_pinned_to_the_patched_releases() -> None:
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'"faust-streaming=={FAUST_VERSION}"' in pyproject
+    assert f'"aiokafka=={AIOKAFKA_VERSION}"' in pyproject
+    require_supported_version()  # the installed ones
+    require_supported_version(package="aiokafka")
 
 
 def test_any_other_release_is_refused_with_a_clear_message() -> None:
     with pytest.raises(UnsupportedFaustVersion, match=r"0\.16\.0 is installed.*0\.15\.3"):
         require_supported_version("0.16.0")
+    with pytest.raises(UnsupportedFaustVersion, match=r"aiokafka 0\.15\.0 is installed.*0\.14\.0"):
+        require_supported_version("0.15.0", package="aiokafka")
 
 
 def test_importing_the_app_patches_nothing() -> None:
@@ -90,6 +100,8 @@ def test_importing_the_app_patches_nothing() -> None:
         "from faust.stores import STORES\n"
         "assert recovery.asyncio is asyncio, 'patched on import'\n"
         "assert 'metering-rocksdb' not in STORES.aliases, 'store registered on import'\n"
+        "from aiokafka.client import AIOKafkaClient\n"
+        "assert AIOKafkaClient._wait_on_metadata.__module__ == 'aiokafka.client', 'patched'\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
