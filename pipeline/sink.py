@@ -16,8 +16,11 @@ Runtime-agnostic: it speaks to the stream runtime only through ``pipeline.ports`
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aiokafka.structs import TopicPartition as TP
@@ -31,6 +34,18 @@ from pipeline.ports import StateTable, StreamRuntime
 from pipeline.restore import RestoreMismatchError, RestoreVerifier
 
 log = logging.getLogger("pipeline.sink")
+
+STUCK_AFTER_S = 60.0
+"""How long processing one fetched batch, or one commit (waiting for its locks included), may
+run before the worker stops. A batch takes milliseconds and a commit well under a second; 60 s
+is the producers' ``transaction.timeout.ms`` (aiokafka's default), after which the coordinator
+aborts the open transaction anyway. Anything still waiting then waits on a client that will
+not recover (docs/processor.md item 15): stopping hands the partitions to the group, which
+restores them from the committed state."""
+
+
+class StuckError(RuntimeError):
+    """A batch or a commit ran longer than :data:`STUCK_AFTER_S`."""
 
 
 class TransactionalSink:
@@ -73,6 +88,13 @@ class TransactionalSink:
         self._assigned: set[TP] | None = None
         """The current assignment, every topic; None until the first (then every partition
         the runtime calls active is verified as it is)."""
+        self._handling = asyncio.Lock()
+        """Held while a fetched batch is processed: a revocation waits for it (see
+        :meth:`commit_before_revocation`)."""
+        self._running: dict[object, tuple[str, float]] = {}
+        """Batches and commits under way: token -> (what, monotonic start)."""
+        self.stuck_after_s = STUCK_AFTER_S
+        self._stuck = False
         self.verifier = RestoreVerifier(
             bootstrap, topics, table, ids_table, processor, metrics, self.publish
         )
@@ -82,6 +104,11 @@ class TransactionalSink:
 
     async def handle(self, batch: list[InMessage], generation: int) -> None:
         """Process one fetched batch (any partitions, fetch order) of the source topics."""
+        async with self._handling:
+            with self._timed("processing a fetched batch"):
+                await self._handle(batch, generation)
+
+    async def _handle(self, batch: list[InMessage], generation: int) -> None:
         by_partition: dict[int, list[InMessage]] = {}
         for msg in batch:
             part = by_partition.get(msg.partition)
@@ -242,13 +269,61 @@ class TransactionalSink:
             if not await runtime.seek(tp, first if target is None else target):
                 log.info("no rewind of %s: it was revoked meanwhile", tp)
 
+    async def commit_before_revocation(self) -> None:
+        """Commit everything processed, once the batch being processed (if any) is done.
+
+        A rebalance stops the flow and then asks us to commit; a batch already past the flow
+        check goes on and notes its offsets afterwards. Committing only what was pending when
+        the revocation came left that batch's transaction open into the rebalance, to be
+        committed by the commit loop while faust stopped or replaced its producer: the commit
+        then failed (fenced) or waited forever (docs/processor.md item 13). Batches that start
+        after this are dropped (flow stopped, or a new generation).
+        """
+        with self._timed("the revocation's commit"):
+            async with self._handling:
+                await self.commit()
+
     async def commit(self) -> None:
         """Commit every partition's open transaction that holds processed batches."""
         parts = list(self._pending)
-        if len(parts) == 1:
-            await self._commit_partition(parts[0])
-        elif parts:
-            await asyncio.gather(*(self._commit_partition(p) for p in parts))
+        if not parts:
+            return
+        with self._timed("a commit"):
+            if len(parts) == 1:
+                await self._commit_partition(parts[0])
+            else:
+                await asyncio.gather(*(self._commit_partition(p) for p in parts))
+
+    @contextmanager
+    def _timed(self, what: str) -> Iterator[None]:
+        """Mark ``what`` as under way for :meth:`check_liveness`."""
+        token = object()
+        self._running[token] = (what, time.monotonic())
+        try:
+            yield
+        finally:
+            del self._running[token]
+
+    async def check_liveness(self) -> None:
+        """Stop the worker when a batch or a commit has run longer than ``stuck_after_s``.
+
+        Called by a timer: whatever hangs (a client waiting on metadata it will never get, a
+        lock held by such a wait) would otherwise hold its partitions, and with the commit
+        loop every partition of the worker, for good and without an error."""
+        if self._stuck:
+            return
+        now = time.monotonic()
+        for what, since in list(self._running.values()):
+            if now - since > self.stuck_after_s:
+                self._stuck = True
+                error = StuckError(f"{what} has run for {now - since:.0f} s")
+                log.error(
+                    "%s: stopping the worker; its partitions go to the group. Waiting:\n%s",
+                    error,
+                    _waiting_tasks(),
+                )
+                await self.runtime.crash(error)
+                return
 
     async def _commit_partition(self, partition: int) -> None:
         try:
@@ -324,9 +399,10 @@ class TransactionalSink:
             lock, txp = self._transaction(partition)
         except KeyError:
             return False
-        async with lock:
-            await self._send(txp, partition, out)
-            await self._commit_locked(partition)
+        with self._timed("publishing a restore's repair"):
+            async with lock:
+                await self._send(txp, partition, out)
+                await self._commit_locked(partition)
         return True
 
     async def sweep(self, processor: BatchProcessor, now: int) -> None:
@@ -389,3 +465,20 @@ class _TopicBatches:
     async def flush(self) -> None:
         for topic in list(self._open):
             await self._send(topic)
+
+
+def _waiting_tasks(limit: int = 20) -> str:
+    """The stacks of the tasks of this loop that wait in the sink or in a Kafka producer:
+    what a hung batch or commit was waiting on, for the log."""
+    out = io.StringIO()
+    shown = 0
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=25)
+        files = {frame.f_code.co_filename for frame in frames}
+        if not any(f.endswith("pipeline/sink.py") or "aiokafka/producer" in f for f in files):
+            continue
+        task.print_stack(limit=25, file=out)
+        shown += 1
+        if shown >= limit:
+            break
+    return out.getvalue()

@@ -45,6 +45,9 @@ from pipeline.sink import TransactionalSink
 
 log = logging.getLogger("pipeline.runtime")
 
+LIVENESS_CHECK_S = 5.0
+"""How often the sink is asked whether a batch or a commit has hung
+(``TransactionalSink.check_liveness``)."""
 TABLE_NAME = "accounts"
 IDS_TABLE_NAME = "event_ids"
 
@@ -210,7 +213,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
     app.task(commit_loop)
 
     async def on_revoked(*args: Any, **kwargs: Any) -> None:
-        await sink.commit()
+        await sink.commit_before_revocation()
 
     app.on_partitions_revoked.connect(on_revoked)
 
@@ -224,6 +227,11 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
         await sink.verify_restored()
 
     app.on_rebalance_complete.connect(on_restored)
+
+    async def check_liveness() -> None:
+        await sink.check_liveness()
+
+    app.timer(LIVENESS_CHECK_S, name="liveness")(check_liveness)
 
     if config.sweep_interval_s:
 

@@ -53,6 +53,7 @@ class FakeProducer:
     committed_offsets: dict[TP, int] = field(default_factory=dict)
     fail_commit: bool = False
     fenced: bool = False
+    hang_commit: bool = False
 
     def create_batch(self) -> FakeBatch:
         return FakeBatch(self.batch_capacity)
@@ -70,6 +71,8 @@ class FakeProducer:
         self.open_offsets.update(offsets)
 
     async def commit_transaction(self) -> None:
+        if self.hang_commit:  # a batch that never finds its leader (docs/processor.md item 15)
+            await asyncio.Event().wait()
         if self.fail_commit or self.fenced:
             raise RuntimeError("producer fenced")
         self.committed.extend(self.open)
@@ -239,11 +242,6 @@ def test_a_batch_fetched_before_a_rebalance_is_dropped_and_rewound(
     assert h.runtime.seeks == [(TP(TOPICS.usage_events, 0), 5)], "read again from the drop"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (docs/processor.md, item 13): waiting for the batch in flight made the "
-    "broker-kill test's projection stall in 4 of 7 runs",
-)
 def test_a_revocation_commits_the_batch_that_was_being_processed_when_it_came(
     make_sink: Callable[..., Harness],
 ) -> None:
@@ -264,7 +262,7 @@ def test_a_revocation_commits_the_batch_that_was_being_processed_when_it_came(
         batch = asyncio.create_task(h.handle([_usage(0, "e1", "a")]))
         await asyncio.sleep(0.01)  # past its flow check, sending
         h.runtime.flowing = False  # the rebalance stops the flow...
-        revocation = asyncio.create_task(h.sink.commit())  # ...and commits
+        revocation = asyncio.create_task(h.sink.commit_before_revocation())  # ...and commits
         await asyncio.sleep(0.01)
         release.set()
         await asyncio.gather(batch, revocation)
@@ -389,6 +387,48 @@ def test_a_failed_commit_crashes_the_worker(make_sink: Callable[..., Harness]) -
     asyncio.run(run())
     assert len(h.runtime.crashed) == 1
     assert h.runtime.committed == {}
+
+
+def test_a_commit_that_hangs_stops_the_worker(make_sink: Callable[..., Harness]) -> None:
+    h = make_sink(hang_commit=True)
+    h.sink.stuck_after_s = 0.05
+
+    async def run() -> None:
+        await h.handle([_usage(0, "e1", "a")])
+        commit = asyncio.create_task(h.sink.commit())
+        await h.sink.check_liveness()
+        assert h.runtime.crashed == [], "not before stuck_after_s"
+        await asyncio.sleep(0.1)
+        await h.sink.check_liveness()
+        await h.sink.check_liveness()  # once is enough
+        commit.cancel()
+
+    asyncio.run(run())
+    assert [type(e).__name__ for e in h.runtime.crashed] == ["StuckError"]
+    assert "a commit has run for" in str(h.runtime.crashed[0])
+    assert h.runtime.committed == {}
+
+
+def test_a_batch_that_hangs_in_a_send_stops_the_worker(
+    make_sink: Callable[..., Harness],
+) -> None:
+    h = make_sink()
+    h.sink.stuck_after_s = 0.05
+
+    async def never(batch: FakeBatch, topic: str, *, partition: int) -> None:
+        await asyncio.Event().wait()  # a leader that never comes (docs/processor.md item 15)
+
+    h.producer(0).send_batch = never  # type: ignore[method-assign]
+
+    async def run() -> None:
+        batch = asyncio.create_task(h.handle([_usage(0, "e1", "a")]))
+        await asyncio.sleep(0.1)
+        await h.sink.check_liveness()
+        batch.cancel()
+
+    asyncio.run(run())
+    assert [type(e).__name__ for e in h.runtime.crashed] == ["StuckError"]
+    assert "processing a fetched batch" in str(h.runtime.crashed[0])
 
 
 def test_a_partition_we_do_not_own_is_left_for_its_owner(
