@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka.errors import IllegalStateError
+from aiokafka.structs import TopicPartition
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
@@ -151,6 +152,31 @@ def batch_consumer_class(
                     read_offset[tp] = offset
             if batch:
                 await handler(batch, generation)
+
+        async def perform_seek(self) -> None:
+            """faust's seek to the committed offsets, then the source partitions that have
+            none back to their beginning.
+
+            aiokafka seeks only partitions whose committed offset is above 0. A partition kept
+            across a rebalance, whose records this worker had read into a transaction that
+            was then aborted (its producer replaced, a commit that failed) before any offset
+            of it was committed, kept its read position past those records: nothing ever read
+            them again, and the worker sat idle with the partition's input unprocessed
+            (docs/processor.md item 16). A group's first read starts at the beginning too
+            (``auto.offset.reset=earliest``), so this is where its next owner would start."""
+            await super().perform_seek()
+            committed = self._committed_offset
+            never = [
+                tp
+                for tp in self.assignment()
+                if tp.topic in source_topics and not committed.get(tp)
+            ]
+            if never:
+                await self._thread.seek_to_beginning(
+                    *(TopicPartition(tp.topic, tp.partition) for tp in never)
+                )
+                for tp in never:
+                    self._read_offset[tp] = None
 
         async def _seek_back_unless_reassigned(self) -> None:
             # faust seeks to the committed offsets here; when a rebalance has already changed
