@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 from aiokafka.structs import TopicPartition as TP
@@ -468,16 +469,28 @@ class _TopicBatches:
 
 
 def _waiting_tasks(limit: int = 20) -> str:
-    """The stacks of the tasks of this loop that wait in the sink or in a Kafka producer:
-    what a hung batch or commit was waiting on, for the log."""
+    """Where the tasks of this loop that wait in the sink or in a Kafka producer are waiting
+    (each task's chain of awaits, innermost last), for the log of a hung batch or commit."""
     out = io.StringIO()
     shown = 0
     for task in asyncio.all_tasks():
-        frames = task.get_stack(limit=25)
-        files = {frame.f_code.co_filename for frame in frames}
+        chain: list[FrameType] = []
+        coro: Any = task.get_coro()
+        while coro is not None and len(chain) < 40:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                chain.append(frame)
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        files = [frame.f_code.co_filename for frame in chain]
         if not any(f.endswith("pipeline/sink.py") or "aiokafka/producer" in f for f in files):
             continue
-        task.print_stack(limit=25, file=out)
+        out.write(f"{task.get_name()}:\n")
+        for frame in chain:
+            flags = {
+                k: v for k, v in frame.f_locals.items() if isinstance(v, bool | int) and k != "self"
+            }
+            code = frame.f_code
+            out.write(f"  {code.co_filename}:{frame.f_lineno} {code.co_name} {flags or ''}\n")
         shown += 1
         if shown >= limit:
             break

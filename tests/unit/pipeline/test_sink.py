@@ -389,7 +389,9 @@ def test_a_failed_commit_crashes_the_worker(make_sink: Callable[..., Harness]) -
     assert h.runtime.committed == {}
 
 
-def test_a_commit_that_hangs_stops_the_worker(make_sink: Callable[..., Harness]) -> None:
+def test_a_commit_that_hangs_stops_the_worker(
+    make_sink: Callable[..., Harness], caplog: pytest.LogCaptureFixture
+) -> None:
     h = make_sink(hang_commit=True)
     h.sink.stuck_after_s = 0.05
 
@@ -407,6 +409,8 @@ def test_a_commit_that_hangs_stops_the_worker(make_sink: Callable[..., Harness])
     assert [type(e).__name__ for e in h.runtime.crashed] == ["StuckError"]
     assert "a commit has run for" in str(h.runtime.crashed[0])
     assert h.runtime.committed == {}
+    # The log says where it waited: the await chain down to the producer's commit.
+    assert "_commit_locked" in caplog.text and "commit_transaction" in caplog.text
 
 
 def test_a_batch_that_hangs_in_a_send_stops_the_worker(
