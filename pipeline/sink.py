@@ -92,6 +92,8 @@ class TransactionalSink:
         self._handling = asyncio.Lock()
         """Held while a fetched batch is processed: a revocation waits for it (see
         :meth:`commit_before_revocation`)."""
+        self._committing = asyncio.Lock()
+        """Held by :meth:`commit`: a revocation's commit waits for the commit loop's."""
         self._running: dict[object, tuple[str, float]] = {}
         """Batches and commits under way: token -> (what, monotonic start)."""
         self.stuck_after_s = STUCK_AFTER_S
@@ -285,15 +287,19 @@ class TransactionalSink:
                 await self.commit()
 
     async def commit(self) -> None:
-        """Commit every partition's open transaction that holds processed batches."""
-        parts = list(self._pending)
-        if not parts:
-            return
+        """Commit every partition's open transaction that holds processed batches.
+
+        One at a time: a commit takes the offsets it commits out of the pending list when it
+        starts, so a revocation's commit that ran beside the commit loop's would find nothing
+        to do and let faust stop a producer whose commit was still in flight (it then waited
+        forever, docs/processor.md item 13)."""
         with self._timed("a commit"):
-            if len(parts) == 1:
-                await self._commit_partition(parts[0])
-            else:
-                await asyncio.gather(*(self._commit_partition(p) for p in parts))
+            async with self._committing:
+                parts = list(self._pending)
+                if len(parts) == 1:
+                    await self._commit_partition(parts[0])
+                elif parts:
+                    await asyncio.gather(*(self._commit_partition(p) for p in parts))
 
     @contextmanager
     def _timed(self, what: str) -> Iterator[None]:

@@ -272,6 +272,37 @@ def test_a_revocation_commits_the_batch_that_was_being_processed_when_it_came(
     assert [e["cause_id"] for e in h.ledger()] == ["e1"]
 
 
+def test_a_revocation_waits_for_the_commit_loops_commit_in_flight(
+    make_sink: Callable[..., Harness],
+) -> None:
+    """The commit loop took the pending offsets and is committing when the revocation comes:
+    the revocation must not return (and let faust stop the producer) before that commit is
+    done."""
+    h = make_sink()
+    release = asyncio.Event()
+    producer = h.producer(0)
+    plain_commit = producer.commit_transaction
+
+    async def slow_commit() -> None:
+        await release.wait()
+        await plain_commit()
+
+    producer.commit_transaction = slow_commit  # type: ignore[method-assign]
+
+    async def run() -> None:
+        await h.handle([_usage(0, "e1", "a")])
+        loop_commit = asyncio.create_task(h.sink.commit())
+        await asyncio.sleep(0.01)  # the loop's commit took the offsets and waits on the broker
+        revocation = asyncio.create_task(h.sink.commit_before_revocation())
+        await asyncio.sleep(0.01)
+        assert not revocation.done(), "the revocation returned with a commit in flight"
+        release.set()
+        await asyncio.gather(loop_commit, revocation)
+
+    asyncio.run(run())
+    assert h.runtime.committed == {TP(TOPICS.usage_events, 0): 1}
+
+
 def _owned(partition: int, *changelogs: str) -> set[TP]:
     return {TP(TOPICS.usage_events, partition)} | {TP(c, partition) for c in changelogs}
 
