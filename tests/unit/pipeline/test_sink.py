@@ -53,7 +53,8 @@ class FakeProducer:
     committed_offsets: dict[TP, int] = field(default_factory=dict)
     fail_commit: bool = False
     fenced: bool = False
-    hang_commit: bool = False
+    commit_gate: asyncio.Event | None = None
+    """When set, a commit waits for it (a broker that does not answer)."""
 
     def create_batch(self) -> FakeBatch:
         return FakeBatch(self.batch_capacity)
@@ -71,8 +72,8 @@ class FakeProducer:
         self.open_offsets.update(offsets)
 
     async def commit_transaction(self) -> None:
-        if self.hang_commit:  # a batch that never finds its leader (docs/processor.md item 15)
-            await asyncio.Event().wait()
+        if self.commit_gate is not None:
+            await self.commit_gate.wait()
         if self.fail_commit or self.fenced:
             raise RuntimeError("producer fenced")
         self.committed.extend(self.open)
@@ -278,16 +279,8 @@ def test_a_revocation_waits_for_the_commit_loops_commit_in_flight(
     """The commit loop took the pending offsets and is committing when the revocation comes:
     the revocation must not return (and let faust stop the producer) before that commit is
     done."""
-    h = make_sink()
     release = asyncio.Event()
-    producer = h.producer(0)
-    plain_commit = producer.commit_transaction
-
-    async def slow_commit() -> None:
-        await release.wait()
-        await plain_commit()
-
-    producer.commit_transaction = slow_commit  # type: ignore[method-assign]
+    h = make_sink(commit_gate=release)
 
     async def run() -> None:
         await h.handle([_usage(0, "e1", "a")])
@@ -423,7 +416,7 @@ def test_a_failed_commit_crashes_the_worker(make_sink: Callable[..., Harness]) -
 def test_a_commit_that_hangs_stops_the_worker(
     make_sink: Callable[..., Harness], caplog: pytest.LogCaptureFixture
 ) -> None:
-    h = make_sink(hang_commit=True)
+    h = make_sink(commit_gate=asyncio.Event())  # never set: the commit hangs
     h.sink.stuck_after_s = 0.05
 
     async def run() -> None:
