@@ -16,12 +16,8 @@ Runtime-agnostic: it speaks to the stream runtime only through ``pipeline.ports`
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka.structs import TopicPartition as TP
@@ -30,23 +26,12 @@ from rocksdict import WriteBatch
 from metering.topics import TopicNames
 from pipeline.core import BatchProcessor, InMessage, PartitionOutput
 from pipeline.id_store import write_chunks
+from pipeline.liveness import Liveness
 from pipeline.metrics import Metrics
 from pipeline.ports import StateTable, StreamRuntime
 from pipeline.restore import RestoreMismatchError, RestoreVerifier
 
 log = logging.getLogger("pipeline.sink")
-
-STUCK_AFTER_S = 60.0
-"""How long processing one fetched batch, or one commit (waiting for its locks included), may
-run before the worker stops. A batch takes milliseconds and a commit well under a second; 60 s
-is the producers' ``transaction.timeout.ms`` (aiokafka's default), after which the coordinator
-aborts the open transaction anyway. Anything still waiting then waits on a client that will
-not recover (docs/processor.md item 15): stopping hands the partitions to the group, which
-restores them from the committed state."""
-
-
-class StuckError(RuntimeError):
-    """A batch or a commit ran longer than :data:`STUCK_AFTER_S`."""
 
 
 class TransactionalSink:
@@ -94,10 +79,8 @@ class TransactionalSink:
         :meth:`commit_before_revocation`)."""
         self._committing = asyncio.Lock()
         """Held by :meth:`commit`: a revocation's commit waits for the commit loop's."""
-        self._running: dict[object, tuple[str, float]] = {}
-        """Batches and commits under way: token -> (what, monotonic start)."""
-        self.stuck_after_s = STUCK_AFTER_S
-        self._stuck = False
+        self.liveness = Liveness(runtime.crash)
+        """Stops the worker when a batch or a commit hangs (the runtime's timer asks it)."""
         self.verifier = RestoreVerifier(
             bootstrap, topics, table, ids_table, processor, metrics, self.publish
         )
@@ -108,7 +91,7 @@ class TransactionalSink:
     async def handle(self, batch: list[InMessage], generation: int) -> None:
         """Process one fetched batch (any partitions, fetch order) of the source topics."""
         async with self._handling:
-            with self._timed("processing a fetched batch"):
+            with self.liveness.timed("processing a fetched batch"):
                 await self._handle(batch, generation)
 
     async def _handle(self, batch: list[InMessage], generation: int) -> None:
@@ -282,7 +265,7 @@ class TransactionalSink:
         then failed (fenced) or waited forever (docs/processor.md item 13). Batches that start
         after this are dropped (flow stopped, or a new generation).
         """
-        with self._timed("the revocation's commit"):
+        with self.liveness.timed("the revocation's commit"):
             async with self._handling:
                 await self.commit()
 
@@ -293,44 +276,13 @@ class TransactionalSink:
         starts, so a revocation's commit that ran beside the commit loop's would find nothing
         to do and let faust stop a producer whose commit was still in flight (it then waited
         forever, docs/processor.md item 13)."""
-        with self._timed("a commit"):
+        with self.liveness.timed("a commit"):
             async with self._committing:
                 parts = list(self._pending)
                 if len(parts) == 1:
                     await self._commit_partition(parts[0])
                 elif parts:
                     await asyncio.gather(*(self._commit_partition(p) for p in parts))
-
-    @contextmanager
-    def _timed(self, what: str) -> Iterator[None]:
-        """Mark ``what`` as under way for :meth:`check_liveness`."""
-        token = object()
-        self._running[token] = (what, time.monotonic())
-        try:
-            yield
-        finally:
-            del self._running[token]
-
-    async def check_liveness(self) -> None:
-        """Stop the worker when a batch or a commit has run longer than ``stuck_after_s``.
-
-        Called by a timer: whatever hangs (a client waiting on metadata it will never get, a
-        lock held by such a wait) would otherwise hold its partitions, and with the commit
-        loop every partition of the worker, for good and without an error."""
-        if self._stuck:
-            return
-        now = time.monotonic()
-        for what, since in list(self._running.values()):
-            if now - since > self.stuck_after_s:
-                self._stuck = True
-                error = StuckError(f"{what} has run for {now - since:.0f} s")
-                log.error(
-                    "%s: stopping the worker; its partitions go to the group. Waiting:\n%s",
-                    error,
-                    _waiting_tasks(),
-                )
-                await self.runtime.crash(error)
-                return
 
     async def _commit_partition(self, partition: int) -> None:
         try:
@@ -406,7 +358,7 @@ class TransactionalSink:
             lock, txp = self._transaction(partition)
         except KeyError:
             return False
-        with self._timed("publishing a restore's repair"):
+        with self.liveness.timed("publishing a restore's repair"):
             async with lock:
                 await self._send(txp, partition, out)
                 await self._commit_locked(partition)
@@ -472,32 +424,3 @@ class _TopicBatches:
     async def flush(self) -> None:
         for topic in list(self._open):
             await self._send(topic)
-
-
-def _waiting_tasks(limit: int = 20) -> str:
-    """Where the tasks of this loop that wait in the sink or in a Kafka producer are waiting
-    (each task's chain of awaits, innermost last), for the log of a hung batch or commit."""
-    out = io.StringIO()
-    shown = 0
-    for task in asyncio.all_tasks():
-        chain: list[FrameType] = []
-        coro: Any = task.get_coro()
-        while coro is not None and len(chain) < 40:
-            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
-            if frame is not None:
-                chain.append(frame)
-            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-        files = [frame.f_code.co_filename for frame in chain]
-        if not any(f.endswith("pipeline/sink.py") or "aiokafka/producer" in f for f in files):
-            continue
-        out.write(f"{task.get_name()}:\n")
-        for frame in chain:
-            flags = {
-                k: v for k, v in frame.f_locals.items() if isinstance(v, bool | int) and k != "self"
-            }
-            code = frame.f_code
-            out.write(f"  {code.co_filename}:{frame.f_lineno} {code.co_name} {flags or ''}\n")
-        shown += 1
-        if shown >= limit:
-            break
-    return out.getvalue()

@@ -46,8 +46,8 @@ from pipeline.sink import TransactionalSink
 log = logging.getLogger("pipeline.runtime")
 
 LIVENESS_CHECK_S = 5.0
-"""How often the sink is asked whether a batch or a commit has hung
-(``TransactionalSink.check_liveness``)."""
+"""How often the sink's liveness stop is asked whether a batch or a commit has hung
+(``pipeline.liveness``)."""
 TABLE_NAME = "accounts"
 IDS_TABLE_NAME = "event_ids"
 
@@ -229,7 +229,7 @@ def build_app(config: ProcessorConfig, source: EngineSource) -> ProcessorApp:
     app.on_rebalance_complete.connect(on_restored)
 
     async def check_liveness() -> None:
-        await sink.check_liveness()
+        await sink.liveness.check()
 
     app.timer(LIVENESS_CHECK_S, name="liveness")(check_liveness)
 

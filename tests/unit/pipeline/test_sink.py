@@ -417,16 +417,16 @@ def test_a_commit_that_hangs_stops_the_worker(
     make_sink: Callable[..., Harness], caplog: pytest.LogCaptureFixture
 ) -> None:
     h = make_sink(commit_gate=asyncio.Event())  # never set: the commit hangs
-    h.sink.stuck_after_s = 0.05
+    h.sink.liveness.stuck_after_s = 0.05
 
     async def run() -> None:
         await h.handle([_usage(0, "e1", "a")])
         commit = asyncio.create_task(h.sink.commit())
-        await h.sink.check_liveness()
+        await h.sink.liveness.check()
         assert h.runtime.crashed == [], "not before stuck_after_s"
         await asyncio.sleep(0.1)
-        await h.sink.check_liveness()
-        await h.sink.check_liveness()  # once is enough
+        await h.sink.liveness.check()
+        await h.sink.liveness.check()  # once is enough
         commit.cancel()
 
     asyncio.run(run())
@@ -441,7 +441,7 @@ def test_a_batch_that_hangs_in_a_send_stops_the_worker(
     make_sink: Callable[..., Harness],
 ) -> None:
     h = make_sink()
-    h.sink.stuck_after_s = 0.05
+    h.sink.liveness.stuck_after_s = 0.05
 
     async def never(batch: FakeBatch, topic: str, *, partition: int) -> None:
         await asyncio.Event().wait()  # a leader that never comes (docs/processor.md item 15)
@@ -451,7 +451,7 @@ def test_a_batch_that_hangs_in_a_send_stops_the_worker(
     async def run() -> None:
         batch = asyncio.create_task(h.handle([_usage(0, "e1", "a")]))
         await asyncio.sleep(0.1)
-        await h.sink.check_liveness()
+        await h.sink.liveness.check()
         batch.cancel()
 
     asyncio.run(run())
