@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
-log = logging.getLogger("pipeline.sink")
+log = logging.getLogger("pipeline.liveness")
 
 STUCK_AFTER_S = 60.0
 """How long processing one fetched batch, or one commit (waiting for its locks included), may

@@ -175,8 +175,6 @@ def batch_consumer_class(
                 await self._thread.seek_to_beginning(
                     *(TopicPartition(tp.topic, tp.partition) for tp in never)
                 )
-                for tp in never:
-                    self._read_offset[tp] = None
 
         async def _seek_back_unless_reassigned(self) -> None:
             # faust seeks to the committed offsets here; when a rebalance has already changed
